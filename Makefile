@@ -1,0 +1,37 @@
+# gpuwatch: `make demo` runs the main job on the bundled samples, `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SAMPLES := data/samples
+OUT    := out
+
+.PHONY: demo test lint bench samples clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[test,dask]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p $(OUT)
+	$(BIN)/gpuwatch train --telemetry $(SAMPLES)/telemetry.parquet --access $(SAMPLES)/access.jsonl.gz \
+	  --tenants $(SAMPLES)/tenants.csv --model-dir $(OUT)/model-demo
+	$(BIN)/gpuwatch score --telemetry $(SAMPLES)/telemetry.parquet --access $(SAMPLES)/access.jsonl.gz \
+	  --tenants $(SAMPLES)/tenants.csv --model-dir $(OUT)/model-demo \
+	  --out $(OUT)/scores.parquet --metrics-file $(OUT)/gpuwatch.prom --truth $(SAMPLES)/truth.csv
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check detector tests
+
+samples: $(STAMP)
+	$(BIN)/gpuwatch simulate --out $(SAMPLES) --tenants 40 --days 3 --seed 7
+
+clean:
+	rm -rf $(OUT) .pytest_cache

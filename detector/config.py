@@ -1,0 +1,176 @@
+"""Settings: the bundled default TOML, then a user TOML, then GPUWATCH_* variables, then flags.
+
+The result is one frozen, validated object passed explicitly to every stage. The jurisdiction
+policy is part of it: countries of concern, hosting ASNs, working hours.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ConfigError
+
+ENV_PREFIX = "GPUWATCH_"
+
+
+@dataclass(frozen=True)
+class Jurisdiction:
+    countries_of_concern: frozenset[str]
+    timezones: Mapping[str, str]
+    working_hours: tuple[int, int]
+
+    def zone_of(self, country: str) -> str | None:
+        """IANA zone for a country: the policy's choice, else the tz database's."""
+        return self.timezones.get(country) or country_zones().get(country)
+
+
+@dataclass(frozen=True)
+class Hosting:
+    asns: frozenset[int]
+    org_keywords: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Sessions:
+    gap_seconds: float
+    active_util_pct: float
+    min_duration_seconds: float
+    grid_seconds: int
+    access_lookback_seconds: float
+
+
+@dataclass(frozen=True)
+class Scoring:
+    alert_risk: float
+    top_k: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    jurisdiction: Jurisdiction
+    hosting: Hosting
+    sessions: Sessions
+    scoring: Scoring
+    source: tuple[str, ...] = field(default=(), compare=False)
+
+    def override(self, section: str, **values: Any) -> Settings:
+        """A copy with some keys of one section replaced (used for command-line flags)."""
+        values = {k: v for k, v in values.items() if v is not None}
+        if not values:
+            return self
+        current = getattr(self, section)
+        return replace(self, **{section: replace(current, **values)})
+
+
+@cache
+def country_zones() -> dict[str, str]:
+    """One representative IANA zone per ISO country (bundled, from the tz database)."""
+    text = resources.files("detector.data").joinpath("country_timezones.csv").read_text()
+    rows = csv.reader(line for line in text.splitlines() if not line.startswith("#"))
+    next(rows)
+    return {country: zone for country, zone in rows}
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("detector.data").joinpath("policy.toml")))
+
+
+def load_settings(path: str | os.PathLike | None = None,
+                  env: Mapping[str, str] | None = None) -> Settings:
+    """Read the default TOML, merge the user's file and environment, validate."""
+    env = os.environ if env is None else env
+    path = path or env.get(ENV_PREFIX + "CONFIG")
+    raw = _read_toml(default_config_path())
+    sources = ["default"]
+    if path:
+        _merge(raw, _read_toml(Path(path)), str(path))
+        sources.append(str(path))
+    _merge_env(raw, env)
+    return _build(raw, tuple(sources))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read settings file ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any], origin: str) -> None:
+    for section, values in extra.items():
+        if section not in base or not isinstance(values, dict):
+            raise ConfigError(f"{origin}: unknown section [{section}]; "
+                              f"expected one of {sorted(base)}")
+        unknown = set(values) - set(base[section])
+        if unknown:
+            raise ConfigError(f"{origin}: unknown key(s) {sorted(unknown)} in [{section}]")
+        base[section].update(values)
+
+
+def _merge_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    """GPUWATCH_SECTION_KEY=value overrides a scalar setting, e.g. GPUWATCH_SESSIONS_GAP_SECONDS."""
+    for section, values in raw.items():
+        for key, current in values.items():
+            name = f"{ENV_PREFIX}{section}_{key}".upper()
+            if name not in env:
+                continue
+            text = env[name]
+            try:
+                if isinstance(current, list):
+                    values[key] = [type(current[0])(v.strip()) if current else v.strip()
+                                   for v in text.split(",") if v.strip()]
+                else:
+                    values[key] = type(current)(text)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={text!r}: expected {type(current).__name__}") from exc
+
+
+def _build(raw: dict[str, Any], sources: tuple[str, ...]) -> Settings:
+    try:
+        j, h = raw["jurisdiction"], raw["hosting"]
+        countries = frozenset(c.upper() for c in j["countries_of_concern"])
+        bad = [c for c in countries if len(c) != 2 or not c.isalpha()]
+        if bad:
+            raise ConfigError(f"countries_of_concern: {bad} are not ISO 3166-1 alpha-2 codes")
+        start, end = (int(x) for x in j["working_hours"])
+        if not 0 <= start < end <= 24:
+            raise ConfigError(f"working_hours: expected [start, end) within 0-24, got {[start, end]}")
+        settings = Settings(
+            jurisdiction=Jurisdiction(countries, dict(j["timezones"]), (start, end)),
+            hosting=Hosting(frozenset(int(a) for a in h["asns"]),
+                            tuple(k.lower() for k in h["org_keywords"])),
+            sessions=Sessions(**{f.name: _cast(f.type, raw["sessions"][f.name])
+                                 for f in fields(Sessions)}),
+            scoring=Scoring(**{f.name: _cast(f.type, raw["scoring"][f.name])
+                               for f in fields(Scoring)}),
+            source=sources,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"settings from {', '.join(sources)}: invalid or missing value ({exc})") from exc
+    for country in settings.jurisdiction.countries_of_concern:
+        zone = settings.jurisdiction.zone_of(country)
+        try:
+            ZoneInfo(zone or "")
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(f"timezones: no valid zone for {country} ({zone!r})") from exc
+    if settings.sessions.gap_seconds <= 0 or settings.sessions.grid_seconds <= 0:
+        raise ConfigError("sessions: gap_seconds and grid_seconds must be positive")
+    if not 0 <= settings.scoring.alert_risk <= 100:
+        raise ConfigError("scoring.alert_risk must be within 0-100")
+    return settings
+
+
+def _cast(kind: Any, value: Any) -> Any:
+    return {"float": float, "int": int}.get(str(kind), lambda v: v)(value)
