@@ -1,0 +1,20 @@
+"""Interaction features: large-model training weighted by restricted-origin evidence.
+
+These make the sessions gpuwatch exists for the rare, isolated thing in feature space: a
+domestic pre-training run, a miner or an HPC job has no origin evidence; a tourist login from
+a country of concern has no training behind it. Only the product of the two is large.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def risk_features(features: pd.DataFrame) -> pd.DataFrame:
+    """Interaction columns computed from workload and origin features (same index)."""
+    weight = features["training_signature"] * features["origin_evidence"]
+    return pd.DataFrame({
+        "restricted_compute": features["log10_flop"] * weight,
+        "restricted_gpu_hours": np.log10(1.0 + features["gpu_hours"]) * weight,
+    }, index=features.index)

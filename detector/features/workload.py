@@ -1,0 +1,186 @@
+"""Workload features: what the session's GPUs did. Vectorised over all sessions at once."""
+
+from __future__ import annotations
+
+import csv
+from functools import cache
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+
+from ..config import Sessions
+from ..timeutil import NS as _NS
+from ..timeutil import epoch_ns
+
+DEFAULT_PEAK_TFLOPS = 312.0  # an A100: the model name is unknown or not in the table
+
+
+def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
+                      settings: Sessions) -> pd.DataFrame:
+    """One row per session (same index as `sessions`) of the workload features."""
+    n = len(sessions)
+    s = samples["session"].to_numpy()
+    gpu_key = pd.factorize(pd.MultiIndex.from_arrays(
+        [s, samples["host"].to_numpy(), samples["gpu"].to_numpy()]))[0]
+    host_key = pd.factorize(pd.MultiIndex.from_arrays([s, samples["host"].to_numpy()]))[0]
+    util = samples["gpu_util"].to_numpy(float)
+    ts = epoch_ns(samples["timestamp"])
+
+    out = pd.DataFrame(index=sessions.index)
+    out["duration_s"] = (sessions["end"] - sessions["start"]).dt.total_seconds().to_numpy()
+    out["n_gpus"] = _count_distinct(s, gpu_key, n)
+    out["n_hosts"] = _count_distinct(s, host_key, n)
+
+    # Per GPU: time in the session (span plus one sampling interval) and mean activity.
+    per_gpu = pd.DataFrame({"session": s, "gpu": gpu_key, "ts": ts, "act": _tensor_activity(samples),
+                            "peak": _peak_flops(samples["model_name"])})
+    g = per_gpu.groupby("gpu", sort=False)
+    first, last = g["ts"].min(), g["ts"].max()
+    interval = _median_interval(per_gpu)
+    gpu_seconds = (last - first + interval) / _NS
+    gpu_session = g["session"].first()
+    flop = gpu_seconds * g["act"].mean().fillna(0) * g["peak"].first()
+    out["gpu_hours"] = _sum_by(gpu_session, gpu_seconds / 3600.0, n)
+    out["est_flop"] = _sum_by(gpu_session, flop, n)
+    out["log10_flop"] = np.log10(1.0 + out["est_flop"])
+
+    frame = pd.DataFrame({"session": s, "util": util})
+    for col in ("sm_active", "tensor_active", "dram_active", "power_w"):
+        frame[col] = samples[col].to_numpy(float)
+    frame["mem_fill"] = (samples["fb_used_mib"] / (samples["fb_used_mib"] + samples["fb_free_mib"])
+                         ).to_numpy(float)
+    frame["nvlink"] = (samples["nvlink_tx_bps"] + samples["nvlink_rx_bps"]).to_numpy(float)
+    frame["pcie"] = (samples["pcie_tx_bps"] + samples["pcie_rx_bps"]).to_numpy(float)
+    frame["busy"] = util >= 90.0
+    frame["idle"] = util <= settings.active_util_pct
+    by = frame.groupby("session", sort=True)
+    means = by.mean()
+    stats = pd.DataFrame({
+        "util_mean": means["util"], "util_std": by["util"].std(ddof=0),
+        "util_p95": by["util"].quantile(0.95), "busy_frac": means["busy"],
+        "idle_frac": means["idle"], "sm_active_mean": means["sm_active"],
+        "tensor_active_mean": means["tensor_active"], "dram_active_mean": means["dram_active"],
+        "mem_fill": means["mem_fill"], "power_mean_w": means["power_w"],
+        "nvlink_bps": means["nvlink"], "pcie_bps": means["pcie"],
+    }).reindex(range(n))
+    for col in stats:
+        out[col] = stats[col].to_numpy()
+    out["tensor_share"] = (out["tensor_active_mean"] / out["sm_active_mean"]).where(
+        out["sm_active_mean"] > 0.01).clip(0, 1)
+
+    grid = _grid_series(s, gpu_key, ts, util, settings.grid_seconds)
+    for name, values in _shape_features(grid, n, settings.grid_seconds).items():
+        out[name] = values
+    out["training_signature"] = _training_signature(out)
+    return out
+
+
+def _count_distinct(session: np.ndarray, key: np.ndarray, n: int) -> np.ndarray:
+    first = pd.Series(session).groupby(key).first()
+    return np.bincount(first.to_numpy(), minlength=n)
+
+
+def _sum_by(index: pd.Series, values: pd.Series, n: int) -> np.ndarray:
+    return np.bincount(index.to_numpy(), weights=values.to_numpy(float), minlength=n)
+
+
+def _median_interval(per_gpu: pd.DataFrame) -> pd.Series:
+    """Median gap between consecutive samples of each GPU (0 for a single sample)."""
+    ordered = per_gpu.sort_values(["gpu", "ts"], kind="stable")
+    step = ordered["ts"].diff()
+    step[ordered["gpu"].ne(ordered["gpu"].shift())] = np.nan
+    return step.groupby(ordered["gpu"]).median().fillna(0)
+
+
+def _tensor_activity(samples: pd.DataFrame) -> np.ndarray:
+    """Tensor activity, else a documented estimate from SM activity or utilisation."""
+    act = samples["tensor_active"].to_numpy(float)
+    act = np.where(np.isnan(act), samples["sm_active"].to_numpy(float) * 0.5, act)
+    return np.where(np.isnan(act), samples["gpu_util"].to_numpy(float) / 100.0 * 0.35, act)
+
+
+@cache
+def _peak_table() -> tuple[tuple[str, float], ...]:
+    text = resources.files("detector.data").joinpath("gpu_specs.csv").read_text()
+    rows = csv.reader(line for line in text.splitlines() if not line.startswith("#"))
+    next(rows)
+    return tuple((pattern.lower(), float(tflops)) for pattern, tflops in rows)
+
+
+def peak_flops(model_name: str | None) -> float:
+    """Dense tensor peak FLOP/s of a GPU model, from the bundled table."""
+    name = (model_name or "").lower()
+    for pattern, tflops in _peak_table():
+        if pattern in name:
+            return tflops * 1e12
+    return DEFAULT_PEAK_TFLOPS * 1e12
+
+
+def _peak_flops(model_names: pd.Series) -> np.ndarray:
+    codes, names = pd.factorize(model_names.astype("string").fillna(""))
+    table = np.array([peak_flops(name) for name in names] or [0.0])
+    return table[codes]
+
+
+def _grid_series(session: np.ndarray, gpu: np.ndarray, ts: np.ndarray, util: np.ndarray,
+                 grid_seconds: int) -> pd.DataFrame:
+    """Per (session, bucket): mean over GPUs; and per (session, gpu, bucket): the GPU's mean."""
+    bucket = ts // (grid_seconds * _NS)
+    per_gpu = (pd.DataFrame({"session": session, "gpu": gpu, "bucket": bucket, "util": util})
+               .groupby(["session", "gpu", "bucket"], sort=False, as_index=False)["util"].mean())
+    mean = per_gpu.groupby(["session", "bucket"], as_index=False)["util"].mean()
+    return per_gpu.merge(mean.rename(columns={"util": "m"}), on=["session", "bucket"])
+
+
+def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, np.ndarray]:
+    """Lock-step, autocorrelation and checkpoint-dip features from the gridded series."""
+    # Lock-step: Pearson correlation of each GPU with the session mean, from sums.
+    x, m = grid["util"].to_numpy(float), grid["m"].to_numpy(float)
+    sums = pd.DataFrame({"session": grid["session"], "gpu": grid["gpu"], "n": 1.0, "x": x, "m": m,
+                         "xx": x * x, "mm": m * m, "xm": x * m}).groupby(["session", "gpu"]).sum()
+    cov = sums["xm"] - sums["x"] * sums["m"] / sums["n"]
+    var_x = sums["xx"] - sums["x"] ** 2 / sums["n"]
+    var_m = sums["mm"] - sums["m"] ** 2 / sums["n"]
+    corr = (cov / np.sqrt(var_x * var_m)).where((var_x > 1e-9) & (var_m > 1e-9))
+    n_gpus = sums.groupby(level="session").size()
+    lockstep = corr.groupby(level="session").mean().where(n_gpus > 1)
+
+    # The session mean series on the grid, in time order.
+    series = (grid.drop_duplicates(["session", "bucket"])[["session", "bucket", "m"]]
+              .sort_values(["session", "bucket"], kind="stable"))
+    sess = series["session"].to_numpy()
+    mser = series["m"].to_numpy(float)
+    same = np.r_[False, sess[1:] == sess[:-1]]
+    prev = np.r_[np.nan, mser[:-1]]
+    autocorr = (pd.DataFrame({"session": sess[same], "a": mser[same], "b": prev[same]})
+                .groupby("session")[["a", "b"]].corr().xs("a", level=1)["b"])
+
+    # Dips: the mean falls below half the session median; count dip starts and their spacing.
+    median = pd.Series(mser).groupby(sess).transform("median").to_numpy()
+    low = mser < 0.5 * median
+    start = low & ~np.r_[False, low[:-1] & same[1:]]
+    dip_bucket = series["bucket"].to_numpy()[start]
+    dip_sess = sess[start]
+    gaps = pd.Series(np.diff(dip_bucket, prepend=np.nan)).where(
+        np.r_[False, dip_sess[1:] == dip_sess[:-1]])
+    gap_stats = gaps.groupby(dip_sess).agg(["mean", "std", "count"])
+    regularity = (1 - gap_stats["std"] / gap_stats["mean"]).clip(0, 1).where(gap_stats["count"] >= 2)
+    hours = pd.Series(1.0, index=sess).groupby(level=0).sum() * grid_seconds / 3600.0
+    dips = pd.Series(start.astype(float)).groupby(sess).sum()
+    return {
+        "lockstep": lockstep.reindex(range(n)).to_numpy(),
+        "util_autocorr": autocorr.reindex(range(n)).to_numpy(),
+        "dip_rate_per_h": (dips / hours).reindex(range(n)).to_numpy(),
+        "dip_regularity": regularity.reindex(range(n)).fillna(0.0).to_numpy(),
+    }
+
+
+def _training_signature(features: pd.DataFrame) -> pd.Series:
+    parts = pd.DataFrame({
+        "busy": features["busy_frac"],
+        "tensor": (features["tensor_active_mean"] / 0.4).clip(0, 1),
+        "memory": features["mem_fill"].clip(0, 1),
+        "lockstep": features["lockstep"].clip(0, 1),
+    })
+    return parts.mean(axis=1, skipna=True).fillna(0.0)

@@ -1,0 +1,1 @@
+"""The session risk model: forest, explanations, calibration, labels and the model registry."""

@@ -1,0 +1,151 @@
+"""The main job, stage by stage: ingest, enrich, sessions, features, then train or score.
+
+Pure orchestration over the stage modules; file reading happens in ingest, model files in
+the model registry, and printing in the CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import quarantine
+from .config import Settings
+from .enrich import enrich_access, open_database
+from .features import NAMES as FEATURE_NAMES
+from .features import session_features
+from .ingest import read_table
+from .model.calibrate import Calibration, calibrate_threshold
+from .model.explain import contributions, top_features
+from .model.forest import SessionRiskModel, severity
+from .model.labels import label_sessions
+from .model.store import StoredModel
+from .runinfo import RunReport
+from .schema import ACCESS, LABELS, SCORE_HEAD, TELEMETRY, TENANTS
+from .sessions import cut_sessions
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Where the data comes from (each list: files or folders)."""
+
+    telemetry: Sequence[Path]
+    access: Sequence[Path]
+    tenants: Path | None = None
+    geoip_db: Sequence[Path] = ()
+    since: pd.Timestamp | None = None
+    until: pd.Timestamp | None = None
+
+
+@dataclass
+class FeatureTable:
+    """Sessions with their features, and every input row that was not used."""
+
+    sessions: pd.DataFrame
+    quarantine: pd.DataFrame
+    report: RunReport = field(default_factory=RunReport)
+
+
+def build_features(inputs: Inputs, settings: Settings, report: RunReport | None = None
+                   ) -> FeatureTable:
+    """Read, validate, enrich, cut sessions and extract features."""
+    report = report or RunReport()
+    rejected = []
+    with report.stage("ingest"):
+        telemetry = _read(inputs.telemetry, TELEMETRY, inputs, report, rejected)
+        access = _read(inputs.access, ACCESS, inputs, report, rejected)
+        tenants = (_read([inputs.tenants], TENANTS, inputs, report, rejected)
+                   if inputs.tenants else None)
+    with report.stage("enrich"):
+        db = open_database(inputs.geoip_db)
+        access, stats = enrich_access(access, db, settings, tenants)
+        report.ips_total, report.ips_unknown = stats.ips_total, stats.ips_unknown_country
+    with report.stage("sessions"):
+        sessions, samples = cut_sessions(telemetry, settings.sessions)
+    with report.stage("features"):
+        table = session_features(sessions, samples, access, settings, tenants)
+    report.sessions = len(table)
+    return FeatureTable(table, quarantine.combine(rejected), report)
+
+
+def _read(paths: Sequence[Path], schema, inputs: Inputs, report: RunReport,
+          rejected: list[pd.DataFrame]) -> pd.DataFrame:
+    window = {} if schema is TENANTS else {"since": inputs.since, "until": inputs.until}
+    loaded = read_table(paths, schema, **window)
+    report.rows_read[schema.name] += loaded.rows_read
+    report.rows_accepted[schema.name] += loaded.rows_accepted
+    for reason, count in loaded.quarantine["reason"].value_counts().items():
+        report.rows_quarantined[(schema.name, str(reason))] += int(count)
+    rejected.append(loaded.quarantine)
+    return loaded.table
+
+
+def read_labels(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    loaded = read_table([path], LABELS)
+    return loaded.table, loaded.quarantine
+
+
+def train(table: pd.DataFrame, settings: Settings, labels: pd.DataFrame | None = None,
+          seed: int = 0) -> tuple[StoredModel, Calibration | None]:
+    """Fit the forest on sessions not labelled incident; calibrate the threshold on labels."""
+    label = (label_sessions(table, labels) if labels is not None
+             else pd.Series(pd.NA, index=table.index, dtype="string"))
+    fit_rows = table[label.ne("incident").fillna(True).to_numpy()]
+    model = SessionRiskModel(random_state=seed).fit(fit_rows)
+    calibration = None
+    alert_risk = settings.scoring.alert_risk
+    labelled = label.notna().to_numpy()
+    if labels is not None and labelled.any():
+        risk = model.risk_score(table[labelled])
+        calibration = calibrate_threshold(risk, (label[labelled] == "incident").to_numpy())
+        alert_risk = calibration.threshold
+    trained_at = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    data_hash = hashlib.sha256(pd.util.hash_pandas_object(
+        fit_rows[list(model.features)], index=False).to_numpy().tobytes()).hexdigest()
+    meta = {
+        "model_version": f"{trained_at[:10].replace('-', '')}-{data_hash[:8]}",
+        "trained_at": trained_at,
+        "training": {"sessions": int(len(table)), "fit_sessions": int(len(fit_rows)),
+                     "labelled_incident": int((label == "incident").sum()),
+                     "labelled_benign": int((label == "benign").sum()),
+                     "data_sha256": data_hash},
+        "threshold_source": "labels" if calibration else "policy",
+        "calibration": calibration.as_dict() if calibration else None,
+        "settings_source": list(settings.source),
+    }
+    return StoredModel(model, float(alert_risk), meta), calibration
+
+
+def score(table: pd.DataFrame, stored: StoredModel, report: RunReport) -> pd.DataFrame:
+    """The scores table of the data contract, highest risk first."""
+    model = stored.model
+    with report.stage("score"):
+        anomaly = model.anomaly_score(table)
+        risk = model.to_risk(anomaly)
+    with report.stage("explain"):
+        explained = top_features(contributions(model, table), table)
+    head = [*SCORE_HEAD[:4], "job_id", *SCORE_HEAD[4:]]
+    features = [n for n in FEATURE_NAMES if n not in head]
+    scores = table[head + features].copy()
+    scores["anomaly_score"] = anomaly
+    scores["risk_score"] = np.round(risk, 2)
+    scores["severity"] = severity(risk)
+    scores["alert"] = risk >= stored.alert_risk
+    scores["top_features"] = explained
+    scores["model_version"] = stored.version
+    scores["run_id"] = report.run_id
+    report.model_version = stored.version
+    report.model_trained_at = stored.metadata.get("trained_at", "")
+    return scores.sort_values("risk_score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def finish(report: RunReport) -> RunReport:
+    report.finished_at = time.time()
+    report.success = True
+    return report

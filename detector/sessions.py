@@ -1,0 +1,87 @@
+"""Cut per-GPU telemetry into sessions.
+
+A session is a tenant's contiguous GPU activity across all its GPUs and hosts: active samples
+(utilisation above a threshold) separated by gaps no longer than `gap_seconds` belong together.
+When the exporter knows the job (`job_id`), activity is cut per job instead, so two overlapping
+jobs of one tenant stay two sessions. Every sample of the tenant (or job) inside a session's
+span, idle ones included (checkpoint dips), belongs to that session; samples outside any span
+(idle reservations, idle tails) belong to none.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .config import Sessions
+from .timeutil import NS as _NS
+from .timeutil import epoch_ns
+
+SESSION_COLUMNS = ["session_id", "tenant_id", "job_id", "start", "end"]
+
+
+def cut_sessions(telemetry: pd.DataFrame, settings: Sessions) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return (sessions, samples): one row per session, and the samples that belong to one.
+
+    `samples` is the subset of telemetry rows inside a session, with a `session` column holding
+    the row position of its session in `sessions`.
+    """
+    if telemetry.empty:
+        return (pd.DataFrame(columns=SESSION_COLUMNS),
+                telemetry.assign(session=np.zeros(0, dtype=np.int64)))
+    job = telemetry["job_id"].astype("string").fillna("")
+    group, groups = pd.factorize(pd.MultiIndex.from_arrays([telemetry["tenant_id"], job]))
+    ts = epoch_ns(telemetry["timestamp"])
+    spans = _active_spans(group, ts, telemetry["gpu_util"].to_numpy(float), settings)
+    if not len(spans["start"]):
+        return cut_sessions(telemetry.iloc[:0], settings)
+
+    # Assign every sample of a group to the span that starts at or before it, if it ends after it.
+    order = np.lexsort((ts, group))
+    span_key = spans["group"] * (1 << 42) + (spans["start"] - spans["start"].min()) // _NS
+    sample_key = group[order] * (1 << 42) + (ts[order] - spans["start"].min()) // _NS
+    pos = np.searchsorted(span_key, sample_key, side="right") - 1
+    ok = pos >= 0
+    pos_ok = pos.clip(0)
+    ok &= (spans["group"][pos_ok] == group[order]) & (ts[order] <= spans["end"][pos_ok])
+    rows = order[ok]
+    samples = telemetry.iloc[rows].assign(session=pos[ok])
+
+    tenant = groups.get_level_values(0)[spans["group"]]
+    job_ids = groups.get_level_values(1)[spans["group"]]
+    sessions = pd.DataFrame({
+        "tenant_id": np.asarray(tenant, dtype=object),
+        "job_id": pd.array(np.where(job_ids == "", None, job_ids), dtype="string"),
+        "start": pd.to_datetime(spans["start"], utc=True),
+        "end": pd.to_datetime(spans["end"], utc=True),
+    })
+    sessions.insert(0, "session_id", session_ids(sessions))
+    return sessions, samples
+
+
+def _active_spans(group: np.ndarray, ts: np.ndarray, util: np.ndarray,
+                  settings: Sessions) -> dict[str, np.ndarray]:
+    """Spans [start, end] of contiguous activity per group, sorted by (group, start)."""
+    active = util > settings.active_util_pct
+    g, t = group[active], ts[active]
+    order = np.lexsort((t, g))
+    g, t = g[order], t[order]
+    new = np.ones(len(g), dtype=bool)
+    new[1:] = (g[1:] != g[:-1]) | (np.diff(t) > settings.gap_seconds * _NS)
+    seg = np.cumsum(new) - 1
+    starts = t[new]
+    ends = np.maximum.reduceat(t, np.flatnonzero(new)) if len(t) else t
+    keep = (ends - starts) >= settings.min_duration_seconds * _NS
+    return {"group": g[new][keep], "start": starts[keep], "end": ends[keep],
+            "n_active": np.bincount(seg, minlength=len(starts))[keep]}
+
+
+def session_ids(sessions: pd.DataFrame) -> pd.Series:
+    """Stable ids: a hash of tenant, job and start, so the same input gives the same id."""
+    key = pd.DataFrame({
+        "tenant_id": sessions["tenant_id"].astype(str),
+        "job_id": sessions["job_id"].astype("string").fillna("").astype(str),
+        "start": epoch_ns(sessions["start"]),
+    })
+    hashed = pd.util.hash_pandas_object(key, index=False).to_numpy(np.uint64)
+    return pd.Series([f"{h:016x}" for h in hashed], index=sessions.index, dtype=object)
