@@ -84,12 +84,13 @@ def options_from_params(params: dict[str, Any]) -> ExportOptions:
 
 def _apply(f: Callable[..., Any], options: list[Callable[..., Any]], *,
            build: bool = False) -> Callable[..., Any]:
+    command = f
     if build:
         @functools.wraps(f)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             kwargs["export"] = options_from_params(kwargs)
             return f(*args, **kwargs)
-        f = wrapper
+        command = wrapper
     for option in reversed(options):
-        f = option(f)
-    return f
+        command = option(command)
+    return command
