@@ -101,7 +101,7 @@ def _event_indicators(access: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 
 def _in_working_hours(local: pd.Series, hours: tuple[int, int]) -> np.ndarray:
     return ((local.dt.hour >= hours[0]) & (local.dt.hour < hours[1])
-            & (local.dt.dayofweek < 5)).to_numpy(float)
+            & (local.dt.day_of_week < 5)).to_numpy(float)
 
 
 def _working_hours_in(ts: pd.Series, zones: pd.Series, settings: Settings) -> np.ndarray:

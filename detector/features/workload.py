@@ -162,8 +162,10 @@ def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, 
     start = low & ~np.r_[False, low[:-1] & same[1:]]
     dip_bucket = series["bucket"].to_numpy()[start]
     dip_sess = sess[start]
-    gaps = pd.Series(np.diff(dip_bucket, prepend=np.nan)).where(
-        np.r_[False, dip_sess[1:] == dip_sess[:-1]])
+    gaps = np.full(len(dip_bucket), np.nan)
+    follows = dip_sess[1:] == dip_sess[:-1]
+    gaps[1:][follows] = np.diff(dip_bucket)[follows]
+    gaps = pd.Series(gaps)
     gap_stats = gaps.groupby(dip_sess).agg(["mean", "std", "count"])
     regularity = (1 - gap_stats["std"] / gap_stats["mean"]).clip(0, 1).where(gap_stats["count"] >= 2)
     hours = pd.Series(1.0, index=sess).groupby(level=0).sum() * grid_seconds / 3600.0
