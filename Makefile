@@ -22,7 +22,8 @@ demo: $(STAMP)
 	  --tenants $(SAMPLES)/tenants.csv --model-dir $(OUT)/model-demo
 	$(BIN)/gpuwatch score --telemetry $(SAMPLES)/telemetry.parquet --access $(SAMPLES)/access.jsonl.gz \
 	  --tenants $(SAMPLES)/tenants.csv --model-dir $(OUT)/model-demo \
-	  --out $(OUT)/scores.parquet --metrics-file $(OUT)/gpuwatch.prom --truth $(SAMPLES)/truth.csv
+	  --out $(OUT)/scores.parquet --metrics-file $(OUT)/gpuwatch.prom
+	$(BIN)/gpuwatch evaluate --scores $(OUT)/scores.parquet --truth $(SAMPLES)/truth.csv
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
