@@ -51,7 +51,8 @@ def test_promtool_test_rules_catches_a_broken_threshold(tmp_path):
     (tmp_path / "alerts.yml").write_text(broken)
     shutil.copy(RULE_TESTS, tmp_path / "alerts_test.yml")
     done = promtool("test", "rules", str(tmp_path / "alerts_test.yml"))
-    assert done.returncode != 0 and "GpuwatchRestrictedTrainingSuspected" in done.stdout
+    assert done.returncode != 0
+    assert "GpuwatchRestrictedTrainingSuspected" in done.stdout + done.stderr
 
 
 def test_required_alerts_exist_with_severity():
