@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import platform
+import zipfile
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -77,7 +78,7 @@ def load(model_dir: str | os.PathLike) -> StoredModel:
     try:
         meta = json.loads(meta_file.read_text())
         untrusted = sio.get_untrusted_types(file=model_file)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
         raise ModelError(f"{folder}: unreadable model files ({exc})") from exc
     unexpected = [t for t in untrusted if t not in _TRUSTED]
     if unexpected:
