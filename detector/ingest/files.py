@@ -1,0 +1,103 @@
+"""Turn the paths a user gave into input files, each with its format and compression."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+
+FORMATS = ("parquet", "csv", "jsonl", "json")
+_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
+             ".ndjson": "jsonl", ".json": "json"}
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file to read: where it is, its format, and whether it is gzip-compressed."""
+
+    path: Path
+    fmt: str
+    gzip: bool
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+
+def detect(path: Path) -> tuple[str, bool] | None:
+    """(format, gzip) from the file name, or None when the extension is not known."""
+    suffixes = [s.lower() for s in path.suffixes]
+    gz = bool(suffixes) and suffixes[-1] == ".gz"
+    if gz:
+        suffixes = suffixes[:-1]
+    fmt = _SUFFIXES.get(suffixes[-1]) if suffixes else None
+    return (fmt, gz) if fmt else None
+
+
+def expand(paths: Sequence[str | Path], fmt: str = "auto") -> list[InputFile]:
+    """Every input file named by `paths`, in the order given; folders are walked in name order.
+
+    Inside a folder, files with unknown extensions and hidden or bookkeeping files (names
+    starting with '.' or '_', such as `_SUCCESS`) are skipped. `fmt` other than "auto" forces the
+    format (a `.gz` suffix still means gzip).
+    """
+    if fmt != "auto" and fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    out: list[InputFile] = []
+    for given in paths:
+        path = Path(given)
+        if not path.exists():
+            raise InputError("no such file or folder", path=str(path))
+        if path.is_dir():
+            found = [_classify(p, fmt, named=False) for p in sorted(path.rglob("*"))
+                     if p.is_file() and not _hidden(p.relative_to(path))]
+            found = [f for f in found if f is not None]
+            if not found:
+                raise InputError("folder holds no readable files (.parquet, .csv, .jsonl, .json,"
+                                 " optionally .gz)", path=str(path))
+            out.extend(found)
+        else:
+            one = _classify(path, fmt, named=True)
+            if one is None:
+                raise InputError("unknown file extension; expected .parquet, .csv, .jsonl or"
+                                 " .json, optionally .gz, or pass a format", path=str(path))
+            out.append(one)
+    if not out:
+        raise InputError("no input files given")
+    return out
+
+
+def read_bytes(file: InputFile) -> bytes:
+    """The file's content, decompressed when it is gzip."""
+    try:
+        if file.gzip:
+            with gzip.open(file.path, "rb") as fh:
+                return fh.read()
+        return file.path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"cannot read file: {_describe(exc)}", path=file.name) from exc
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, gzip.BadGzipFile | EOFError | zlib.error):
+        return f"invalid or truncated gzip ({exc or type(exc).__name__})"
+    return str(exc) or type(exc).__name__
+
+
+def _classify(path: Path, fmt: str, *, named: bool) -> InputFile | None:
+    """Format of one file; a forced `fmt` applies to any file named directly, and to the files
+    of a folder whose extension is known."""
+    found = detect(path)
+    if fmt != "auto" and (named or found):
+        return InputFile(path, fmt, path.suffix.lower() == ".gz")
+    return InputFile(path, *found) if found else None
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith((".", "_")) for part in relative.parts)

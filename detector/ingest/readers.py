@@ -1,0 +1,266 @@
+"""Format readers: one input file -> the schema's columns it holds, values as read (untyped).
+
+Rows the parser itself cannot turn into values (a CSV row with the wrong number of fields, a
+JSONL line that is not JSON) are returned as quarantine rows; a file that cannot be read at all
+raises `InputError`, a file without a required column `SchemaError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import io
+import json
+import re
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from .. import quarantine
+from ..errors import InputError
+from ..schema import COUNTRY, IP, STRING, TableSchema
+from .files import InputFile, read_bytes
+from .validate import check_columns
+
+# Cell texts that mean "no value" in CSV. Not pandas' long list: "NA" is Namibia's country code.
+CSV_NULLS = ["", "null", "NULL", "NaN", "nan"]
+_TEXT_KINDS = (STRING, IP, COUNTRY)
+_HEADER_LIMIT = 1 << 20  # bytes: a header line longer than this is not a CSV header
+_RAW_LIMIT = 1000  # characters of an unparsable line kept in the quarantine table
+
+
+@dataclass
+class RawFile:
+    """What a reader got from one file, before typing and validation."""
+
+    file: InputFile
+    frame: pd.DataFrame      # the schema's columns present in the file, values as read
+    rows: np.ndarray         # 1-based data row of each frame row (JSON Lines: the line number)
+    rejected: pd.DataFrame   # rows the parser could not read (detector.quarantine.COLUMNS)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.frame) + len(self.rejected)
+
+
+def read_raw(file: InputFile, schema: TableSchema, source: str) -> RawFile:
+    """Read one file with the reader of its format."""
+    reader = {"parquet": _read_parquet, "csv": _read_csv, "jsonl": _read_jsonl,
+              "json": _read_json}[file.fmt]
+    return reader(file, schema, source)
+
+
+# --- Parquet -------------------------------------------------------------------------------
+
+def _read_parquet(file: InputFile, schema: TableSchema, source: str) -> RawFile:
+    try:
+        handle = pa.BufferReader(read_bytes(file)) if file.gzip else str(file.path)
+        pfile = pq.ParquetFile(handle)
+        present = check_columns(schema, pfile.schema_arrow.names, file.name)
+        table = pfile.read(columns=present)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"cannot read Parquet: {exc}", path=file.name) from exc
+    frame = _arrow_to_pandas(table, schema)
+    return RawFile(file, frame, np.arange(1, len(frame) + 1), quarantine.empty())
+
+
+def _arrow_to_pandas(table: pa.Table, schema: TableSchema) -> pd.DataFrame:
+    """To pandas, turning text columns stored as numbers (a GPU index) into text first."""
+    columns = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        kind = schema.column(name).kind
+        if kind in _TEXT_KINDS and not pa.types.is_string(col.type):
+            # nested values cannot be cast: validation turns them into text
+            with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                col = col.cast(pa.string())
+        columns[name] = col
+    return pa.table(columns).to_pandas() if columns else pd.DataFrame(index=range(table.num_rows))
+
+
+# --- CSV -----------------------------------------------------------------------------------
+# pyarrow.csv rather than pandas: multi-threaded C++ parsing, every column read as text (so a
+# bad cell becomes a quarantine row, not a failed type inference), and a handler for rows with
+# the wrong number of fields that pandas offers only in its slow Python engine.
+
+def _read_csv(file: InputFile, schema: TableSchema, source: str) -> RawFile:
+    header = _csv_header(file)
+    present = check_columns(schema, header, file.name)
+    table, bad_rows = _parse_csv(file, header, present, threads=True)
+    if bad_rows:  # the threaded parse cannot say where bad rows are: read again, serially
+        table, bad_rows = _parse_csv(file, header, present, threads=False)
+    frame = table.to_pandas()
+    bad = np.array([number - 1 for number, _ in bad_rows], dtype=np.int64)
+    rows = np.arange(1, len(frame) + len(bad) + 1)
+    if len(bad):
+        rows = rows[~np.isin(rows, bad)]
+    rejected = quarantine.rejected(
+        source, file.name, bad, "malformed row: wrong number of fields",
+        raw=[json.dumps(text[:_RAW_LIMIT]) for _, text in bad_rows])
+    return RawFile(file, frame, rows, rejected)
+
+
+def _csv_header(file: InputFile) -> list[str]:
+    try:
+        opener = gzip.open if file.gzip else open
+        with opener(file.path, "rb") as fh:
+            line = fh.readline(_HEADER_LIMIT).decode("utf-8-sig")
+        header = next(csv.reader([line]), None)
+    except UnicodeDecodeError as exc:
+        raise InputError("not UTF-8 text: cannot read the CSV header", path=file.name,
+                         row=0) from exc
+    except csv.Error as exc:
+        raise InputError(f"not a CSV file: {exc}", path=file.name) from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"cannot read file: {exc}", path=file.name) from exc
+    if not header or not any(h.strip() for h in header):
+        raise InputError("empty CSV file: no header row", path=file.name)
+    return [h.strip() for h in header]
+
+
+def _parse_csv(file: InputFile, header: list[str], present: list[str], *,
+               threads: bool) -> tuple[pa.Table, list[tuple[int, str]]]:
+    bad: list[tuple[int, str]] = []
+
+    def on_bad_row(row: pacsv.InvalidRow) -> str:
+        bad.append((row.number or 0, row.text))
+        return "skip"
+
+    try:
+        stream = pa.input_stream(str(file.path), compression="gzip" if file.gzip else None)
+        table = pacsv.read_csv(
+            stream,
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1,
+                                           use_threads=threads),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True,
+                                             invalid_row_handler=on_bad_row),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=present, column_types={n: pa.string() for n in present},
+                null_values=CSV_NULLS, strings_can_be_null=True,
+                quoted_strings_can_be_null=True),
+        )
+    except (pa.ArrowException, OSError) as exc:
+        raise _csv_error(file, header, exc) from exc
+    return table, bad
+
+
+def _csv_error(file: InputFile, header: list[str], exc: Exception) -> InputError:
+    """A clear error for a CSV pyarrow could not read; locates bytes that are not UTF-8."""
+    message = str(exc)
+    if "UTF8" not in message:
+        return InputError(f"cannot read CSV: {message}", path=file.name)
+    data = read_bytes(file)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        found = re.search(r"column #(\d+)", message)
+        column = header[int(found.group(1))] if found and int(found.group(1)) < len(header) \
+            else None
+        return InputError(f"not UTF-8 text (byte 0x{data[err.start]:02x})", path=file.name,
+                          row=line - 1, column=column)
+    return InputError(f"cannot read CSV: {message}", path=file.name)
+
+
+# --- JSON Lines and JSON -------------------------------------------------------------------
+
+def _read_jsonl(file: InputFile, schema: TableSchema, source: str) -> RawFile:
+    return _parse_jsonl(read_bytes(file), file, schema, source)
+
+
+def _parse_jsonl(data: bytes, file: InputFile, schema: TableSchema, source: str) -> RawFile:
+    """Fast path: pyarrow.json over the whole file. When it fails (a line that is not JSON, or
+    a field whose type changes between lines) each line is parsed on its own, so that bad lines
+    are quarantined with their line number and the rest is kept."""
+    try:
+        table = pajson.read_json(io.BytesIO(data))
+    except pa.ArrowInvalid:
+        return _parse_lines(data, file, schema, source)
+    present = check_columns(schema, table.column_names, file.name) if table.num_rows else []
+    frame = _arrow_to_pandas(table.select(present), schema)
+    return RawFile(file, frame, _line_numbers(data, len(frame)), quarantine.empty())
+
+
+def _line_numbers(data: bytes, n: int) -> np.ndarray:
+    """1-based line numbers of the n non-blank lines of `data`."""
+    lines = data.split(b"\n")
+    if lines and not lines[-1].strip():
+        lines.pop()
+    if len(lines) == n:
+        return np.arange(1, n + 1)
+    return np.array([i for i, line in enumerate(lines, 1) if line.strip()], dtype=np.int64)
+
+
+def _parse_lines(data: bytes, file: InputFile, schema: TableSchema, source: str) -> RawFile:
+    records, rows = [], []
+    bad: dict[str, tuple[list[int], list[str]]] = {"invalid JSON": ([], []),
+                                                   "not a JSON object": ([], [])}
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            text = json.dumps(line[:_RAW_LIMIT].decode("utf-8", "replace"))
+            bad["invalid JSON"][0].append(number)
+            bad["invalid JSON"][1].append(text)
+            continue
+        if isinstance(value, dict):
+            records.append(value)
+            rows.append(number)
+        else:
+            bad["not a JSON object"][0].append(number)
+            bad["not a JSON object"][1].append(json.dumps(value)[:_RAW_LIMIT])
+    if not records and any(numbers for numbers, _ in bad.values()):
+        first = min(numbers[0] for numbers, _ in bad.values() if numbers)
+        raise InputError("no line is a valid JSON object", path=file.name, row=first)
+    rejected = quarantine.combine([
+        quarantine.rejected(source, file.name, numbers, reason, raw=raws)
+        for reason, (numbers, raws) in bad.items()])
+    return RawFile(file, _records_frame(records, schema, file), np.array(rows, dtype=np.int64),
+                   rejected)
+
+
+def _records_frame(records: list[dict], schema: TableSchema, file: InputFile) -> pd.DataFrame:
+    if not records:
+        return pd.DataFrame()
+    keys = set().union(*records)
+    present = check_columns(schema, keys, file.name)
+    return pd.DataFrame.from_records(records, columns=present)
+
+
+def _read_json(file: InputFile, schema: TableSchema, source: str) -> RawFile:
+    """A JSON array of objects, or an object holding one such array (CloudTrail's
+    {"Records": [...]}); a file of one object per line is read as JSON Lines."""
+    data = read_bytes(file)
+    try:
+        doc = json.loads(data)
+    except UnicodeDecodeError as exc:
+        raise InputError("not UTF-8 text", path=file.name) from exc
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":
+            return _parse_jsonl(data, file, schema, source)
+        raise InputError(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                         path=file.name) from exc
+    if isinstance(doc, dict):
+        arrays = [v for v in doc.values() if isinstance(v, list)]
+        doc = arrays[0] if len(arrays) == 1 else doc
+    if not isinstance(doc, list):
+        raise InputError("expected an array of objects or an object holding one array",
+                         path=file.name)
+    is_record = np.array([isinstance(v, dict) for v in doc], dtype=bool)
+    rows = np.arange(1, len(doc) + 1)
+    records = [v for v, ok in zip(doc, is_record, strict=True) if ok]
+    rejected = quarantine.rejected(source, file.name, rows[~is_record], "not a JSON object",
+                                   raw=[json.dumps(v)[:_RAW_LIMIT]
+                                        for v, ok in zip(doc, is_record, strict=True) if not ok])
+    return RawFile(file, _records_frame(records, schema, file), rows[is_record], rejected)

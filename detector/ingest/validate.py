@@ -1,0 +1,286 @@
+"""Row checks against a TableSchema: type every column, and give each bad row one reason.
+
+All checks are vectorised over columns; IP addresses are parsed once per distinct value.
+Reasons come from a small fixed vocabulary (see `docs/DESIGN-NOTES.md`), prefixed with the
+column they concern, so that they can be counted and used as metric labels.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Collection, Sequence
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .. import quarantine
+from ..errors import SchemaError
+from ..schema import (
+    BOOL,
+    COUNTRY,
+    FLOAT,
+    INT,
+    IP,
+    LABEL_VALUES,
+    LABELS,
+    STRING,
+    TIMESTAMP,
+    Column,
+    TableSchema,
+)
+
+TS_DTYPE = "datetime64[ns, UTC]"
+_TS_MIN, _TS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+_EPOCH_LIMIT = 9.2e9  # seconds: the datetime64[ns] range
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_LABEL_IDENTITY = ("tenant_id", "start", "end")
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+_TRUE = ("true", "t", "yes", "y", "1")
+_FALSE = ("false", "f", "no", "n", "0")
+
+
+def check_columns(schema: TableSchema, columns: Collection[str], file: str) -> list[str]:
+    """The schema's columns among `columns`, in schema order; SchemaError when a required one
+    (for labels: session_id, or tenant_id with start and end) is missing or repeated."""
+    columns = list(columns)
+    for name in schema.names:
+        if columns.count(name) > 1:
+            raise _schema_error(f"column {name!r} appears more than once", file, name)
+    for name in schema.required:
+        if name not in columns:
+            raise _schema_error(f"missing required column {name!r}", file, name)
+    if schema.name == LABELS.name and "session_id" not in columns:
+        for name in _LABEL_IDENTITY:
+            if name not in columns:
+                raise _schema_error(
+                    f"missing column 'session_id', or else {name!r} (labels name a session by"
+                    " session_id or by tenant_id, start and end)", file, name)
+    return [name for name in schema.names if name in columns]
+
+
+def _schema_error(message: str, file: str, column: str) -> SchemaError:
+    error = SchemaError(message, path=file)  # the message already names the column
+    error.column = column
+    return error
+
+
+def empty_table(schema: TableSchema) -> pd.DataFrame:
+    """A table with every column of the schema, typed, and no rows."""
+    return pd.DataFrame({c.name: _null_column(c, 0) for c in schema.columns})
+
+
+def validate(frame: pd.DataFrame, rows: np.ndarray, schema: TableSchema, *, source: str,
+             file: str) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    """Type `frame` (values as read) by `schema` and check every row.
+
+    Returns the typed table with every schema column (bad rows still in it), a boolean mask of
+    the good rows, and the quarantine rows of the bad ones (`rows` gives their row numbers).
+    """
+    n = len(frame)
+    fails = _Failures(n)
+    typed = {}
+    for col in schema.columns:
+        if col.name not in frame.columns:
+            typed[col.name] = _null_column(col, n)
+            continue
+        values = _as_text(frame[col.name])
+        missing = values.isna().to_numpy()
+        if col.required:
+            fails.add(missing, col.name, "missing required value")
+        typed[col.name] = _coerce(col, values, missing, fails)
+        _check_range(col, typed[col.name], fails)
+    table = pd.DataFrame(typed, index=pd.RangeIndex(n))
+    if schema.name == LABELS.name:
+        table["label"] = _check_labels(table, fails)
+    bad = ~fails.ok
+    rejected = quarantine.rejected(source, file, rows[bad], "", raw=raw_json(frame, bad))
+    rejected["reason"] = fails.reason[bad]
+    rejected["column"] = fails.column[bad]
+    return table, fails.ok, rejected
+
+
+def raw_json(frame: pd.DataFrame, mask: np.ndarray) -> list[str]:
+    """The selected rows of `frame` as compact JSON objects, one string per row."""
+    if not mask.any():
+        return []
+    text = frame.loc[mask].to_json(orient="records", lines=True, date_format="iso",
+                                   force_ascii=False, default_handler=str)
+    return text.rstrip("\n").split("\n")
+
+
+class _Failures:
+    """The first failing check of every row."""
+
+    def __init__(self, n: int) -> None:
+        self.ok = np.ones(n, dtype=bool)
+        self.reason = np.full(n, "", dtype=object)
+        self.column = np.full(n, "", dtype=object)
+
+    def add(self, mask: np.ndarray, column: str, problem: str) -> None:
+        new = np.asarray(mask, dtype=bool) & self.ok
+        self.ok[new] = False
+        self.reason[new] = f"{column}: {problem}"
+        self.column[new] = column
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    """Text and mixed columns as stripped text with blanks as missing; typed columns as they are."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+        text = values.astype("str").str.strip()
+        return text.mask(text == "")
+    return values
+
+
+def _null_column(col: Column, n: int) -> pd.Series:
+    dtype = {TIMESTAMP: TS_DTYPE, FLOAT: "float64", INT: "Int64", BOOL: "boolean"}.get(
+        col.kind, "str")
+    return pd.Series(None, index=pd.RangeIndex(n), dtype=dtype)
+
+
+def _coerce(col: Column, values: pd.Series, missing: np.ndarray, fails: _Failures) -> pd.Series:
+    if col.kind == TIMESTAMP:
+        typed, out_of_range = _timestamps(values)
+        fails.add(out_of_range, col.name, "timestamp out of range")
+        fails.add(typed.isna().to_numpy() & ~missing, col.name, "unparsable timestamp")
+        return typed
+    if col.kind in (FLOAT, INT):
+        typed = _numbers(values)
+        fails.add(typed.isna().to_numpy() & ~missing, col.name, "not a number")
+        if col.kind == FLOAT:
+            return typed
+        fractional = (typed.notna() & (typed != typed.round())).to_numpy()
+        fails.add(fractional, col.name, "not an integer")
+        return typed.mask(fractional).round().astype("Int64")
+    if col.kind == BOOL:
+        typed = _booleans(values)
+        fails.add(typed.isna().to_numpy() & ~missing, col.name, "not true or false")
+        return typed
+    text = values if pd.api.types.is_string_dtype(values.dtype) else \
+        values.astype("str").mask(values.isna())
+    if col.kind == IP:
+        typed = _ip_addresses(text)
+        fails.add(typed.isna().to_numpy() & ~missing, col.name, "invalid IP address")
+        return typed
+    if col.kind == COUNTRY:
+        typed = text.str.upper()
+        bad = (typed.notna() & ~typed.str.fullmatch(r"[A-Z]{2}").fillna(False)).to_numpy()
+        fails.add(bad, col.name, "invalid country code")
+        return typed.mask(bad)
+    if col.kind == STRING:
+        return text
+    raise ValueError(f"unknown column kind {col.kind!r} of column {col.name!r}")
+
+
+def _timestamps(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """UTC timestamps from datetimes (naive means UTC), epoch seconds (numbers, or text that is
+    a plain number) or ISO 8601 text, and the mask of values that parse but lie outside the
+    datetime64[ns] range."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        parsed = values.dt.tz_localize("UTC") if values.dt.tz is None else \
+            values.dt.tz_convert("UTC")
+        out_of_range = np.zeros(len(values), dtype=bool)
+    elif pd.api.types.is_numeric_dtype(values.dtype):
+        parsed, out_of_range = _epoch(_numbers(values))
+    else:
+        is_number = values.str.fullmatch(_NUMBER).fillna(False).astype(bool)
+        parsed = pd.to_datetime(values.mask(is_number), utc=True, format="ISO8601",
+                                errors="coerce")
+        out_of_range = np.zeros(len(values), dtype=bool)
+        if is_number.any():
+            epoch, out_of_range = _epoch(_numbers(values.where(is_number)))
+            parsed = parsed.where(~is_number, epoch)
+    out_of_range = out_of_range | ((parsed < _TS_MIN) | (parsed > _TS_MAX)).to_numpy(dtype=bool)
+    return parsed.mask(out_of_range).astype(TS_DTYPE), out_of_range
+
+
+def _epoch(seconds: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    out_of_range = (seconds.abs() > _EPOCH_LIMIT).to_numpy()
+    return pd.to_datetime(seconds.mask(out_of_range), unit="s", utc=True), out_of_range
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    """float64; anything that is not a finite number becomes NaN."""
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return pd.Series(np.nan, index=values.index)
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        numbers = values.astype("float64")
+    else:
+        try:  # fast path: every value is a number
+            numbers = pd.Series(pa.array(values.array, from_pandas=True).cast(pa.float64())
+                                .to_numpy(zero_copy_only=False), index=values.index)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+    return numbers.where(np.isfinite(numbers))
+
+
+def _booleans(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("boolean")
+    text = values.astype("str").str.lower()
+    out = pd.Series(pd.NA, index=values.index, dtype="boolean")
+    out[text.isin(_TRUE).to_numpy()] = True
+    out[text.isin(_FALSE).to_numpy()] = False
+    return out
+
+
+def _ip_addresses(text: pd.Series) -> pd.Series:
+    """Normalised addresses (`ipaddress` compressed form; IPv4-mapped IPv6 as IPv4); NaN where
+    the text is not an address. Dotted quads already in normal form pass a vectorised check;
+    the rest are parsed once per distinct value."""
+    plain = text.str.fullmatch(_IPV4).fillna(False).astype(bool).to_numpy()
+    if plain.all():
+        return text
+    rest = text[~plain]
+    codes, uniques = pd.factorize(rest)
+    normal = np.array([_normal_ip(u) for u in uniques] + [None], dtype=object)
+    out = text.copy()
+    out[~plain] = pd.Series(normal[codes], index=rest.index, dtype="str")
+    return out
+
+
+@lru_cache(maxsize=65536)
+def _normal_ip(value: str) -> str | None:
+    try:
+        address = ipaddress.ip_address(value.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.compressed
+
+
+def _check_range(col: Column, typed: pd.Series, fails: _Failures) -> None:
+    if col.kind not in (FLOAT, INT):
+        return
+    if col.min is not None:
+        fails.add((typed < col.min).fillna(False).to_numpy(dtype=bool), col.name,
+                  f"below minimum {col.min:g}")
+    if col.max is not None:
+        fails.add((typed > col.max).fillna(False).to_numpy(dtype=bool), col.name,
+                  f"above maximum {col.max:g}")
+
+
+def _check_labels(table: pd.DataFrame, fails: _Failures) -> pd.Series:
+    """Labels: a known label (case-insensitive), a session named by session_id or by tenant_id,
+    start and end, and an end after the start. Returns the normalised label column."""
+    label = table["label"].str.lower()
+    fails.add((~label.isin(LABEL_VALUES) & label.notna()).to_numpy(), "label",
+              f"not one of {', '.join(LABEL_VALUES)}")
+    incomplete = table[list(_LABEL_IDENTITY)].isna().any(axis=1)
+    fails.add((table["session_id"].isna() & incomplete).to_numpy(), "session_id",
+              "missing, and tenant_id, start, end incomplete")
+    fails.add((table["end"] <= table["start"]).fillna(False).to_numpy(dtype=bool), "end",
+              "not after start")
+    return label
+
+
+def duplicates(table: pd.DataFrame, key: Sequence[str]) -> np.ndarray:
+    """Mask of rows whose key repeats an earlier row's (missing key values compare equal)."""
+    if not key or table.empty:
+        return np.zeros(len(table), dtype=bool)
+    return table.duplicated(subset=list(key), keep="first").to_numpy()
