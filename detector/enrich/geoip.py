@@ -123,8 +123,8 @@ class _Ranges:
         pos = np.searchsorted(self.first, keys, side="right") - 1
         below = pos >= 0
         pos = np.maximum(pos, 0)
-        inside = below & (keys <= self.last[pos]) if len(self.first) else below
-        value = self.value[pos] if len(self.first) else np.full(len(keys), -1)
+        inside = below & (keys <= self.last[pos])
+        value = self.value[pos]
         return np.where(inside, value, -1), below & ~inside & (value >= 0)
 
 
@@ -156,13 +156,14 @@ class BundledDatabase(IpDatabase):
     """
 
     def __init__(self) -> None:
-        (self.description, self.countries, self.orgs,
-         self._country4, self._country6, self._org4, self._org6) = _bundled_tables()
+        self._tables = _bundled_tables()
+        self.description = self._tables.description
 
     def _find(self, v4: np.ndarray, v6: np.ndarray) -> Answer:
+        t = self._tables
         country, org, rejected = [], [], []
-        for keys, country_table, org_table in ((v4, self._country4, self._org4),
-                                               (v6, self._country6, self._org6)):
+        for keys, country_table, org_table in ((v4, t.country4, t.org4),
+                                               (v6, t.country6, t.org6)):
             order = np.argsort(keys, kind="stable")  # sorted keys: cache-friendly searches
             ordered = keys[order]
             c, _ = country_table.find(ordered)
@@ -172,11 +173,23 @@ class BundledDatabase(IpDatabase):
                 back[order] = values
                 out.append(back)
         country, org, rejected = (np.concatenate(x) for x in (country, org, rejected))
-        return Answer(country, np.full(len(country), -1), org, rejected, self.countries, self.orgs)
+        return Answer(country, np.full(len(country), -1), org, rejected, t.countries, t.orgs)
+
+
+@dataclass(frozen=True)
+class _BundledTables:
+    description: str
+    countries: list[str]
+    orgs: list[str]
+    country4: _Ranges
+    country6: _Ranges
+    org4: _Ranges
+    org6: _Ranges
 
 
 @cache
-def _bundled_tables() -> tuple:
+def _bundled_tables() -> _BundledTables:
+    """geoip2fast's pickled tables as numpy ranges, loaded once per process."""
     import geoip2fast
 
     path = Path(geoip2fast.__file__).with_name(_BUNDLED_FILE)
@@ -199,7 +212,8 @@ def _bundled_tables() -> tuple:
     country4, country6 = _ranges(_flat(first), _flat(netlen), country_value)
     org4, org6 = _ranges(_flat(first_asn), _flat(netlen_asn), org_value)
     description = f"geoip2fast {geoip2fast.__version__} ({source['info']})"
-    return description, countries, list(org_names), country4, country6, org4, org6
+    return _BundledTables(description, countries, list(org_names), country4, country6, org4,
+                          org6)
 
 
 # --- MaxMind / DB-IP .mmdb files -----------------------------------------------------------
