@@ -163,6 +163,10 @@ def test_series_count_never_exceeds_documented_worst_case(n_tenants, top_n, max_
         len(family.samples) for family in text_string_to_metric_families(text)
         if family.name.startswith(("gpuwatch_tenant_", "gpuwatch_alert_session_")))
     assert per_entity <= 4 * (top_n + max_series) + max_series
+    report = run_report()
+    total = sum(len(family.samples) for family in text_string_to_metric_families(text))
+    assert total <= (4 * top_n + 5 * max_series + 36 + len(report.stage_seconds)
+                     + 2 * len(report.rows_read) + len(report.rows_quarantined))
     assert per_entity <= 4 * min(n_tenants, top_n + max_series) + min(n_tenants, max_series)
 
 
