@@ -95,7 +95,7 @@ def _event_indicators(access: pd.DataFrame, settings: Settings) -> pd.DataFrame:
         "declared_hours": _working_hours_in(ts, declared.map(
             {c: settings.jurisdiction.zone_of(c) for c in declared.dropna().unique()}), settings),
         "country": access["country"],
-        "asn": access["asn"],
+        "network": access["asn"].astype("string").fillna(access["as_org"].astype("string")),
     }, index=access.index)
 
 
@@ -133,7 +133,7 @@ def _tenant_summary(events: pd.DataFrame, tenants: pd.DataFrame | None,
     summary = pd.DataFrame({
         "restricted_leak": by["restricted"].max(),
         "distinct_countries": by["country"].nunique(),
-        "distinct_asns": by["asn"].nunique(),
+        "distinct_asns": by["network"].nunique(),
     })
     if tenants is not None and len(tenants):
         concern = settings.jurisdiction.countries_of_concern
