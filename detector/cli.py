@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,11 +279,14 @@ def _interactive(app: App) -> bool:
 
 
 def _write_scores(scores: pd.DataFrame, out: Path) -> None:
+    """Write atomically (temp file, then rename) so `gpuwatch serve` never reads half a file."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
     if out.suffix == ".csv":
-        scores.to_csv(out, index=False)
+        scores.to_csv(tmp, index=False)
     else:
-        scores.to_parquet(out, index=False)
+        scores.to_parquet(tmp, index=False)
+    os.replace(tmp, out)
 
 
 def _read_scores(path: Path) -> pd.DataFrame:
