@@ -169,6 +169,12 @@ def test_ip_pool_addresses_are_where_the_database_says(geo):
         assert ipaddress.ip_address(row.ip) in ipaddress.ip_network(res.asn_cidr), row
     hosting = pool[pool["kind"] == "hosting"]
     assert hosting["asn"].isin(settings.hosting.asns).all()
+    # the bundled database has no AS numbers: enrichment knows hosting by organisation name
+    keywords = settings.hosting.org_keywords
+    assert hosting["as_org"].str.lower().map(lambda o: any(k in o for k in keywords)).all()
+    residential = pool[pool["kind"] == "residential"]
+    assert not residential["asn"].isin(settings.hosting.asns).any()
+    assert not residential["as_org"].str.lower().map(lambda o: any(k in o for k in keywords)).any()
     assert set(pool["kind"]) == {"residential", "hosting"}
 
 
