@@ -12,7 +12,7 @@ import pytest
 
 from detector import quarantine
 from detector.errors import InputError, SchemaError
-from detector.ingest import expand, read_table
+from detector.ingest import expand, jsonl, read_table
 from detector.schema import ACCESS, TELEMETRY
 
 ROWS = [
@@ -372,3 +372,25 @@ def test_duplicates_across_files_are_quarantined_with_values_as_read(tmp_path):
 def test_source_defaults_to_schema_name(tmp_path):
     path = write(tmp_path / "t.csv", [dict(ROWS[0], gpu_util=101)])
     assert read_table([path], TELEMETRY).quarantine["source"].tolist() == ["telemetry"]
+
+
+def test_jsonl_bad_lines_in_large_files_are_found_by_bisection(tmp_path, monkeypatch):
+    monkeypatch.setattr(jsonl, "PER_LINE", 4)  # small pieces, so that a small file bisects
+    lines = [json.dumps(dict(ROWS[0], timestamp=1709251200 + i, gpu_util=i)) for i in range(60)]
+    lines[6] = lines[6][:25]                                  # line 7: truncated
+    lines[20] = json.dumps(dict(ROWS[0], gpu_util="busy"))    # line 21: type changes
+    lines[32] = "   "                                         # line 33: blank, not a row
+    lines[40] = "[1, 2]"                                      # line 41: not an object
+    path = write_text(tmp_path / "t.jsonl", "\r\n".join(lines))
+    loaded = read_table([path], TELEMETRY)
+    check_counts(loaded)
+    assert loaded.rows_read == 59
+    assert reasons_by_row(loaded) == [[7, "invalid JSON"], [21, "gpu_util: not a number"],
+                                      [41, "not a JSON object"]]
+    kept = [i for i in range(60) if i not in (6, 20, 32, 40)]
+    assert loaded.table["gpu_util"].tolist() == [float(i) for i in kept]
+    assert str(loaded.table["timestamp"].dtype) == "datetime64[ns, UTC]"
+
+
+def reasons_by_row(loaded) -> list[list]:
+    return loaded.quarantine[["row", "reason"]].values.tolist()

@@ -10,30 +10,30 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
-import io
 import json
 import re
 import zlib
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from .. import quarantine
 from ..errors import InputError
 from ..schema import COUNTRY, IP, STRING, TableSchema
+from . import jsonl
 from .files import InputFile, read_bytes
+from .jsonl import RAW_LIMIT
 from .validate import check_columns
 
 # Cell texts that mean "no value" in CSV. Not pandas' long list: "NA" is Namibia's country code.
 CSV_NULLS = ["", "null", "NULL", "NaN", "nan"]
 _TEXT_KINDS = (STRING, IP, COUNTRY)
 _HEADER_LIMIT = 1 << 20  # bytes: a header line longer than this is not a CSV header
-_RAW_LIMIT = 1000  # characters of an unparsable line kept in the quarantine table
 
 
 @dataclass
@@ -72,9 +72,10 @@ def _read_parquet(file: InputFile, schema: TableSchema, source: str) -> RawFile:
 
 
 def _arrow_to_pandas(table: pa.Table, schema: TableSchema) -> pd.DataFrame:
-    """To pandas, turning text columns stored as numbers (a GPU index) into text first."""
+    """The schema's columns to pandas, turning text stored as numbers (a GPU index) into text
+    first."""
     columns = {}
-    for name in table.column_names:
+    for name in (n for n in table.column_names if n in schema.names):
         col = table.column(name)
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
@@ -105,7 +106,7 @@ def _read_csv(file: InputFile, schema: TableSchema, source: str) -> RawFile:
         rows = rows[~np.isin(rows, bad)]
     rejected = quarantine.rejected(
         source, file.name, bad, "malformed row: wrong number of fields",
-        raw=[json.dumps(text[:_RAW_LIMIT]) for _, text in bad_rows])
+        raw=[json.dumps(text[:RAW_LIMIT]) for _, text in bad_rows])
     return RawFile(file, frame, rows, rejected)
 
 
@@ -178,56 +179,21 @@ def _read_jsonl(file: InputFile, schema: TableSchema, source: str) -> RawFile:
 
 
 def _parse_jsonl(data: bytes, file: InputFile, schema: TableSchema, source: str) -> RawFile:
-    """Fast path: pyarrow.json over the whole file. When it fails (a line that is not JSON, or
-    a field whose type changes between lines) each line is parsed on its own, so that bad lines
-    are quarantined with their line number and the rest is kept."""
-    try:
-        table = pajson.read_json(io.BytesIO(data))
-    except pa.ArrowInvalid:
-        return _parse_lines(data, file, schema, source)
-    present = check_columns(schema, table.column_names, file.name) if table.num_rows else []
-    frame = _arrow_to_pandas(table.select(present), schema)
-    return RawFile(file, frame, _line_numbers(data, len(frame)), quarantine.empty())
+    parsed = jsonl.parse(data, partial(_arrow_to_pandas, schema=schema), schema.names)
+    if parsed.bad and not len(parsed.frame):
+        raise InputError("no line is a valid JSON object", path=file.name, row=parsed.bad[0][0])
+    present = check_columns(schema, parsed.frame.columns, file.name) if len(parsed.frame) \
+        else []
+    rejected = _rejected_lines(source, file.name, parsed.bad) if parsed.bad else \
+        quarantine.empty()
+    return RawFile(file, parsed.frame[present], parsed.rows, rejected)
 
 
-def _line_numbers(data: bytes, n: int) -> np.ndarray:
-    """1-based line numbers of the n non-blank lines of `data`."""
-    lines = data.split(b"\n")
-    if lines and not lines[-1].strip():
-        lines.pop()
-    if len(lines) == n:
-        return np.arange(1, n + 1)
-    return np.array([i for i, line in enumerate(lines, 1) if line.strip()], dtype=np.int64)
-
-
-def _parse_lines(data: bytes, file: InputFile, schema: TableSchema, source: str) -> RawFile:
-    records, rows = [], []
-    bad: dict[str, tuple[list[int], list[str]]] = {"invalid JSON": ([], []),
-                                                   "not a JSON object": ([], [])}
-    for number, line in enumerate(data.split(b"\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            text = json.dumps(line[:_RAW_LIMIT].decode("utf-8", "replace"))
-            bad["invalid JSON"][0].append(number)
-            bad["invalid JSON"][1].append(text)
-            continue
-        if isinstance(value, dict):
-            records.append(value)
-            rows.append(number)
-        else:
-            bad["not a JSON object"][0].append(number)
-            bad["not a JSON object"][1].append(json.dumps(value)[:_RAW_LIMIT])
-    if not records and any(numbers for numbers, _ in bad.values()):
-        first = min(numbers[0] for numbers, _ in bad.values() if numbers)
-        raise InputError("no line is a valid JSON object", path=file.name, row=first)
-    rejected = quarantine.combine([
-        quarantine.rejected(source, file.name, numbers, reason, raw=raws)
-        for reason, (numbers, raws) in bad.items()])
-    return RawFile(file, _records_frame(records, schema, file), np.array(rows, dtype=np.int64),
-                   rejected)
+def _rejected_lines(source: str, file: str, bad: list[tuple[int, str, str]]) -> pd.DataFrame:
+    lines, reasons, raws = zip(*bad, strict=True)
+    frame = quarantine.rejected(source, file, lines, "", raw=raws)
+    frame["reason"] = list(reasons)
+    return frame
 
 
 def _records_frame(records: list[dict], schema: TableSchema, file: InputFile) -> pd.DataFrame:
@@ -261,6 +227,6 @@ def _read_json(file: InputFile, schema: TableSchema, source: str) -> RawFile:
     rows = np.arange(1, len(doc) + 1)
     records = [v for v, ok in zip(doc, is_record, strict=True) if ok]
     rejected = quarantine.rejected(source, file.name, rows[~is_record], "not a JSON object",
-                                   raw=[json.dumps(v)[:_RAW_LIMIT]
+                                   raw=[json.dumps(v)[:RAW_LIMIT]
                                         for v, ok in zip(doc, is_record, strict=True) if not ok])
     return RawFile(file, _records_frame(records, schema, file), rows[is_record], rejected)

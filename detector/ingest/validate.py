@@ -79,6 +79,7 @@ def validate(frame: pd.DataFrame, rows: np.ndarray, schema: TableSchema, *, sour
     Returns the typed table with every schema column (bad rows still in it), a boolean mask of
     the good rows, and the quarantine rows of the bad ones (`rows` gives their row numbers).
     """
+    frame = frame.reset_index(drop=True)  # rows are positions, whatever index a reader made
     n = len(frame)
     fails = _Failures(n)
     typed = {}

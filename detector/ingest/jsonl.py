@@ -1,0 +1,137 @@
+"""JSON Lines: parsed by pyarrow.json; bad lines are found by bisection and reported.
+
+A whole file that pyarrow parses is the common case. When it fails (a truncated line, a line
+that is not an object, a field whose type changes from line to line) the file is split in
+halves that are parsed again, down to pieces of `PER_LINE` lines, which are parsed line by line
+with `json.loads`. One bad line in a large file thus costs a few pyarrow passes, not a Python
+loop over every line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pajson
+
+PER_LINE = 2048  # lines: a failing piece this small is parsed line by line
+RAW_LIMIT = 1000  # characters of a bad line kept
+
+
+@dataclass
+class Parsed:
+    """Objects of a JSON Lines text, their line numbers, and the lines that are not objects."""
+
+    frame: pd.DataFrame
+    rows: np.ndarray
+    bad: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, raw JSON)
+
+
+def parse(data: bytes, convert: Callable[[pa.Table], pd.DataFrame],
+          names: Collection[str]) -> Parsed:
+    """Parse JSON Lines `data`; `convert` turns a pyarrow table into pandas (keeping the
+    columns it wants), `names` are the columns kept from objects parsed line by line."""
+    return _Parser(data, convert, names).run()
+
+
+class _Parser:
+    def __init__(self, data: bytes, convert: Callable[[pa.Table], pd.DataFrame],
+                 names: Collection[str]) -> None:
+        self.data, self.convert, self.names = data, convert, set(names)
+        self.buffer = pa.py_buffer(data)
+        newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A)
+        self.starts = np.concatenate([[0], newlines + 1])
+        self.ends = np.concatenate([newlines, [len(data)]])
+        self.frames: list[pd.DataFrame] = []
+        self.rows: list[np.ndarray] = []
+        self.bad: list[tuple[int, str, str]] = []
+
+    def run(self) -> Parsed:
+        self._piece(0, len(self.starts), whole=True)
+        if not self.frames:
+            return Parsed(pd.DataFrame(), np.zeros(0, dtype=np.int64), self.bad)
+        return Parsed(_concat(self.frames), np.concatenate(self.rows), sorted(self.bad))
+
+    def _piece(self, lo: int, hi: int, whole: bool = False) -> None:
+        if hi - lo <= PER_LINE and not whole:
+            self._by_line(lo, hi)
+            return
+        start, end = self.starts[lo], self.ends[hi - 1]
+        try:
+            table = pajson.read_json(pa.BufferReader(self.buffer.slice(start, end - start)))
+        except pa.ArrowInvalid:
+            if hi - lo <= 1:
+                self._by_line(lo, hi)
+                return
+            mid = (lo + hi) // 2
+            self._piece(lo, mid)
+            self._piece(mid, hi)
+            return
+        lines = self._nonblank(lo, hi, table.num_rows)
+        if lines is None:
+            self._by_line(lo, hi)
+        elif len(lines):
+            self.frames.append(self.convert(table))
+            self.rows.append(lines + 1)
+
+    def _nonblank(self, lo: int, hi: int, n: int) -> np.ndarray | None:
+        """Indices of the non-empty lines in [lo, hi) when they are the n rows pyarrow read."""
+        lines = lo + np.flatnonzero(self.ends[lo:hi] > self.starts[lo:hi])
+        if len(lines) != n:  # blank lines holding whitespace ("\r", spaces)
+            lines = np.array([i for i in lines if self.data[self.starts[i]:self.ends[i]].strip()],
+                             dtype=np.int64)
+        return lines if len(lines) == n else None
+
+    def _by_line(self, lo: int, hi: int) -> None:
+        """Find the bad lines of [lo, hi); read the good ones as pyarrow would, so that their
+        types match the other pieces'."""
+        good, rows, records = [], [], []
+        for index in range(lo, hi):
+            line = self.data[self.starts[index]:self.ends[index]]
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError:
+                raw = json.dumps(line[:RAW_LIMIT].decode("utf-8", "replace"))
+                self.bad.append((index + 1, "invalid JSON", raw))
+                continue
+            if isinstance(value, dict):
+                good.append(line)
+                records.append(value)
+                rows.append(index + 1)
+            else:
+                self.bad.append((index + 1, "not a JSON object", json.dumps(value)[:RAW_LIMIT]))
+        if not records:
+            return
+        try:
+            frame = self.convert(pajson.read_json(pa.BufferReader(b"\n".join(good))))
+        except pa.ArrowInvalid:  # a field whose type changes between lines
+            frame = pd.DataFrame.from_records(records)
+            frame = frame[[c for c in frame.columns if c in self.names]]
+        self.frames.append(frame)
+        self.rows.append(np.array(rows, dtype=np.int64))
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate pieces; a column that is all null (or absent) in a piece takes the type it
+    has in the others, so that one empty column does not turn a whole column into objects."""
+    if len(frames) == 1:
+        return frames[0]
+    columns = list(dict.fromkeys(c for f in frames for c in f.columns))
+    filled = [{c for c in f.columns if f[c].notna().any()} for f in frames]
+    dtypes = {}
+    for name in columns:
+        kinds = {f[name].dtype for f, full in zip(frames, filled, strict=True) if name in full}
+        if len(kinds) == 1:
+            dtypes[name] = kinds.pop()
+    aligned = []
+    for frame, full in zip(frames, filled, strict=True):
+        empty = {n: pd.Series(None, index=frame.index, dtype=d)
+                 for n, d in dtypes.items() if n not in full}
+        aligned.append(frame.assign(**empty)[columns] if empty else frame[columns])
+    return pd.concat(aligned, ignore_index=True)
