@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,10 @@ def main(ctx: click.Context, config: Path | None, verbose: int, quiet: bool) -> 
         settings = load_settings(config)
     except GpuwatchError as exc:
         raise click.UsageError(str(exc)) from exc
-    ctx.obj = App(settings, Console(stderr=False, quiet=quiet), quiet)
+    console = Console(quiet=quiet)
+    if not console.is_terminal:
+        console = Console(quiet=quiet, width=160)   # pipes and logs: no wrapping at 80
+    ctx.obj = App(settings, console, quiet)
 
 
 def input_options(f):
@@ -104,7 +108,7 @@ def train_command(app: App, telemetry, access, tenants, geoip_db, since, until, 
                   labels, model_dir, seed, fmt) -> None:
     """Train a model on a period of telemetry and access logs."""
     inputs = _inputs(telemetry, access, tenants, geoip_db, since, until)
-    with app.console.status("building features", disable=not _interactive(app)):
+    with _status(app, "building features"):
         table = build_features(inputs, app.settings)
     label_table = None
     if labels:
@@ -150,7 +154,7 @@ def score_command(app: App, telemetry, access, tenants, geoip_db, since, until, 
     try:
         stored = store.load(model_dir)
         inputs = _inputs(telemetry, access, tenants, geoip_db, since, until)
-        with app.console.status("building features", disable=not _interactive(app)):
+        with _status(app, "building features"):
             table = build_features(inputs, app.settings, report)
         scores = score(table.sessions, stored, report)
         with report.stage("write"):
@@ -160,7 +164,10 @@ def score_command(app: App, telemetry, access, tenants, geoip_db, since, until, 
         write_run_sidecar(out, report)
         publish(scores, report, export)
     except GpuwatchError:
-        publish_failure(report, export)
+        try:
+            publish_failure(report, export)
+        except GpuwatchError as exc:
+            log.error("could not publish the failure metrics: %s", exc)
         raise
     alerts = int(scores["alert"].sum())
     if fmt == "json":
@@ -274,8 +281,11 @@ def simulate_command(app: App, out: Path, n_tenants: int, days: float, seed: int
 main.add_command(serve_command)
 
 
-def _interactive(app: App) -> bool:
-    return not app.quiet and app.console.is_terminal
+def _status(app: App, text: str) -> AbstractContextManager:
+    """A spinner on a terminal; nothing in cron or pipes."""
+    if app.quiet or not app.console.is_terminal:
+        return nullcontext()
+    return app.console.status(text)
 
 
 def _write_scores(scores: pd.DataFrame, out: Path) -> None:

@@ -49,6 +49,14 @@ class Sessions:
 
 
 @dataclass(frozen=True)
+class Features:
+    training_busy_share: float
+    training_tensor: float
+    training_memory: float
+    training_min_gpu_seconds: float
+
+
+@dataclass(frozen=True)
 class Scoring:
     alert_risk: float
     top_k: int
@@ -59,6 +67,7 @@ class Settings:
     jurisdiction: Jurisdiction
     hosting: Hosting
     sessions: Sessions
+    features: Features
     scoring: Scoring
     source: tuple[str, ...] = field(default=(), compare=False)
 
@@ -153,6 +162,8 @@ def _build(raw: dict[str, Any], sources: tuple[str, ...]) -> Settings:
                             tuple(k.lower() for k in h["org_keywords"])),
             sessions=Sessions(**{f.name: _cast(f.type, raw["sessions"][f.name])
                                  for f in fields(Sessions)}),
+            features=Features(**{f.name: _cast(f.type, raw["features"][f.name])
+                                 for f in fields(Features)}),
             scoring=Scoring(**{f.name: _cast(f.type, raw["scoring"][f.name])
                                for f in fields(Scoring)}),
             source=sources,

@@ -16,7 +16,7 @@ __all__ = ["BY_NAME", "FEATURES", "NAMES", "Feature", "session_features"]
 def session_features(sessions: pd.DataFrame, samples: pd.DataFrame, access: pd.DataFrame,
                      settings: Settings, tenants: pd.DataFrame | None = None) -> pd.DataFrame:
     """Sessions with every registered feature, in registry order."""
-    workload = workload_features(sessions, samples, settings.sessions)
+    workload = workload_features(sessions, samples, settings)
     origin = origin_features(sessions, access, settings, tenants)
     both = pd.concat([workload, origin], axis=1)
     both = pd.concat([both, risk_features(both)], axis=1)

@@ -14,6 +14,9 @@ from ..config import Settings
 from ..timeutil import epoch_s
 
 MIN_WINDOW_EVENTS = 3
+# Connecting only through hosting exits abroad hides the origin: evidence, weaker than a
+# direct connection from a country of concern.
+OBSCURED_WEIGHT = 0.6
 _SHARES = ("restricted", "hosting", "unknown", "kyc_mismatch", "concern_hours", "declared_hours")
 
 
@@ -60,13 +63,15 @@ def origin_features(sessions: pd.DataFrame, access: pd.DataFrame, settings: Sett
 
 
 def origin_evidence(f: pd.DataFrame) -> pd.Series:
-    """Restricted-origin evidence in 0-1 that survives VPNs (see the feature registry)."""
+    """Restricted-origin evidence in 0-1 that survives VPNs: the strongest of its parts."""
     tz_excess = (f["concern_hours_fit"] - f["declared_hours_fit"]).clip(lower=0)
     parts = pd.DataFrame({
         "direct": f["restricted_share"],
+        "declared": f["declared_restricted"],
         "vpn_clock": f["hosting_share"] * tz_excess,
-        "leak": f["restricted_leak"] * f["kyc_mismatch_share"],
+        "vpn_leak": f["restricted_leak"] * f["hosting_share"],
         "reseller": f["reseller"] * f["kyc_mismatch_share"],
+        "hidden": OBSCURED_WEIGHT * f["hosting_share"] * f["kyc_mismatch_share"],
     })
     return parts.max(axis=1, skipna=True).fillna(0.0).clip(0, 1)
 

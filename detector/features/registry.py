@@ -25,6 +25,12 @@ FEATURES: tuple[Feature, ...] = (
             "estimated dense tensor FLOP: GPU time x peak FLOP/s of the model x tensor activity "
             "(SM activity x 0.5, else utilisation x 0.35, when profiling metrics are missing)"),
     Feature("log10_flop", "log10 FLOP", WORKLOAD, "log10 of est_flop"),
+    Feature("training_gpu_share", "ratio", WORKLOAD,
+            "share of the session's GPUs that run training: mostly >= 80 % busy with tensor "
+            "work (without profiling metrics: a mostly full framebuffer) for at least "
+            "[features] training_min_gpu_seconds"),
+    Feature("training_gpu_hours", "GPU h", WORKLOAD, "GPU-hours of the training GPUs"),
+    Feature("training_flop", "FLOP", WORKLOAD, "estimated FLOP of the training GPUs"),
     Feature("util_mean", "%", WORKLOAD, "mean GPU utilisation"),
     Feature("util_std", "%", WORKLOAD, "standard deviation of GPU utilisation"),
     Feature("util_p95", "%", WORKLOAD, "95th percentile of GPU utilisation"),
@@ -72,14 +78,16 @@ FEATURES: tuple[Feature, ...] = (
     Feature("declared_hours_fit", "ratio", ORIGIN,
             "share of events on weekdays in the working hours of the declared country"),
     Feature("origin_evidence", "ratio", ORIGIN,
-            "restricted-origin evidence that survives VPNs: max of restricted_share, "
-            "hosting_share x (concern_hours_fit - declared_hours_fit)+, restricted_leak x "
-            "kyc_mismatch_share, reseller x kyc_mismatch_share"),
+            "restricted-origin evidence that survives VPNs, the strongest of: restricted_share; "
+            "declared_restricted; hosting_share x (concern_hours_fit - declared_hours_fit)+; "
+            "restricted_leak x hosting_share (direct leaks of a tenant hiding behind hosting); "
+            "reseller x kyc_mismatch_share; 0.6 x hosting_share x kyc_mismatch_share (only "
+            "foreign hosting exits)"),
     # Interactions: large-model training weighted by restricted-origin evidence.
-    Feature("restricted_compute", "log10 FLOP", RISK,
-            "log10_flop x training_signature x origin_evidence"),
+    Feature("restricted_compute", "log10 EFLOP", RISK,
+            "log10(1 + training_flop / 1e18) x origin_evidence"),
     Feature("restricted_gpu_hours", "log10 GPU h", RISK,
-            "log10(1 + gpu_hours) x training_signature x origin_evidence"),
+            "log10(1 + training_gpu_hours) x origin_evidence"),
 )
 
 BY_NAME = {f.name: f for f in FEATURES}

@@ -13,8 +13,8 @@ import pandas as pd
 
 def risk_features(features: pd.DataFrame) -> pd.DataFrame:
     """Interaction columns computed from workload and origin features (same index)."""
-    weight = features["training_signature"] * features["origin_evidence"]
+    evidence = features["origin_evidence"]
     return pd.DataFrame({
-        "restricted_compute": features["log10_flop"] * weight,
-        "restricted_gpu_hours": np.log10(1.0 + features["gpu_hours"]) * weight,
+        "restricted_compute": np.log10(1.0 + features["training_flop"] / 1e18) * evidence,
+        "restricted_gpu_hours": np.log10(1.0 + features["training_gpu_hours"]) * evidence,
     }, index=features.index)

@@ -9,7 +9,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from ..config import Sessions
+from ..config import Settings
 from ..timeutil import NS as _NS
 from ..timeutil import epoch_ns
 
@@ -17,7 +17,7 @@ DEFAULT_PEAK_TFLOPS = 312.0  # an A100: the model name is unknown or not in the 
 
 
 def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
-                      settings: Sessions) -> pd.DataFrame:
+                      settings: Settings) -> pd.DataFrame:
     """One row per session (same index as `sessions`) of the workload features."""
     n = len(sessions)
     s = samples["session"].to_numpy()
@@ -32,28 +32,37 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
     out["n_gpus"] = _count_distinct(s, gpu_key, n)
     out["n_hosts"] = _count_distinct(s, host_key, n)
 
-    # Per GPU: time in the session (span plus one sampling interval) and mean activity.
+    # Per GPU: time in the session (span plus one sampling interval), activity, and whether
+    # the GPU itself runs training (settings.features): mostly busy, with tensor work (or,
+    # without profiling metrics, a mostly full framebuffer), for long enough. Mining, FP64
+    # HPC, serving, notebook bursts and idle GPUs do not.
+    mem_fill = (samples["fb_used_mib"] / (samples["fb_used_mib"] + samples["fb_free_mib"])
+                ).to_numpy(float)
     per_gpu = pd.DataFrame({"session": s, "gpu": gpu_key, "ts": ts, "act": _tensor_activity(samples),
-                            "peak": _peak_flops(samples["model_name"])})
+                            "peak": _peak_flops(samples["model_name"]), "busy": util >= 80.0,
+                            "tensor": samples["tensor_active"].to_numpy(float), "mem": mem_fill})
     g = per_gpu.groupby("gpu", sort=False)
     first, last = g["ts"].min(), g["ts"].max()
     interval = _median_interval(per_gpu)
     gpu_seconds = (last - first + interval) / _NS
     gpu_session = g["session"].first()
     flop = gpu_seconds * g["act"].mean().fillna(0) * g["peak"].first()
+    training = _training_gpus(g[["busy", "tensor", "mem"]].mean(), gpu_seconds, settings)
     out["gpu_hours"] = _sum_by(gpu_session, gpu_seconds / 3600.0, n)
     out["est_flop"] = _sum_by(gpu_session, flop, n)
     out["log10_flop"] = np.log10(1.0 + out["est_flop"])
+    out["training_gpu_share"] = _sum_by(gpu_session, training.astype(float), n) / out["n_gpus"]
+    out["training_gpu_hours"] = _sum_by(gpu_session, gpu_seconds.where(training, 0) / 3600.0, n)
+    out["training_flop"] = _sum_by(gpu_session, flop.where(training, 0), n)
 
     frame = pd.DataFrame({"session": s, "util": util})
     for col in ("sm_active", "tensor_active", "dram_active", "power_w"):
         frame[col] = samples[col].to_numpy(float)
-    frame["mem_fill"] = (samples["fb_used_mib"] / (samples["fb_used_mib"] + samples["fb_free_mib"])
-                         ).to_numpy(float)
+    frame["mem_fill"] = mem_fill
     frame["nvlink"] = (samples["nvlink_tx_bps"] + samples["nvlink_rx_bps"]).to_numpy(float)
     frame["pcie"] = (samples["pcie_tx_bps"] + samples["pcie_rx_bps"]).to_numpy(float)
     frame["busy"] = util >= 90.0
-    frame["idle"] = util <= settings.active_util_pct
+    frame["idle"] = util <= settings.sessions.active_util_pct
     by = frame.groupby("session", sort=True)
     means = by.mean()
     stats = pd.DataFrame({
@@ -69,11 +78,20 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
     out["tensor_share"] = (out["tensor_active_mean"] / out["sm_active_mean"]).where(
         out["sm_active_mean"] > 0.01).clip(0, 1)
 
-    grid = _grid_series(s, gpu_key, ts, util, settings.grid_seconds)
-    for name, values in _shape_features(grid, n, settings.grid_seconds).items():
+    grid = _grid_series(s, gpu_key, ts, util, settings.sessions.grid_seconds)
+    for name, values in _shape_features(grid, n, settings.sessions.grid_seconds).items():
         out[name] = values
     out["training_signature"] = _training_signature(out)
     return out
+
+
+def _training_gpus(gpu_means: pd.DataFrame, gpu_seconds: pd.Series,
+                   settings: Settings) -> pd.Series:
+    f = settings.features
+    tensor_work = gpu_means["tensor"].ge(f.training_tensor).where(
+        gpu_means["tensor"].notna(), gpu_means["mem"] >= f.training_memory)
+    return ((gpu_means["busy"] >= f.training_busy_share) & tensor_work.astype(bool)
+            & (gpu_seconds >= f.training_min_gpu_seconds))
 
 
 def _count_distinct(session: np.ndarray, key: np.ndarray, n: int) -> np.ndarray:

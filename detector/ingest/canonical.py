@@ -12,7 +12,8 @@ import pandas as pd
 from .. import quarantine
 from ..schema import TableSchema
 from .files import expand
-from .readers import read_raw
+from .formats import read_any
+from .options import SourceOptions
 from .validate import duplicates, empty_table, raw_json, validate
 
 WINDOW_COLUMN = "timestamp"  # since/until apply to tables that have it (telemetry, access)
@@ -35,19 +36,23 @@ class Loaded:
 
 def read_table(paths: Sequence[str | Path] | str | Path, schema: TableSchema, *,
                source: str | None = None, fmt: str = "auto", since: pd.Timestamp | None = None,
-               until: pd.Timestamp | None = None) -> Loaded:
+               until: pd.Timestamp | None = None, options: SourceOptions | None = None
+               ) -> Loaded:
     """Read files and folders (Parquet, CSV, JSON Lines, JSON; optionally gzip) as `schema`.
 
     Every row ends up in exactly one place: the table (typed, schema columns only, in file
     order), the quarantine (with a reason), or outside the [since, until) window. Duplicates
-    (same `schema.key` as an earlier row, across all files) are quarantined.
+    (same `schema.key` as an earlier row, across all files) are quarantined. Foreign formats
+    (`files.FOREIGN`) are mapped onto the schema first, as `options` say; with `fmt="auto"` the
+    content decides where the extension is not enough (`sniff.py`).
     """
+    options = options or SourceOptions()
     source = source or schema.name
     since, until = _utc(since), _utc(until)
     tables, origins, raws, parts = [], [], [], []
     rows_read = out_of_window = 0
     for index, file in enumerate(expand(paths, fmt)):
-        raw = read_raw(file, schema, source)
+        raw = read_any(file, schema, source, options, auto=fmt == "auto")
         rows_read += raw.n_rows
         typed, ok, rejected = validate(raw.frame, raw.rows, schema, source=source,
                                        file=file.name)

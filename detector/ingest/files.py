@@ -11,8 +11,11 @@ from pathlib import Path
 from ..errors import InputError
 
 FORMATS = ("parquet", "csv", "jsonl", "json")
+FOREIGN = ("prometheus", "nvml", "cloudtrail", "vpcflow", "sshd")  # detector/ingest/formats.py
+SNIFF = "sniff"  # the content decides (detector/ingest/sniff.py)
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
-             ".ndjson": "jsonl", ".json": "json"}
+             ".ndjson": "jsonl", ".json": "json", ".prom": "prometheus", ".om": "prometheus",
+             ".log": SNIFF, ".txt": SNIFF}
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,9 @@ def expand(paths: Sequence[str | Path], fmt: str = "auto") -> list[InputFile]:
     starting with '.' or '_', such as `_SUCCESS`) are skipped. `fmt` other than "auto" forces the
     format (a `.gz` suffix still means gzip).
     """
-    if fmt != "auto" and fmt not in FORMATS:
-        raise InputError(f"unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
+    if fmt != "auto" and fmt not in FORMATS + FOREIGN:
+        raise InputError(f"unknown format {fmt!r}; expected auto or one of "
+                         f"{', '.join(FORMATS + FOREIGN)}")
     if isinstance(paths, str | Path):
         paths = [paths]
     out: list[InputFile] = []
@@ -60,10 +64,12 @@ def expand(paths: Sequence[str | Path], fmt: str = "auto") -> list[InputFile]:
             found = [f for f in found if f is not None]
             if not found:
                 raise InputError("folder holds no readable files (.parquet, .csv, .jsonl, .json,"
-                                 " optionally .gz)", path=str(path))
+                                 " .prom, .log, .txt, optionally .gz)", path=str(path))
             out.extend(found)
         else:
             one = _classify(path, fmt, named=True)
+            if one is None and not detect_suffix(path):  # no extension: sniff the content
+                one = InputFile(path, SNIFF, False)
             if one is None:
                 raise InputError("unknown file extension; expected .parquet, .csv, .jsonl or"
                                  " .json, optionally .gz, or pass a format", path=str(path))
@@ -71,6 +77,12 @@ def expand(paths: Sequence[str | Path], fmt: str = "auto") -> list[InputFile]:
     if not out:
         raise InputError("no input files given")
     return out
+
+
+def detect_suffix(path: Path) -> str:
+    """The last extension that is not `.gz` (empty when there is none)."""
+    suffixes = [s for s in path.suffixes if s.lower() != ".gz"]
+    return suffixes[-1] if suffixes else ""
 
 
 def read_bytes(file: InputFile) -> bytes:

@@ -25,8 +25,7 @@ from ..schema import SEVERITY_BANDS
 
 # The forest sees these features: interactions and origin evidence that make restricted
 # large-model training the rare thing (see docs/DESIGN-NOTES.md for what each bought).
-MODEL_FEATURES = ("restricted_compute", "restricted_gpu_hours", "origin_evidence",
-                  "training_signature")
+MODEL_FEATURES = ("restricted_compute", "restricted_gpu_hours")
 
 
 class SessionRiskModel(BaseEstimator):

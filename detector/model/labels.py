@@ -34,7 +34,10 @@ def label_sessions(sessions: pd.DataFrame, labels: pd.DataFrame) -> pd.Series:
 
 
 def match_truth(sessions: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """For each session, the truth row (scenario, restricted_training) it overlaps most."""
+    """For each session, the truth row (scenario, restricted_training) it overlaps most.
+
+    Where both tables carry `job_id`, a session matches rows of its own job only.
+    """
     needed = {"tenant_id", "start", "end", "scenario", "restricted_training"}
     if missing := needed - set(truth.columns):
         raise InputError(f"truth table lacks column(s) {sorted(missing)}")
@@ -42,11 +45,18 @@ def match_truth(sessions: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
                      end=pd.to_datetime(truth["end"], utc=True),
                      restricted_training=truth["restricted_training"].astype(str).str.lower()
                      .isin(["true", "1", "yes"]))
-    pairs = sessions.reset_index()[["index", "tenant_id", "start", "end"]].merge(
-        t[["tenant_id", "start", "end", "scenario", "restricted_training"]],
-        on="tenant_id", suffixes=("", "_t"))
-    overlap = (pairs[["end", "end_t"]].min(axis=1) - pairs[["start", "start_t"]].max(axis=1))
-    pairs = pairs.assign(overlap=overlap.dt.total_seconds())
+    keys = ["tenant_id"]
+    if "job_id" in t and "job_id" in sessions:
+        # Jobs known on both sides match by job; bare-metal sessions by time alone.
+        t = t.assign(job_id=t["job_id"].astype("string").fillna(""))
+        sessions = sessions.assign(job_id=sessions["job_id"].astype("string").fillna(""))
+        keys.append("job_id")
+    pairs = sessions.reset_index()[["index", *keys, "start", "end"]].merge(
+        t[[*keys, "start", "end", "scenario", "restricted_training"]],
+        on=keys, suffixes=("", "_t"))
+    end = pairs["end"].where(pairs["end"] < pairs["end_t"], pairs["end_t"])
+    start = pairs["start"].where(pairs["start"] > pairs["start_t"], pairs["start_t"])
+    pairs = pairs.assign(overlap=(end - start).dt.total_seconds())
     pairs = pairs[pairs["overlap"] >= 0].sort_values("overlap", ascending=False)
     best = pairs.drop_duplicates("index").set_index("index")
     out = pd.DataFrame(index=sessions.index)
