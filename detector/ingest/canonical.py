@@ -13,7 +13,9 @@ from .. import quarantine
 from ..schema import TableSchema
 from .files import expand
 from .formats import read_any
+from .nvml import merge_long
 from .options import SourceOptions
+from .readers import RawFile
 from .validate import duplicates, empty_table, raw_json, validate
 
 WINDOW_COLUMN = "timestamp"  # since/until apply to tables that have it (telemetry, access)
@@ -47,12 +49,21 @@ def read_table(paths: Sequence[str | Path] | str | Path, schema: TableSchema, *,
     content decides where the extension is not enough (`sniff.py`).
     """
     options = options or SourceOptions()
+    files = expand(paths, fmt)
+    raws = merge_long([read_any(f, schema, source or schema.name, options, auto=fmt == "auto")
+                       for f in files])
+    return load_raw(raws, schema, source=source, since=since, until=until)
+
+
+def load_raw(raws: Sequence[RawFile], schema: TableSchema, *, source: str | None = None,
+             since: pd.Timestamp | None = None, until: pd.Timestamp | None = None) -> Loaded:
+    """Validate what readers got (one RawFile per file or query) into a Loaded table."""
     source = source or schema.name
     since, until = _utc(since), _utc(until)
-    tables, origins, raws, parts = [], [], [], []
+    tables, origins, frames, parts = [], [], [], []
     rows_read = out_of_window = 0
-    for index, file in enumerate(expand(paths, fmt)):
-        raw = read_any(file, schema, source, options, auto=fmt == "auto")
+    for index, raw in enumerate(raws):
+        file = raw.file
         rows_read += raw.n_rows
         typed, ok, rejected = validate(raw.frame, raw.rows, schema, source=source,
                                        file=file.name)
@@ -62,12 +73,12 @@ def read_table(paths: Sequence[str | Path] | str | Path, schema: TableSchema, *,
         tables.append(typed[keep])
         origins.append(pd.DataFrame({"file": index, "name": file.name,
                                      "row": raw.rows[keep], "pos": np.flatnonzero(keep)}))
-        raws.append(raw.frame)
+        frames.append(raw.frame)
     table = pd.concat(tables, ignore_index=True) if tables else empty_table(schema)
     origin = pd.concat(origins, ignore_index=True)
     dup = duplicates(table, schema.key)
     if dup.any():
-        parts.append(_duplicates(origin[dup], raws, source, schema.key))
+        parts.append(_duplicates(origin[dup], frames, source, schema.key))
         table = table[~dup].reset_index(drop=True)
     rejected = quarantine.combine(parts)
     if len(rejected):

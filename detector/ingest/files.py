@@ -15,7 +15,7 @@ FOREIGN = ("prometheus", "nvml", "cloudtrail", "vpcflow", "sshd")  # detector/in
 SNIFF = "sniff"  # the content decides (detector/ingest/sniff.py)
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
              ".ndjson": "jsonl", ".json": "json", ".prom": "prometheus", ".om": "prometheus",
-             ".log": SNIFF, ".txt": SNIFF}
+             ".log": SNIFF}
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def expand(paths: Sequence[str | Path], fmt: str = "auto") -> list[InputFile]:
             found = [f for f in found if f is not None]
             if not found:
                 raise InputError("folder holds no readable files (.parquet, .csv, .jsonl, .json,"
-                                 " .prom, .log, .txt, optionally .gz)", path=str(path))
+                                 " .prom, .om, .log, optionally .gz)", path=str(path))
             out.extend(found)
         else:
             one = _classify(path, fmt, named=True)

@@ -44,6 +44,7 @@ class RawFile:
     frame: pd.DataFrame      # the schema's columns present in the file, values as read
     rows: np.ndarray         # 1-based data row of each frame row (JSON Lines: the line number)
     rejected: pd.DataFrame   # rows the parser could not read (detector.quarantine.COLUMNS)
+    merge_on: tuple[str, ...] = ()  # long-layout files: merge rows with this key across files
 
     @property
     def n_rows(self) -> int:

@@ -12,25 +12,36 @@ from .files import InputFile, read_bytes
 from .jsonl import RAW_LIMIT
 
 NOT_UTF8 = "not UTF-8"
-_SURROGATE = "[\udc80-\udcff]"
 
 
 def lines(file: InputFile) -> pd.DataFrame:
     """Every line of the file with its 1-based number; `utf8` false where the line holds bytes
-    that are not UTF-8 (its text then carries them as surrogate escapes)."""
-    data = read_bytes(file)
-    text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-    series = pd.Series(text.split("\n"), dtype="str").str.rstrip("\r")
-    if text.endswith("\n"):
-        series = series.iloc[:-1]
-    bad = series.str.contains(_SURROGATE, regex=True).to_numpy(dtype=bool)
-    return pd.DataFrame({"line": np.arange(1, len(series) + 1), "text": series, "utf8": ~bad})
+    that are not UTF-8 (in `text` they are replaced by U+FFFD)."""
+    data = read_bytes(file).removeprefix(b"\xef\xbb\xbf")
+    chunks = data.split(b"\n")
+    if data.endswith(b"\n"):
+        chunks.pop()
+    try:
+        text = data.decode("utf-8")
+        utf8 = np.ones(len(chunks), dtype=bool)
+    except UnicodeDecodeError:  # rare: find the lines that are not UTF-8, one by one
+        text = data.decode("utf-8", "replace")
+        utf8 = np.array([_is_utf8(c) for c in chunks], dtype=bool)
+    series = pd.Series(text.split("\n")[:len(chunks)], dtype="str").str.rstrip("\r")
+    return pd.DataFrame({"line": np.arange(1, len(chunks) + 1), "text": series, "utf8": utf8})
+
+
+def _is_utf8(chunk: bytes) -> bool:
+    try:
+        chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def raw_lines(texts: pd.Series) -> list[str]:
-    """Lines as JSON strings for the quarantine's `raw` (bad bytes replaced)."""
-    return [json.dumps(t.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                       [:RAW_LIMIT]) for t in texts]
+    """Lines as JSON strings for the quarantine's `raw`."""
+    return [json.dumps(t[:RAW_LIMIT]) for t in texts]
 
 
 def rejected_lines(source: str, file: str, frame: pd.DataFrame, reason: str) -> pd.DataFrame:
