@@ -137,6 +137,7 @@ def _tenant_summary(events: pd.DataFrame, tenants: pd.DataFrame | None,
     by = events.groupby("tenant_id")
     summary = pd.DataFrame({
         "restricted_leak": by["restricted"].max(),
+        "tenant_restricted_share": by["restricted"].mean(),
         "distinct_countries": by["country"].nunique(),
         "distinct_asns": by["network"].nunique(),
     })

@@ -67,7 +67,8 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
     means = by.mean()
     stats = pd.DataFrame({
         "util_mean": means["util"], "util_std": by["util"].std(ddof=0),
-        "util_p95": by["util"].quantile(0.95), "busy_frac": means["busy"],
+        "util_p95": by["util"].quantile(0.95), "util_max": by["util"].max(),
+        "busy_frac": means["busy"],
         "idle_frac": means["idle"], "sm_active_mean": means["sm_active"],
         "tensor_active_mean": means["tensor_active"], "dram_active_mean": means["dram_active"],
         "mem_fill": means["mem_fill"], "power_mean_w": means["power_w"],
