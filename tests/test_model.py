@@ -13,7 +13,12 @@ from detector.errors import ModelError
 from detector.model import store
 from detector.model.calibrate import average_precision, calibrate_threshold
 from detector.model.explain import contributions, top_features
-from detector.model.forest import MODEL_FEATURES, SessionRiskModel, severity
+from detector.model.forest import (
+    MODEL_FEATURES,
+    SessionRiskModel,
+    average_path_length,
+    severity,
+)
 from detector.model.labels import label_sessions, match_truth
 
 
@@ -37,7 +42,9 @@ def test_planted_outliers_rank_first_and_risk_is_bounded_and_monotone():
     order = np.argsort(anomaly)
     assert (np.diff(risk[order]) >= 0).all()
     assert np.median(risk) == pytest.approx(0, abs=1)        # the training median maps to 0
-    assert risk[y].min() > 50                                 # beyond the training p99
+    assert model.to_risk([0.5, model.score_top_, 1.0]).tolist() == [40.0, 100.0, 100.0]
+    assert risk[y].min() > 40                                 # clear anomalies: s > 0.5
+    assert model.score_top_ == pytest.approx(2 ** (-1 / average_path_length(256)))
 
 
 def test_missing_values_are_imputed_and_missing_columns_refused():

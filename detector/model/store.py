@@ -15,7 +15,7 @@ from typing import Any
 import skops.io as sio
 
 from ..errors import ModelError
-from .forest import SessionRiskModel
+from .forest import ANOMALY_LINE, RISK_AT_LINE, SessionRiskModel
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +53,13 @@ def save(stored: StoredModel, model_dir: str | os.PathLike) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     m = stored.model
     state = {"pipeline": m.pipeline_, "params": m.get_params(),
-             "score_median": m.score_median_, "score_reference": m.score_reference_,
+             "score_median": m.score_median_, "score_top": m.score_top_,
              "n_training_sessions": m.n_training_sessions_}
     sio.dump(state, folder / MODEL_FILE)
     meta = {**stored.metadata, "format_version": FORMAT_VERSION, "alert_risk": stored.alert_risk,
             "features": list(m.features), "params": _jsonable(m.get_params()),
-            "normalisation": {"score_median": m.score_median_,
-                              "score_reference": m.score_reference_,
-                              "reference_quantile": m.reference_quantile,
-                              "reference_risk": m.reference_risk},
+            "normalisation": {"score_median": m.score_median_, "score_top": m.score_top_,
+                              "anomaly_line": ANOMALY_LINE, "risk_at_line": RISK_AT_LINE},
             "versions": package_versions()}
     (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return folder
@@ -90,7 +88,7 @@ def load(model_dir: str | os.PathLike) -> StoredModel:
     model = SessionRiskModel(**state["params"])
     model.pipeline_ = state["pipeline"]
     model.score_median_ = state["score_median"]
-    model.score_reference_ = state["score_reference"]
+    model.score_top_ = state["score_top"]
     model.n_training_sessions_ = state["n_training_sessions"]
     _warn_on_drift(meta.get("versions", {}), folder)
     return StoredModel(model, float(meta["alert_risk"]), meta)
