@@ -1,0 +1,5 @@
+"""`python -m detector` runs the gpuwatch command line."""
+
+from detector.cli import main
+
+main()
