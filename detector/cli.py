@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,6 +23,9 @@ from .errors import GpuwatchError
 from .export import ExportOptions, export_options, publish, publish_failure, serve_command
 from .export import write_run_sidecar
 from .features import FEATURES
+from .ingest import FORMATS
+from .ingest.options import SourceOptions, load_tenant_map
+from .ingest.prometheus_api import PrometheusSource
 from .model import store
 from .model.calibrate import average_precision
 from .model.labels import match_truth
@@ -72,11 +76,28 @@ def main(ctx: click.Context, config: Path | None, verbose: int, quiet: bool) -> 
     ctx.obj = App(settings, console, quiet)
 
 
+_SOURCE_OPTIONS = ("telemetry_format", "access_format", "columns", "tenant_label", "tenant_map",
+                   "prometheus_url", "step", "bearer_token_file", "ca_file",
+                   "insecure_skip_verify")
+
+
 def input_options(f):
-    """--telemetry/--access (repeatable, file or folder), --tenants, --geoip-db, window."""
+    """--telemetry/--access (repeatable, file or folder), --tenants, --geoip-db, window, and how
+    to read foreign formats (kept in the click context for `_inputs`, so commands need not
+    name them)."""
+    inner = f
+
+    @functools.wraps(inner)
+    def command(*args, **kwargs):
+        click.get_current_context().meta["gpuwatch.sources"] = {
+            k: kwargs.pop(k) for k in _SOURCE_OPTIONS}
+        return inner(*args, **kwargs)
+
+    f = command
     for option in reversed([
-        click.option("--telemetry", multiple=True, required=True, type=click.Path(path_type=Path),
-                     help="Telemetry file or folder (.parquet, .csv, .jsonl, optionally .gz)."),
+        click.option("--telemetry", multiple=True, type=click.Path(path_type=Path),
+                     help="Telemetry file or folder (.parquet, .csv, .jsonl, .prom, optionally "
+                          ".gz)."),
         click.option("--access", multiple=True, required=True, type=click.Path(path_type=Path),
                      help="Access-event file or folder."),
         click.option("--tenants", type=click.Path(path_type=Path), help="Tenant KYC registry."),
@@ -86,6 +107,29 @@ def input_options(f):
         click.option("--until", type=click.DateTime(), help="Only data before (UTC)."),
         click.option("--quarantine", "quarantine_path", type=click.Path(path_type=Path),
                      help="Where rejected rows go (default: beside the output)."),
+        click.option("--telemetry-format", default="auto", show_default=True,
+                     type=click.Choice(["auto", *FORMATS, "prometheus", "nvml"]),
+                     help="Format of --telemetry files; auto: extension, then content."),
+        click.option("--access-format", default="auto", show_default=True,
+                     type=click.Choice(["auto", *FORMATS, "cloudtrail", "vpcflow", "sshd"]),
+                     help="Format of --access files; auto: extension, then content."),
+        click.option("--columns", help="Column mapping for nvml telemetry: a TOML file or a "
+                                       "bundled name (nvml-spar, alibaba-genai)."),
+        click.option("--tenant-label", default="namespace", show_default=True,
+                     help="Prometheus label naming the tenant."),
+        click.option("--tenant-map", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="CSV kind,key,tenant_id (kind: pod, namespace, host, account, "
+                          "instance, interface, address); wins over labels and accounts."),
+        click.option("--prometheus-url", help="Pull DCGM telemetry from this Prometheus "
+                                              "(query_range; needs --since)."),
+        click.option("--step", default=15.0, show_default=True, type=click.FloatRange(min=0.001),
+                     help="query_range step in seconds; at most the scrape interval."),
+        click.option("--bearer-token-file", type=click.Path(exists=True, dir_okay=False,
+                                                            path_type=Path)),
+        click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="CA bundle to verify the Prometheus server's TLS certificate."),
+        click.option("--insecure-skip-verify", is_flag=True,
+                     help="Do not verify the Prometheus server's TLS certificate."),
     ]):
         f = option(f)
     return f
@@ -93,7 +137,21 @@ def input_options(f):
 
 def _inputs(telemetry, access, tenants, geoip_db, since, until) -> Inputs:
     utc = lambda t: pd.Timestamp(t, tz="UTC") if t else None  # noqa: E731
-    return Inputs(tuple(telemetry), tuple(access), tenants, tuple(geoip_db), utc(since), utc(until))
+    o = click.get_current_context().meta["gpuwatch.sources"]
+    if not telemetry and not o["prometheus_url"]:
+        raise click.UsageError("give --telemetry or --prometheus-url")
+    prometheus = None
+    if o["prometheus_url"]:
+        if not since:
+            raise click.UsageError("--prometheus-url needs --since")
+        until = until or pd.Timestamp.now(tz="UTC").tz_localize(None)
+        prometheus = PrometheusSource(o["prometheus_url"], o["step"], o["bearer_token_file"],
+                                      o["ca_file"], o["insecure_skip_verify"])
+    tenant_map = load_tenant_map(o["tenant_map"]) if o["tenant_map"] else None
+    return Inputs(tuple(telemetry), tuple(access), tenants, tuple(geoip_db), utc(since),
+                  utc(until), o["telemetry_format"], o["access_format"],
+                  SourceOptions(o["tenant_label"], tenant_map, o["columns"]),
+                  SourceOptions(tenant_map=tenant_map), prometheus)
 
 
 @main.command("train")

@@ -21,6 +21,8 @@ from .enrich import enrich_access, open_database
 from .features import NAMES as FEATURE_NAMES
 from .features import session_features
 from .ingest import read_table
+from .ingest.options import SourceOptions
+from .ingest.prometheus_api import PrometheusSource, read_prometheus
 from .model.calibrate import Calibration, calibrate_threshold
 from .model.explain import contributions, top_features
 from .model.forest import SessionRiskModel, severity
@@ -41,6 +43,11 @@ class Inputs:
     geoip_db: Sequence[Path] = ()
     since: pd.Timestamp | None = None
     until: pd.Timestamp | None = None
+    telemetry_format: str = "auto"
+    access_format: str = "auto"
+    telemetry_options: SourceOptions = field(default_factory=SourceOptions)
+    access_options: SourceOptions = field(default_factory=SourceOptions)
+    prometheus: PrometheusSource | None = None  # pull telemetry from a live server too
 
 
 @dataclass
@@ -77,13 +84,20 @@ def build_features(inputs: Inputs, settings: Settings, report: RunReport | None 
 def _read(paths: Sequence[Path], schema, inputs: Inputs, report: RunReport,
           rejected: list[pd.DataFrame]) -> pd.DataFrame:
     window = {} if schema is TENANTS else {"since": inputs.since, "until": inputs.until}
-    loaded = read_table(paths, schema, **window)
-    report.rows_read[schema.name] += loaded.rows_read
-    report.rows_accepted[schema.name] += loaded.rows_accepted
-    for reason, count in loaded.quarantine["reason"].value_counts().items():
-        report.rows_quarantined[(schema.name, str(reason))] += int(count)
-    rejected.append(loaded.quarantine)
-    return loaded.table
+    fmt, options = {TELEMETRY.name: (inputs.telemetry_format, inputs.telemetry_options),
+                    ACCESS.name: (inputs.access_format, inputs.access_options)
+                    }.get(schema.name, ("auto", None))
+    loads = [read_table(paths, schema, fmt=fmt, options=options, **window)] if paths else []
+    if schema is TELEMETRY and inputs.prometheus:
+        loads.append(read_prometheus(inputs.prometheus, inputs.since, inputs.until,
+                                     options=inputs.telemetry_options))
+    for loaded in loads:
+        report.rows_read[schema.name] += loaded.rows_read
+        report.rows_accepted[schema.name] += loaded.rows_accepted
+        for reason, count in loaded.quarantine["reason"].value_counts().items():
+            report.rows_quarantined[(schema.name, str(reason))] += int(count)
+        rejected.append(loaded.quarantine)
+    return pd.concat([loaded.table for loaded in loads], ignore_index=True)
 
 
 def read_labels(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
