@@ -1,0 +1,141 @@
+"""The command line end to end, on the bundled samples, through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from detector.cli import main
+from detector.schema import SCORE_HEAD, SCORE_TAIL
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data" / "samples"
+INPUTS = ["--telemetry", str(SAMPLES / "telemetry.parquet"),
+          "--access", str(SAMPLES / "access.jsonl.gz"), "--tenants", str(SAMPLES / "tenants.csv")]
+
+
+def run(*args: str, code: int = 0) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == code, result.output + repr(result.exception)
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    run("train", *INPUTS, "--model-dir", str(tmp / "model"), "--format", "json")
+    summary = run("score", *INPUTS, "--model-dir", str(tmp / "model"),
+                  "--out", str(tmp / "scores.parquet"), "--metrics-file", str(tmp / "g.prom"),
+                  "--format", "json")
+    return {"tmp": tmp, "model": tmp / "model", "scores": tmp / "scores.parquet",
+            "summary": json.loads(summary)}
+
+
+def test_every_command_has_help_and_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    for name, command in main.commands.items():
+        assert command.help, name
+        assert "Usage:" in run(name, "--help")
+        assert f"gpuwatch {name}" in readme, f"README does not show `gpuwatch {name}`"
+
+
+def test_restricted_training_ranks_above_every_benign_family(scored):
+    report = json.loads(run("evaluate", "--scores", str(scored["scores"]),
+                            "--truth", str(SAMPLES / "truth.csv"), "--format", "json"))
+    assert report["average_precision"] >= 0.9
+
+
+def test_scores_follow_the_contract(scored):
+    scores = pd.read_parquet(scored["scores"])
+    assert list(scores.columns[:4]) == list(SCORE_HEAD[:4])
+    assert set(SCORE_HEAD) <= set(scores.columns)
+    assert list(scores.columns[-len(SCORE_TAIL):]) == list(SCORE_TAIL)
+    assert scores["session_id"].is_unique and scores["risk_score"].between(0, 100).all()
+    assert scores["risk_score"].is_monotonic_decreasing
+    assert set(scores["severity"]) <= {"low", "medium", "high", "critical"}
+    assert (scores["alert"] == (scores["risk_score"] >= 70)).all()
+    top = json.loads(scores["top_features"].iloc[0])
+    assert top and {"feature", "value", "contribution"} <= set(top[0])
+    assert scores["run_id"].nunique() == 1 and scores["model_version"].str.len().gt(0).all()
+
+
+def test_counts_add_up_and_outputs_exist(scored):
+    s = scored["summary"]
+    for source, read in s["rows_read"].items():
+        quarantined = sum(n for k, n in s["rows_quarantined"].items() if k.startswith(source))
+        assert read == s["rows_accepted"][source] + quarantined
+    assert (scored["tmp"] / "scores.quarantine.csv").exists()
+    assert "gpuwatch_sessions_scored" in (scored["tmp"] / "g.prom").read_text()
+    meta = json.loads((scored["model"] / "metadata.json").read_text())
+    assert meta["threshold_source"] == "policy" and meta["training"]["sessions"] > 50
+
+
+def test_same_input_same_session_ids(scored):
+    again = scored["tmp"] / "again.parquet"
+    run("-q", "score", *INPUTS, "--model-dir", str(scored["model"]), "--out", str(again))
+    first, second = pd.read_parquet(scored["scores"]), pd.read_parquet(again)
+    assert first["session_id"].tolist() == second["session_id"].tolist()
+    pd.testing.assert_series_equal(first["risk_score"], second["risk_score"])
+
+
+def test_explain_names_what_pushed_the_score(scored):
+    top = pd.read_parquet(scored["scores"]).iloc[0]
+    text = run("explain", top["session_id"][:10], "--scores", str(scored["scores"]))
+    first = json.loads(top["top_features"])[0]["feature"]
+    assert first in text and top["tenant_id"] in text
+    data = json.loads(run("explain", top["session_id"], "--scores", str(scored["scores"]),
+                          "--format", "json"))
+    assert data["session_id"] == top["session_id"] and data["top_features"]
+    assert "0 sessions match" in run("explain", "zzzz", "--scores", str(scored["scores"]),
+                                     code=1)
+
+
+def test_fail_on_alert_exits_1(scored):
+    run("-q", "score", *INPUTS, "--model-dir", str(scored["model"]),
+        "--out", str(scored["tmp"] / "x.parquet"), "--fail-on-alert", code=1)
+
+
+def test_labels_keep_incidents_out_and_set_the_threshold(scored, tmp_path):
+    scores = pd.read_parquet(scored["scores"])
+    truth = pd.read_csv(SAMPLES / "truth.csv")
+    from detector.model.labels import match_truth
+
+    matched = match_truth(scores, truth)
+    labels = pd.DataFrame({"session_id": scores["session_id"],
+                           "label": matched["restricted_training"].map(
+                               {True: "incident", False: "benign"}),
+                           "analyst": "test"})
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    out = json.loads(run("train", *INPUTS, "--labels", str(tmp_path / "labels.csv"),
+                         "--model-dir", str(tmp_path / "m"), "--format", "json"))
+    meta = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    assert meta["threshold_source"] == "labels"
+    assert meta["training"]["fit_sessions"] == len(scores) - int(matched["restricted_training"].sum())
+    assert out["calibration"]["f1"] > 0.8 and out["alert_risk"] == meta["alert_risk"]
+
+
+def test_bad_input_is_one_clean_line_and_exit_2(tmp_path):
+    bad = tmp_path / "telemetry.csv"
+    bad.write_text("timestamp,tenant_id,host,gpu\n2026-10-05T00:00:00Z,t,h,0\n")
+    result = CliRunner().invoke(main, ["train", "--telemetry", str(bad),
+                                       "--access", str(SAMPLES / "access.jsonl.gz"),
+                                       "--model-dir", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert "telemetry.csv" in result.output and "gpu_util" in result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["score", *INPUTS, "--model-dir", str(tmp_path / "none"),
+                                       "--out", str(tmp_path / "s.parquet")])
+    assert result.exit_code == 2 and "train a model" in result.output
+    missing = CliRunner().invoke(main, ["train", "--telemetry", str(tmp_path / "nope"),
+                                        "--access", str(tmp_path / "nope"),
+                                        "--model-dir", str(tmp_path / "m")])
+    assert missing.exit_code == 2 and "nope" in missing.output
+
+
+def test_features_lists_the_registry():
+    names = [f["name"] for f in json.loads(run("features", "--format", "json"))]
+    assert "restricted_compute" in names and "lockstep" in names
