@@ -155,7 +155,8 @@ def _build(raw: dict[str, Any], sources: tuple[str, ...]) -> Settings:
             raise ConfigError(f"countries_of_concern: {bad} are not ISO 3166-1 alpha-2 codes")
         start, end = (int(x) for x in j["working_hours"])
         if not 0 <= start < end <= 24:
-            raise ConfigError(f"working_hours: expected [start, end) within 0-24, got {[start, end]}")
+            raise ConfigError(
+                f"working_hours: expected [start, end) within 0-24, got {[start, end]}")
         settings = Settings(
             jurisdiction=Jurisdiction(countries, dict(j["timezones"]), (start, end)),
             hosting=Hosting(frozenset(int(a) for a in h["asns"]),
@@ -169,7 +170,8 @@ def _build(raw: dict[str, Any], sources: tuple[str, ...]) -> Settings:
             source=sources,
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"settings from {', '.join(sources)}: invalid or missing value ({exc})") from exc
+        raise ConfigError(
+            f"settings from {', '.join(sources)}: invalid or missing value ({exc})") from exc
     for country in settings.jurisdiction.countries_of_concern:
         zone = settings.jurisdiction.zone_of(country)
         try:

@@ -114,7 +114,8 @@ def test_labels_keep_incidents_out_and_set_the_threshold(scored, tmp_path):
                          "--model-dir", str(tmp_path / "m"), "--format", "json"))
     meta = json.loads((tmp_path / "m" / "metadata.json").read_text())
     assert meta["threshold_source"] == "labels"
-    assert meta["training"]["fit_sessions"] == len(scores) - int(matched["restricted_training"].sum())
+    incidents = int(matched["restricted_training"].sum())
+    assert meta["training"]["fit_sessions"] == len(scores) - incidents
     assert out["calibration"]["f1"] > 0.8 and out["alert_risk"] == meta["alert_risk"]
 
 

@@ -114,13 +114,15 @@ def _working_hours_in(ts: pd.Series, zones: pd.Series, settings: Settings) -> np
     out = np.full(len(ts), np.nan)
     for zone, idx in zones.groupby(zones, dropna=True).groups.items():
         pos = ts.index.get_indexer(idx)
-        out[pos] = _in_working_hours(ts.iloc[pos].dt.tz_convert(zone), settings.jurisdiction.working_hours)
+        local = ts.iloc[pos].dt.tz_convert(zone)
+        out[pos] = _in_working_hours(local, settings.jurisdiction.working_hours)
     return out
 
 
 def _best_working_hours(ts: pd.Series, tenant: pd.Series, settings: Settings) -> np.ndarray:
     """Per event: in working hours of the concern zone that fits its tenant best."""
-    zones = sorted({settings.jurisdiction.zone_of(c) for c in settings.jurisdiction.countries_of_concern})
+    jurisdiction = settings.jurisdiction
+    zones = sorted({jurisdiction.zone_of(c) for c in jurisdiction.countries_of_concern})
     if not zones or ts.empty:
         return np.full(len(ts), np.nan)
     fits = np.column_stack([
@@ -146,8 +148,9 @@ def _tenant_summary(events: pd.DataFrame, tenants: pd.DataFrame | None,
         t = tenants.drop_duplicates("tenant_id")
         t = t.set_index(t["tenant_id"].astype(str))
         declared = (t["declared_country"].isin(concern) | t["billing_country"].isin(concern))
+        reseller = t["reseller"].fillna("").astype(str).str.len().gt(0)
         info = pd.DataFrame({"declared_restricted": declared.astype(float),
-                             "reseller": t["reseller"].fillna("").astype(str).str.len().gt(0).astype(float)})
+                             "reseller": reseller.astype(float)})
         summary = summary.join(info, how="outer")
     else:
         summary["declared_restricted"] = np.nan

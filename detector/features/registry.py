@@ -20,7 +20,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("duration_s", "s", WORKLOAD, "span from the first to the last active sample"),
     Feature("n_gpus", "GPUs", WORKLOAD, "distinct GPUs (host, gpu) in the session"),
     Feature("n_hosts", "hosts", WORKLOAD, "distinct hosts in the session"),
-    Feature("gpu_hours", "GPU h", WORKLOAD, "sum over GPUs of the time each GPU was in the session"),
+    Feature("gpu_hours", "GPU h", WORKLOAD,
+            "sum over GPUs of the time each GPU was in the session"),
     Feature("est_flop", "FLOP", WORKLOAD,
             "estimated dense tensor FLOP: GPU time x peak FLOP/s of the model x tensor activity "
             "(SM activity x 0.5, else utilisation x 0.35, when profiling metrics are missing)"),
