@@ -17,12 +17,14 @@ import pandas as pd
 
 from . import quarantine
 from .config import Settings
+from .engine import Engine, Progress, extract, streamable
 from .enrich import enrich_access, open_database
 from .features import NAMES as FEATURE_NAMES
-from .features import session_features
+from .features import complete_features, session_features
 from .ingest import read_table
 from .ingest.options import SourceOptions
 from .ingest.prometheus_api import PrometheusSource, read_prometheus
+from .ingest.validate import empty_table
 from .model.calibrate import Calibration, calibrate_threshold
 from .model.explain import contributions, top_features
 from .model.forest import SessionRiskModel, severity
@@ -30,7 +32,7 @@ from .model.labels import label_sessions
 from .model.store import StoredModel
 from .runinfo import RunReport
 from .schema import ACCESS, LABELS, SCORE_HEAD, TELEMETRY, TENANTS
-from .sessions import cut_sessions
+from .sessions import SESSION_COLUMNS, cut_sessions
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,22 @@ class FeatureTable:
     report: RunReport = field(default_factory=RunReport)
 
 
-def build_features(inputs: Inputs, settings: Settings, report: RunReport | None = None
+def build_features(inputs: Inputs, settings: Settings, report: RunReport | None = None,
+                   engine: Engine | None = None, progress: Progress | None = None
                    ) -> FeatureTable:
-    """Read, validate, enrich, cut sessions and extract features."""
+    """Read, validate, enrich, cut sessions and extract features.
+
+    Telemetry goes through the engine (`detector.engine`): Parquet inputs are streamed into
+    tenant partitions, never held whole; other formats are read, then partitioned.
+    """
     report = report or RunReport()
     rejected = []
+    stream = (inputs.telemetry_options.columns is None
+              and streamable(inputs.telemetry, inputs.telemetry_format))
     with report.stage("ingest"):
-        telemetry = _read(inputs.telemetry, TELEMETRY, inputs, report, rejected)
+        loaded = ([] if stream and not inputs.prometheus
+                  else [_read([] if stream else inputs.telemetry, TELEMETRY, inputs, report,
+                              rejected)])
         access = _read(inputs.access, ACCESS, inputs, report, rejected)
         tenants = (_read([inputs.tenants], TENANTS, inputs, report, rejected)
                    if inputs.tenants else None)
@@ -73,10 +84,19 @@ def build_features(inputs: Inputs, settings: Settings, report: RunReport | None 
         db = open_database(inputs.geoip_db)
         access, stats = enrich_access(access, db, settings, tenants)
         report.ips_total, report.ips_unknown = stats.ips_total, stats.ips_unknown_country
-    with report.stage("sessions"):
-        sessions, samples = cut_sessions(telemetry, settings.sessions)
+    workload, bad = extract(inputs.telemetry if stream else [], settings, report,
+                            engine=engine or Engine(), fmt=inputs.telemetry_format,
+                            since=inputs.since, until=inputs.until, loaded=loaded,
+                            progress=progress)
+    rejected.append(bad)
     with report.stage("features"):
-        table = session_features(sessions, samples, access, settings, tenants)
+        if workload.empty:
+            table = session_features(*cut_sessions(empty_table(TELEMETRY), settings.sessions),
+                                     access, settings, tenants)
+        else:
+            sessions = workload[SESSION_COLUMNS]
+            table = complete_features(sessions, workload.drop(columns=SESSION_COLUMNS), access,
+                                      settings, tenants)
     report.sessions = len(table)
     return FeatureTable(table, quarantine.combine(rejected), report)
 

@@ -1,0 +1,49 @@
+"""The in-process engine: one partition after another, so memory holds one partition at a time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import Settings
+from ..features.workload import workload_features
+from ..sessions import cut_sessions
+from .partition import read_partition
+
+
+@dataclass
+class PartResult:
+    """Sessions of one partition with their workload features, and its duplicate rows."""
+
+    features: pd.DataFrame
+    quarantine: pd.DataFrame
+    rows: int
+    seconds: dict[str, float]
+
+
+def partition_features(path: Path, files: Sequence[str], settings: Settings) -> PartResult:
+    """Read one partition, cut its sessions and compute their workload features."""
+    t0 = time.perf_counter()
+    telemetry, rejected = read_partition(path, files)
+    t1 = time.perf_counter()
+    sessions, samples = cut_sessions(telemetry, settings.sessions)
+    t2 = time.perf_counter()
+    workload = workload_features(sessions, samples, settings)
+    t3 = time.perf_counter()
+    return PartResult(pd.concat([sessions, workload], axis=1), rejected, len(telemetry),
+                      {"read": t1 - t0, "sessions": t2 - t1, "features": t3 - t2})
+
+
+def run_local(paths: Sequence[Path], files: Sequence[str], settings: Settings,
+              progress: Callable[[int], None] | None = None) -> list[PartResult]:
+    """Every partition in turn, in this process."""
+    results = []
+    for path in paths:
+        results.append(partition_features(path, files, settings))
+        if progress:
+            progress(1)
+    return results
