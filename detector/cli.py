@@ -15,10 +15,13 @@ from typing import Any
 import click
 import pandas as pd
 from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn)
 from rich.table import Table
 
 from . import __version__, quarantine
 from .config import Settings, load_settings
+from .engine import ENGINES, Engine
 from .errors import GpuwatchError
 from .export import ExportOptions, export_options, publish, publish_failure, serve_command
 from .export import write_run_sidecar
@@ -79,6 +82,7 @@ def main(ctx: click.Context, config: Path | None, verbose: int, quiet: bool) -> 
 _SOURCE_OPTIONS = ("telemetry_format", "access_format", "columns", "tenant_label", "tenant_map",
                    "prometheus_url", "step", "bearer_token_file", "ca_file",
                    "insecure_skip_verify")
+_ENGINE_OPTIONS = ("engine", "scheduler", "partitions", "work_dir")
 
 
 def input_options(f):
@@ -91,6 +95,8 @@ def input_options(f):
     def command(*args, **kwargs):
         click.get_current_context().meta["gpuwatch.sources"] = {
             k: kwargs.pop(k) for k in _SOURCE_OPTIONS}
+        click.get_current_context().meta["gpuwatch.engine"] = {
+            k: kwargs.pop(k) for k in _ENGINE_OPTIONS}
         return inner(*args, **kwargs)
 
     f = command
@@ -130,6 +136,15 @@ def input_options(f):
                      help="CA bundle to verify the Prometheus server's TLS certificate."),
         click.option("--insecure-skip-verify", is_flag=True,
                      help="Do not verify the Prometheus server's TLS certificate."),
+        click.option("--engine", default="local", show_default=True, type=click.Choice(ENGINES),
+                     help="Where feature extraction runs: this process, or a Dask cluster."),
+        click.option("--scheduler", help="Dask scheduler (tcp://HOST:PORT); default: start a "
+                                         "LocalCluster. Needs --engine dask."),
+        click.option("--partitions", type=click.IntRange(min=1),
+                     help="Tenant partitions (default: one per ~1M telemetry rows)."),
+        click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Folder for partition files (default: temp; Dask workers must see "
+                          "it)."),
     ]):
         f = option(f)
     return f
@@ -166,8 +181,7 @@ def train_command(app: App, telemetry, access, tenants, geoip_db, since, until, 
                   labels, model_dir, seed, fmt) -> None:
     """Train a model on a period of telemetry and access logs."""
     inputs = _inputs(telemetry, access, tenants, geoip_db, since, until)
-    with _status(app, "building features"):
-        table = build_features(inputs, app.settings)
+    table = _build_features(app, inputs, RunReport())
     label_table = None
     if labels:
         label_table, rejected = read_labels(labels)
@@ -212,8 +226,7 @@ def score_command(app: App, telemetry, access, tenants, geoip_db, since, until, 
     try:
         stored = store.load(model_dir)
         inputs = _inputs(telemetry, access, tenants, geoip_db, since, until)
-        with _status(app, "building features"):
-            table = build_features(inputs, app.settings, report)
+        table = _build_features(app, inputs, report)
         scores = score(table.sessions, stored, report)
         with report.stage("write"):
             _write_scores(scores, out)
@@ -312,7 +325,7 @@ def evaluate_command(app: App, scores: Path, truth: Path, fmt: str) -> None:
     out = Table("scenario", "sessions", "mean risk", "max risk", "alerts",
                 title=f"average precision for restricted training: {ap:.3f}")
     for name, r in per.sort_values("mean_risk", ascending=False).iterrows():
-        out.add_row(str(name), str(r["sessions"]), f"{r['mean_risk']:.1f}", f"{r['max_risk']:.1f}",
+        out.add_row(str(name), str(int(r["sessions"])), f"{r['mean_risk']:.1f}", f"{r['max_risk']:.1f}",
                     str(int(r["alerts"])))
     app.console.print(out)
 
@@ -337,6 +350,21 @@ def simulate_command(app: App, out: Path, n_tenants: int, days: float, seed: int
 
 
 main.add_command(serve_command)
+
+
+def _build_features(app: App, inputs: Inputs, report: RunReport) -> FeatureTable:
+    """build_features on the engine the options name, with progress bars on a terminal."""
+    o = click.get_current_context().meta["gpuwatch.engine"]
+    engine = Engine(o["engine"], o["scheduler"], o["partitions"], o["work_dir"])
+    if app.quiet or not app.console.is_terminal:
+        return build_features(inputs, app.settings, report, engine)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=app.console, transient=True) as bar:
+        def start(phase: str, total: int):
+            task = bar.add_task(phase, total=total)
+            return lambda n: bar.advance(task, n)
+        return build_features(inputs, app.settings, report, engine, start)
 
 
 def _status(app: App, text: str) -> AbstractContextManager:

@@ -79,22 +79,22 @@ def extract(paths: Sequence[Path], settings: Settings, report: RunReport, *,
         _log_stage(report, "partition", f"{parts.rows_read} rows into {len(parts.paths)} "
                    f"of {n_parts} partitions")
         advance = progress("features", len(parts.paths)) if progress else None
-        with report.stage("partition_features"):
+        with report.stage("extract"):
             if engine.name == "dask":
                 from .dask import run_dask
                 results = run_dask(parts.paths, parts.files, settings, engine.scheduler,
                                    engine.workers, advance)
             else:
                 results = run_local(parts.paths, parts.files, settings, advance)
-    for name in ("read", "sessions", "features"):
-        report.stage_seconds[f"partition_{name}"] = sum(r.seconds[name] for r in results)
+    for name in ("read", "sessions", "workload"):
+        report.stage_seconds[f"extract_{name}"] = sum(r.seconds[name] for r in results)
     dup = quarantine.combine([r.quarantine for r in results])
     rejected = quarantine.combine([parts.quarantine, dup])
     report.rows_read[TELEMETRY.name] += parts.rows_read
     report.rows_accepted[TELEMETRY.name] += parts.rows_accepted - len(dup)
     for reason, count in rejected["reason"].value_counts().items():
         report.rows_quarantined[(TELEMETRY.name, str(reason))] += int(count)
-    _log_stage(report, "partition_features", f"{sum(r.rows for r in results)} rows, "
+    _log_stage(report, "extract", f"{sum(r.rows for r in results)} rows, "
                f"engine {engine.name}")
     return combine([r.features for r in results]), rejected
 

@@ -35,7 +35,7 @@ def partition_features(path: Path, files: Sequence[str], settings: Settings) -> 
     workload = workload_features(sessions, samples, settings)
     t3 = time.perf_counter()
     return PartResult(pd.concat([sessions, workload], axis=1), rejected, len(telemetry),
-                      {"read": t1 - t0, "sessions": t2 - t1, "features": t3 - t2})
+                      {"read": t1 - t0, "sessions": t2 - t1, "workload": t3 - t2})
 
 
 def run_local(paths: Sequence[Path], files: Sequence[str], settings: Settings,
