@@ -217,13 +217,16 @@ def test_csv_malformed_rows_are_quarantined_with_their_row_numbers(tmp_path):
     assert loaded.table["host"].tolist() == ["h", "multi\nline host"]
 
 
-def test_csv_non_utf8_body_is_an_input_error_with_row_and_column(tmp_path):
+def test_csv_non_utf8_row_is_quarantined_and_the_rest_read(tmp_path):
     path = tmp_path / "t.csv"
     path.write_bytes(b"timestamp,tenant_id,host,gpu,gpu_util\n"
-                     b"2024-01-01T00:00:00Z,t,h,0,1\n2024-01-01T00:00:01Z,t\xff\xfe,h,0,1\n")
-    with pytest.raises(InputError, match="not UTF-8") as err:
-        read_table([path], TELEMETRY)
-    assert (err.value.path, err.value.row, err.value.column) == (str(path), 2, "tenant_id")
+                     b"2024-01-01T00:00:00Z,t,h,0,1\n2024-01-01T00:00:01Z,t\xff\xfe,h,0,1\n"
+                     b"2024-01-01T00:00:02Z,t,h,0,1,extra\n2024-01-01T00:00:03Z,t,h,0,2\n")
+    loaded = read_table([path], TELEMETRY)
+    check_counts(loaded)
+    assert loaded.quarantine[["row", "reason"]].values.tolist() == [
+        [2, "not UTF-8"], [3, "malformed row: wrong number of fields"]]
+    assert loaded.table["gpu_util"].tolist() == [1.0, 2.0]
 
 
 @pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n\x00\x00\xff\xd8binary", b"",

@@ -9,7 +9,6 @@ such files that share their key columns are merged into one telemetry row (`merg
 from __future__ import annotations
 
 import fnmatch
-import json
 import tomllib
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -26,9 +25,8 @@ from .. import quarantine
 from ..errors import ConfigError, InputError
 from ..schema import TELEMETRY, TIMESTAMP, TableSchema
 from .files import InputFile, read_bytes
-from .jsonl import RAW_LIMIT
 from .options import SourceOptions
-from .readers import RawFile, _csv_header, _parse_csv
+from .readers import RawFile, _csv_header, csv_rows
 
 # Source unit -> factor to the canonical unit (schema Column.unit), by canonical unit.
 UNITS: dict[str, dict[str, float]] = {
@@ -158,17 +156,7 @@ def _read_source(file: InputFile, needed: list[str], source: str
     if file.fmt == "csv" or file.path.name.lower().removesuffix(".gz").endswith(".csv"):
         header = _csv_header(file)
         _require(needed, header, file)
-        table, bad_rows = _parse_csv(file, header, needed, threads=True)
-        if bad_rows:
-            table, bad_rows = _parse_csv(file, header, needed, threads=False)
-        frame = table.to_pandas()
-        bad = np.array([n - 1 for n, _ in bad_rows], dtype=np.int64)
-        rows = np.arange(1, len(frame) + len(bad) + 1)
-        rows = rows[~np.isin(rows, bad)]
-        rejected = quarantine.rejected(source, file.name, bad,
-                                       "malformed row: wrong number of fields",
-                                       raw=[json.dumps(t[:RAW_LIMIT]) for _, t in bad_rows])
-        return frame, rows, rejected
+        return csv_rows(file, header, needed, source)
     try:
         handle = pa.BufferReader(read_bytes(file)) if file.gzip else str(file.path)
         pfile = pq.ParquetFile(handle)

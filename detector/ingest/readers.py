@@ -11,7 +11,6 @@ import contextlib
 import csv
 import gzip
 import json
-import re
 import zlib
 from dataclasses import dataclass
 from functools import partial
@@ -28,6 +27,7 @@ from ..schema import COUNTRY, IP, STRING, TableSchema
 from . import jsonl
 from .files import InputFile, read_bytes
 from .jsonl import RAW_LIMIT
+from .text import NOT_UTF8
 from .validate import check_columns
 
 # Cell texts that mean "no value" in CSV. Not pandas' long list: "NA" is Namibia's country code.
@@ -97,18 +97,61 @@ def _arrow_to_pandas(table: pa.Table, schema: TableSchema) -> pd.DataFrame:
 def _read_csv(file: InputFile, schema: TableSchema, source: str) -> RawFile:
     header = _csv_header(file)
     present = check_columns(schema, header, file.name)
-    table, bad_rows = _parse_csv(file, header, present, threads=True)
+    return RawFile(file, *csv_rows(file, header, present, source))
+
+
+def csv_rows(file: InputFile, header: list[str], columns: list[str], source: str
+             ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    """Read `columns` of a CSV as text: the frame, each row's data row number, rejected rows."""
+    data, kept, not_utf8 = _utf8_lines(read_bytes(file), file, source)
+    table, bad_rows = _parse_csv(file, data, header, columns, threads=True)
     if bad_rows:  # the threaded parse cannot say where bad rows are: read again, serially
-        table, bad_rows = _parse_csv(file, header, present, threads=False)
+        table, bad_rows = _parse_csv(file, data, header, columns, threads=False)
     frame = table.to_pandas()
     bad = np.array([number - 1 for number, _ in bad_rows], dtype=np.int64)
     rows = np.arange(1, len(frame) + len(bad) + 1)
     if len(bad):
         rows = rows[~np.isin(rows, bad)]
+    if kept is not None:  # rows of the cleaned text -> rows of the file
+        rows, bad = kept[rows - 1], kept[bad - 1]
     rejected = quarantine.rejected(
         source, file.name, bad, "malformed row: wrong number of fields",
         raw=[json.dumps(text[:RAW_LIMIT]) for _, text in bad_rows])
-    return RawFile(file, frame, rows, rejected)
+    return frame, rows, quarantine.combine([not_utf8, rejected])
+
+
+def _utf8_lines(data: bytes, file: InputFile, source: str
+                ) -> tuple[bytes, np.ndarray | None, pd.DataFrame]:
+    """Drop data lines that are not UTF-8 (quarantined): pyarrow cannot even report them.
+
+    Returns the text to parse, the file's data row number of each kept data row (None when
+    nothing was dropped) and the quarantine rows.
+    """
+    try:
+        data.decode("utf-8")
+        return data, None, quarantine.empty()
+    except UnicodeDecodeError:  # rare: find the offending lines, one by one
+        pass
+    lines = data.split(b"\n")
+    ok = np.array([_is_utf8(line) for line in lines], dtype=bool)
+    ok[0] = True  # the header decoded already (_csv_header)
+    rows = np.arange(len(lines))  # data row numbers: the header is row 0
+    dropped = ~ok & (rows > 0) & np.array([bool(line.strip()) for line in lines])
+    rejected = quarantine.rejected(
+        source, file.name, rows[dropped], NOT_UTF8,
+        raw=[json.dumps(lines[i].decode("utf-8", "replace")[:RAW_LIMIT])
+             for i in np.flatnonzero(dropped)])
+    keep = ~dropped
+    return b"\n".join(line for line, k in zip(lines, keep, strict=True) if k), rows[keep][1:], \
+        rejected
+
+
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _csv_header(file: InputFile) -> list[str]:
@@ -129,7 +172,7 @@ def _csv_header(file: InputFile) -> list[str]:
     return [h.strip() for h in header]
 
 
-def _parse_csv(file: InputFile, header: list[str], present: list[str], *,
+def _parse_csv(file: InputFile, data: bytes, header: list[str], present: list[str], *,
                threads: bool) -> tuple[pa.Table, list[tuple[int, str]]]:
     bad: list[tuple[int, str]] = []
 
@@ -138,9 +181,8 @@ def _parse_csv(file: InputFile, header: list[str], present: list[str], *,
         return "skip"
 
     try:
-        stream = pa.input_stream(str(file.path), compression="gzip" if file.gzip else None)
         table = pacsv.read_csv(
-            stream,
+            pa.BufferReader(data),
             read_options=pacsv.ReadOptions(column_names=header, skip_rows=1,
                                            use_threads=threads),
             parse_options=pacsv.ParseOptions(newlines_in_values=True,
@@ -151,26 +193,8 @@ def _parse_csv(file: InputFile, header: list[str], present: list[str], *,
                 quoted_strings_can_be_null=True),
         )
     except (pa.ArrowException, OSError) as exc:
-        raise _csv_error(file, header, exc) from exc
+        raise InputError(f"cannot read CSV: {exc}", path=file.name) from exc
     return table, bad
-
-
-def _csv_error(file: InputFile, header: list[str], exc: Exception) -> InputError:
-    """A clear error for a CSV pyarrow could not read; locates bytes that are not UTF-8."""
-    message = str(exc)
-    if "UTF8" not in message:
-        return InputError(f"cannot read CSV: {message}", path=file.name)
-    data = read_bytes(file)
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        found = re.search(r"column #(\d+)", message)
-        column = header[int(found.group(1))] if found and int(found.group(1)) < len(header) \
-            else None
-        return InputError(f"not UTF-8 text (byte 0x{data[err.start]:02x})", path=file.name,
-                          row=line - 1, column=column)
-    return InputError(f"cannot read CSV: {message}", path=file.name)
 
 
 # --- JSON Lines and JSON -------------------------------------------------------------------
