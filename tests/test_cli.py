@@ -140,3 +140,15 @@ def test_bad_input_is_one_clean_line_and_exit_2(tmp_path):
 def test_features_lists_the_registry():
     names = [f["name"] for f in json.loads(run("features", "--format", "json"))]
     assert "restricted_compute" in names and "lockstep" in names
+
+
+def test_serve_schedule_rescoring_runs_score_and_records_failures(scored, tmp_path):
+    from detector.export.serve import Rescorer
+
+    out = tmp_path / "scheduled.parquet"
+    good = Rescorer(out, 60, [*INPUTS, "--model-dir", str(scored["model"])])
+    assert good.run_once() and good.failure is None
+    assert len(pd.read_parquet(out)) == len(pd.read_parquet(scored["scores"]))
+    bad = Rescorer(tmp_path / "never.parquet", 60, [*INPUTS, "--model-dir", str(tmp_path)])
+    assert not bad.run_once() and bad.failure is not None
+    assert not (tmp_path / "never.parquet").exists()
