@@ -30,7 +30,7 @@ def cut_sessions(telemetry: pd.DataFrame, settings: Sessions) -> tuple[pd.DataFr
         return (pd.DataFrame(columns=SESSION_COLUMNS),
                 telemetry.assign(session=np.zeros(0, dtype=np.int64)))
     job = telemetry["job_id"].astype("string").fillna("")
-    group, groups = pd.factorize(pd.MultiIndex.from_arrays([telemetry["tenant_id"], job]))
+    group, (tenants, jobs) = factorize_rows(telemetry["tenant_id"], job)
     ts = epoch_ns(telemetry["timestamp"])
     spans = _active_spans(group, ts, telemetry["gpu_util"].to_numpy(float), settings)
     if not len(spans["start"]):
@@ -47,8 +47,8 @@ def cut_sessions(telemetry: pd.DataFrame, settings: Sessions) -> tuple[pd.DataFr
     rows = order[ok]
     samples = telemetry.iloc[rows].assign(session=pos[ok])
 
-    tenant = groups.get_level_values(0)[spans["group"]]
-    job_ids = groups.get_level_values(1)[spans["group"]]
+    tenant = tenants[spans["group"]]
+    job_ids = jobs[spans["group"]]
     sessions = pd.DataFrame({
         "tenant_id": np.asarray(tenant, dtype=object),
         "job_id": pd.array(np.where(job_ids == "", None, job_ids), dtype="string"),
@@ -57,6 +57,21 @@ def cut_sessions(telemetry: pd.DataFrame, settings: Sessions) -> tuple[pd.DataFr
     })
     sessions.insert(0, "session_id", session_ids(sessions))
     return sessions, samples
+
+
+def factorize_rows(*columns: pd.Series | np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Codes of the distinct rows of `columns` in order of first appearance (as factorizing
+    their MultiIndex would give, without building one), and each column's value per code."""
+    parts = [pd.factorize(c, use_na_sentinel=False) for c in columns]
+    key = np.zeros(len(parts[0][0]), dtype=np.int64)
+    for codes, uniques in parts:
+        key = key * len(uniques) + codes
+    group, keys = pd.factorize(key)
+    values = []
+    for _, uniques in reversed(parts):
+        keys, code = np.divmod(keys, len(uniques))
+        values.append(np.asarray(uniques, dtype=object)[code])
+    return group, values[::-1]
 
 
 def _active_spans(group: np.ndarray, ts: np.ndarray, util: np.ndarray,

@@ -34,6 +34,9 @@ from ..schema import FLOAT, STRING, TELEMETRY, TIMESTAMP
 BATCH_ROWS = 1 << 19          # rows decoded and validated at a time
 ROWS_PER_PARTITION = 1 << 20  # default partition size: ~1 GiB of working memory in features
 _ORIGIN = ("_file", "_row")   # where an accepted row came from, for duplicate quarantine
+# Partition files are Arrow IPC with LZ4: written and read back ~5x faster than Parquet, and
+# they only live for one run.
+_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
 def arrow_schema() -> pa.Schema:
@@ -61,8 +64,9 @@ class Partitions:
 
 def partition_of(tenant: pd.Series, n_partitions: int) -> np.ndarray:
     """Stable partition number of each tenant id (the same in every process and run)."""
-    hashed = pd.util.hash_array(tenant.astype(str).to_numpy(object), categorize=True)
-    return (hashed % np.uint64(n_partitions)).astype(np.int64)
+    codes, names = pd.factorize(tenant)
+    hashed = pd.util.hash_array(np.asarray(names, dtype=str).astype(object))
+    return (hashed % np.uint64(n_partitions)).astype(np.int64)[codes]
 
 
 def streamable(paths: Sequence[Path], fmt: str) -> bool:
@@ -87,25 +91,25 @@ class _Writer:
         self.out_dir, self.n = Path(out_dir), n_partitions
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.schema = arrow_schema()
-        self.writers: dict[int, pq.ParquetWriter] = {}
+        self.writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
 
     def write(self, frame: pd.DataFrame) -> None:
         if frame.empty:
             return
         part = partition_of(frame["tenant_id"], self.n)
-        table = pa.Table.from_pandas(frame[self.schema.names], schema=self.schema,
-                                     preserve_index=False)
         order = np.argsort(part, kind="stable")
-        bounds = np.flatnonzero(np.diff(part[order])) + 1
-        for rows in np.split(order, bounds):
-            p = int(part[rows[0]])
+        table = pa.Table.from_pandas(frame[self.schema.names].take(order), schema=self.schema,
+                                     preserve_index=False)
+        part = part[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(part)) + 1]
+        for start, stop in zip(starts, np.r_[starts[1:], len(part)], strict=True):
+            p = int(part[start])
             if p not in self.writers:
-                self.writers[p] = pq.ParquetWriter(self.path(p), self.schema,
-                                                   compression="zstd", compression_level=1)
-            self.writers[p].write_table(table.take(pa.array(rows)))
+                self.writers[p] = pa.ipc.new_file(self.path(p), self.schema, options=_IPC)
+            self.writers[p].write_table(table.slice(start, stop - start))
 
     def path(self, p: int) -> Path:
-        return self.out_dir / f"part-{p:05d}.parquet"
+        return self.out_dir / f"part-{p:05d}.arrow"
 
     def close(self) -> list[Path]:
         for writer in self.writers.values():
@@ -191,7 +195,8 @@ def _utc(value: pd.Timestamp) -> pd.Timestamp:
 
 def read_partition(path: Path, files: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(telemetry, quarantine) of one partition: duplicates of an earlier row are quarantined."""
-    frame = pq.read_table(path).to_pandas()
+    with pa.memory_map(str(path)) as source:
+        frame = pa.ipc.open_file(source).read_all().to_pandas()
     dup = frame.duplicated(subset=list(TELEMETRY.key), keep="first").to_numpy()
     parts = []
     if dup.any():

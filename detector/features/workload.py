@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Settings
+from ..sessions import factorize_rows
 from ..timeutil import NS as _NS
 from ..timeutil import epoch_ns
 
@@ -21,9 +22,8 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
     """One row per session (same index as `sessions`) of the workload features."""
     n = len(sessions)
     s = samples["session"].to_numpy()
-    gpu_key = pd.factorize(pd.MultiIndex.from_arrays(
-        [s, samples["host"].to_numpy(), samples["gpu"].to_numpy()]))[0]
-    host_key = pd.factorize(pd.MultiIndex.from_arrays([s, samples["host"].to_numpy()]))[0]
+    gpu_key = factorize_rows(s, samples["host"], samples["gpu"])[0]
+    host_key = factorize_rows(s, samples["host"])[0]
     util = samples["gpu_util"].to_numpy(float)
     ts = epoch_ns(samples["timestamp"])
 
