@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SAMPLES := data/samples
 OUT    := out
 
-.PHONY: demo test lint bench samples clean
+.PHONY: demo test lint bench samples model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: $(STAMP)
 
 samples: $(STAMP)
 	$(BIN)/gpuwatch simulate --out $(SAMPLES) --tenants 40 --days 3 --seed 7
+
+# The default model shipped in models/default (synthetic samples only; see its MODEL_CARD.md).
+model: $(STAMP)
+	$(BIN)/gpuwatch train --telemetry $(SAMPLES)/telemetry.parquet --access $(SAMPLES)/access.jsonl.gz \
+	  --tenants $(SAMPLES)/tenants.csv --model-dir models/default --quarantine $(OUT)/model-quarantine.csv
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -55,7 +55,7 @@ def save(stored: StoredModel, model_dir: str | os.PathLike) -> Path:
     state = {"pipeline": m.pipeline_, "params": m.get_params(),
              "score_median": m.score_median_, "score_top": m.score_top_,
              "n_training_sessions": m.n_training_sessions_}
-    sio.dump(state, folder / MODEL_FILE)
+    sio.dump(state, folder / MODEL_FILE, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
     meta = {**stored.metadata, "format_version": FORMAT_VERSION, "alert_risk": stored.alert_risk,
             "features": list(m.features), "params": _jsonable(m.get_params()),
             "normalisation": {"score_median": m.score_median_, "score_top": m.score_top_,
