@@ -27,7 +27,7 @@ from ..schema import COUNTRY, IP, STRING, TableSchema
 from . import jsonl
 from .files import InputFile, read_bytes
 from .jsonl import RAW_LIMIT
-from .text import NOT_UTF8
+from .text import NOT_UTF8, is_utf8
 from .validate import check_columns
 
 # Cell texts that mean "no value" in CSV. Not pandas' long list: "NA" is Namibia's country code.
@@ -133,7 +133,7 @@ def _utf8_lines(data: bytes, file: InputFile, source: str
     except UnicodeDecodeError:  # rare: find the offending lines, one by one
         pass
     lines = data.split(b"\n")
-    ok = np.array([_is_utf8(line) for line in lines], dtype=bool)
+    ok = np.array([is_utf8(line) for line in lines], dtype=bool)
     ok[0] = True  # the header decoded already (_csv_header)
     rows = np.arange(len(lines))  # data row numbers: the header is row 0
     dropped = ~ok & (rows > 0) & np.array([bool(line.strip()) for line in lines])
@@ -144,14 +144,6 @@ def _utf8_lines(data: bytes, file: InputFile, source: str
     keep = ~dropped
     return b"\n".join(line for line, k in zip(lines, keep, strict=True) if k), rows[keep][1:], \
         rejected
-
-
-def _is_utf8(line: bytes) -> bool:
-    try:
-        line.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _csv_header(file: InputFile) -> list[str]:

@@ -26,12 +26,12 @@ def lines(file: InputFile) -> pd.DataFrame:
         utf8 = np.ones(len(chunks), dtype=bool)
     except UnicodeDecodeError:  # rare: find the lines that are not UTF-8, one by one
         text = data.decode("utf-8", "replace")
-        utf8 = np.array([_is_utf8(c) for c in chunks], dtype=bool)
+        utf8 = np.array([is_utf8(c) for c in chunks], dtype=bool)
     series = pd.Series(text.split("\n")[:len(chunks)], dtype="str").str.rstrip("\r")
     return pd.DataFrame({"line": np.arange(1, len(chunks) + 1), "text": series, "utf8": utf8})
 
 
-def _is_utf8(chunk: bytes) -> bool:
+def is_utf8(chunk: bytes) -> bool:
     try:
         chunk.decode("utf-8")
     except UnicodeDecodeError:
