@@ -27,8 +27,12 @@ def cut_sessions(telemetry: pd.DataFrame, settings: Sessions) -> tuple[pd.DataFr
     the row position of its session in `sessions`.
     """
     if telemetry.empty:
-        return (pd.DataFrame(columns=SESSION_COLUMNS),
-                telemetry.assign(session=np.zeros(0, dtype=np.int64)))
+        empty = pd.DataFrame({
+            "session_id": pd.Series(dtype=object), "tenant_id": pd.Series(dtype=object),
+            "job_id": pd.Series(dtype="string"),
+            "start": pd.Series(dtype="datetime64[ns, UTC]"),
+            "end": pd.Series(dtype="datetime64[ns, UTC]")})
+        return empty, telemetry.assign(session=np.zeros(0, dtype=np.int64))
     job = telemetry["job_id"].astype("string").fillna("")
     group, (tenants, jobs) = factorize_rows(telemetry["tenant_id"], job)
     ts = epoch_ns(telemetry["timestamp"])
