@@ -21,7 +21,6 @@ from urllib.parse import unquote
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .. import quarantine
@@ -31,7 +30,7 @@ from ..ingest.readers import _arrow_to_pandas
 from ..ingest.validate import check_columns, raw_json, validate
 from ..schema import FLOAT, STRING, TELEMETRY, TIMESTAMP
 
-BATCH_ROWS = 1 << 19          # rows decoded and validated at a time
+BATCH_ROWS = 1 << 18          # rows decoded and validated at a time (no more are read ahead)
 ROWS_PER_PARTITION = 1 << 20  # default partition size: ~1 GiB of working memory in features
 _ORIGIN = ("_file", "_row")   # where an accepted row came from, for duplicate quarantine
 # Partition files are Arrow IPC with LZ4: written and read back ~5x faster than Parquet, and
@@ -154,12 +153,13 @@ def _validated_batches(path: Path, name: str
                        ) -> Iterator[tuple[pd.DataFrame, np.ndarray, pd.DataFrame, int]]:
     """(typed, ok, quarantine, rows) per batch of one Parquet file; hive keys become columns."""
     try:
-        dataset = ds.dataset(str(path), format="parquet")
-        keys = {k: v for k, v in hive_keys(path).items() if k not in dataset.schema.names}
-        present = check_columns(TELEMETRY, [*dataset.schema.names, *keys], name)
+        pfile = pq.ParquetFile(str(path))
+        names = pfile.schema_arrow.names
+        keys = {k: v for k, v in hive_keys(path).items() if k not in names}
+        present = check_columns(TELEMETRY, [*names, *keys], name)
         columns = [c for c in present if c not in keys]
         row = 0
-        for batch in dataset.to_batches(columns=columns, batch_size=BATCH_ROWS):
+        for batch in pfile.iter_batches(batch_size=BATCH_ROWS, columns=columns):
             frame = _arrow_to_pandas(pa.Table.from_batches([batch]), TELEMETRY)
             for key, value in keys.items():
                 frame[key] = value

@@ -46,8 +46,12 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
     interval = _median_interval(per_gpu)
     gpu_seconds = (last - first + interval) / _NS
     gpu_session = g["session"].first()
-    flop = gpu_seconds * g["act"].mean().fillna(0) * g["peak"].first()
-    training = _training_gpus(g[["busy", "tensor", "mem"]].mean(), gpu_seconds, settings)
+    k = len(gpu_seconds)
+    act = pd.Series(mean_by(gpu_key, per_gpu["act"], k)).fillna(0)
+    flop = gpu_seconds * act * g["peak"].first()
+    gpu_means = pd.DataFrame({c: mean_by(gpu_key, per_gpu[c], k)
+                              for c in ("busy", "tensor", "mem")})
+    training = _training_gpus(gpu_means, gpu_seconds, settings)
     out["gpu_hours"] = _sum_by(gpu_session, gpu_seconds / 3600.0, n)
     out["est_flop"] = _sum_by(gpu_session, flop, n)
     out["log10_flop"] = np.log10(1.0 + out["est_flop"])
@@ -55,27 +59,20 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
     out["training_gpu_hours"] = _sum_by(gpu_session, gpu_seconds.where(training, 0) / 3600.0, n)
     out["training_flop"] = _sum_by(gpu_session, flop.where(training, 0), n)
 
-    frame = pd.DataFrame({"session": s, "util": util})
-    for col in ("sm_active", "tensor_active", "dram_active", "power_w"):
-        frame[col] = samples[col].to_numpy(float)
-    frame["mem_fill"] = mem_fill
-    frame["nvlink"] = (samples["nvlink_tx_bps"] + samples["nvlink_rx_bps"]).to_numpy(float)
-    frame["pcie"] = (samples["pcie_tx_bps"] + samples["pcie_rx_bps"]).to_numpy(float)
-    frame["busy"] = util >= 90.0
-    frame["idle"] = util <= settings.sessions.active_util_pct
-    by = frame.groupby("session", sort=True)
-    means = by.mean()
-    stats = pd.DataFrame({
-        "util_mean": means["util"], "util_std": by["util"].std(ddof=0),
-        "util_p95": by["util"].quantile(0.95), "util_max": by["util"].max(),
-        "busy_frac": means["busy"],
-        "idle_frac": means["idle"], "sm_active_mean": means["sm_active"],
-        "tensor_active_mean": means["tensor_active"], "dram_active_mean": means["dram_active"],
-        "mem_fill": means["mem_fill"], "power_mean_w": means["power_w"],
-        "nvlink_bps": means["nvlink"], "pcie_bps": means["pcie"],
-    }).reindex(range(n))
-    for col in stats:
-        out[col] = stats[col].to_numpy()
+    by = pd.Series(util).groupby(s, sort=True)
+    spread = pd.DataFrame({"util_std": by.std(ddof=0), "util_p95": by.quantile(0.95),
+                           "util_max": by.max()}).reindex(range(n))
+    means = {
+        "util_mean": util, "util_std": None, "util_p95": None, "util_max": None,
+        "busy_frac": util >= 90.0, "idle_frac": util <= settings.sessions.active_util_pct,
+        "sm_active_mean": samples["sm_active"], "tensor_active_mean": samples["tensor_active"],
+        "dram_active_mean": samples["dram_active"], "mem_fill": mem_fill,
+        "power_mean_w": samples["power_w"],
+        "nvlink_bps": samples["nvlink_tx_bps"] + samples["nvlink_rx_bps"],
+        "pcie_bps": samples["pcie_tx_bps"] + samples["pcie_rx_bps"],
+    }
+    for col, values in means.items():
+        out[col] = spread[col].to_numpy() if values is None else mean_by(s, values, n)
     out["tensor_share"] = (out["tensor_active_mean"] / out["sm_active_mean"]).where(
         out["sm_active_mean"] > 0.01).clip(0, 1)
 
@@ -93,6 +90,22 @@ def _training_gpus(gpu_means: pd.DataFrame, gpu_seconds: pd.Series,
         gpu_means["tensor"].notna(), gpu_means["mem"] >= f.training_memory)
     return ((gpu_means["busy"] >= f.training_busy_share) & tensor_work.astype(bool)
             & (gpu_seconds >= f.training_min_gpu_seconds))
+
+
+def mean_by(codes: np.ndarray, values: pd.Series | np.ndarray, n: int) -> np.ndarray:
+    """Mean of `values` per code 0..n-1, NaN skipped (NaN where a code has no value).
+
+    Sums run in row order with np.bincount, so a group's mean depends only on its own rows:
+    pandas' groupby mean switches algorithm (ufunc.reduceat or compensated sums) depending on
+    whether any row of the whole column is NaN, which would make features depend on which
+    other tenants share a partition.
+    """
+    x = np.asarray(values, dtype=float)
+    ok = ~np.isnan(x)
+    total = np.bincount(codes[ok], weights=x[ok], minlength=n)
+    count = np.bincount(codes[ok], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
 
 
 def _count_distinct(session: np.ndarray, key: np.ndarray, n: int) -> np.ndarray:
@@ -146,24 +159,32 @@ def _grid_series(session: np.ndarray, gpu: np.ndarray, ts: np.ndarray, util: np.
                  grid_seconds: int) -> pd.DataFrame:
     """Per (session, bucket): mean over GPUs; and per (session, gpu, bucket): the GPU's mean."""
     bucket = ts // (grid_seconds * _NS)
-    per_gpu = (pd.DataFrame({"session": session, "gpu": gpu, "bucket": bucket, "util": util})
-               .groupby(["session", "gpu", "bucket"], sort=False, as_index=False)["util"].mean())
-    mean = per_gpu.groupby(["session", "bucket"], as_index=False)["util"].mean()
-    return per_gpu.merge(mean.rename(columns={"util": "m"}), on=["session", "bucket"])
+    cell, (c_session, c_gpu, c_bucket) = factorize_rows(session, gpu, bucket)
+    per_gpu = pd.DataFrame({"session": c_session.astype(np.int64), "gpu": c_gpu.astype(np.int64),
+                            "bucket": c_bucket.astype(np.int64),
+                            "util": mean_by(cell, util, len(c_session))})
+    slot, _ = factorize_rows(per_gpu["session"].to_numpy(), per_gpu["bucket"].to_numpy())
+    per_gpu["m"] = mean_by(slot, per_gpu["util"], slot.max() + 1 if len(slot) else 0)[slot]
+    return per_gpu
 
 
 def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, np.ndarray]:
     """Lock-step, autocorrelation and checkpoint-dip features from the gridded series."""
     # Lock-step: Pearson correlation of each GPU with the session mean, from sums.
     x, m = grid["util"].to_numpy(float), grid["m"].to_numpy(float)
-    sums = pd.DataFrame({"session": grid["session"], "gpu": grid["gpu"], "n": 1.0, "x": x, "m": m,
-                         "xx": x * x, "mm": m * m, "xm": x * m}).groupby(["session", "gpu"]).sum()
+    pair, (p_session, p_gpu) = factorize_rows(grid["session"].to_numpy(), grid["gpu"].to_numpy())
+    k = len(p_session)
+    sums = {name: np.bincount(pair, weights=v, minlength=k) for name, v in
+            {"n": np.ones(len(x)), "x": x, "m": m, "xx": x * x, "mm": m * m, "xm": x * m}.items()}
     cov = sums["xm"] - sums["x"] * sums["m"] / sums["n"]
     var_x = sums["xx"] - sums["x"] ** 2 / sums["n"]
     var_m = sums["mm"] - sums["m"] ** 2 / sums["n"]
-    corr = (cov / np.sqrt(var_x * var_m)).where((var_x > 1e-9) & (var_m > 1e-9))
-    n_gpus = sums.groupby(level="session").size()
-    lockstep = corr.groupby(level="session").mean().where(n_gpus > 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.where((var_x > 1e-9) & (var_m > 1e-9), cov / np.sqrt(var_x * var_m), np.nan)
+    by_gpu = np.lexsort((p_gpu.astype(np.int64), p_session.astype(np.int64)))
+    pair_session = p_session.astype(np.int64)[by_gpu]
+    n_gpus = np.bincount(pair_session, minlength=n)
+    lockstep = pd.Series(np.where(n_gpus > 1, mean_by(pair_session, corr[by_gpu], n), np.nan))
 
     # The session mean series on the grid, in time order.
     series = (grid.drop_duplicates(["session", "bucket"])[["session", "bucket", "m"]]
@@ -190,7 +211,7 @@ def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, 
     hours = pd.Series(1.0, index=sess).groupby(level=0).sum() * grid_seconds / 3600.0
     dips = pd.Series(start.astype(float)).groupby(sess).sum()
     return {
-        "lockstep": lockstep.reindex(range(n)).to_numpy(),
+        "lockstep": lockstep.to_numpy(),
         "util_autocorr": autocorr.reindex(range(n)).to_numpy(),
         "dip_rate_per_h": (dips / hours).reindex(range(n)).to_numpy(),
         "dip_regularity": regularity.reindex(range(n)).fillna(0.0).to_numpy(),
