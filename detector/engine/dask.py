@@ -17,6 +17,8 @@ from ..config import Settings
 from ..errors import GpuwatchError
 from .local import PartResult, partition_features
 
+CONNECT_TIMEOUT = "10s"  # to reach a --scheduler
+
 
 def run_dask(paths: Sequence[Path], files: Sequence[str], settings: Settings,
              scheduler: str | None = None, workers: int | None = None,
@@ -32,7 +34,7 @@ def run_dask(paths: Sequence[Path], files: Sequence[str], settings: Settings,
         cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
                                processes=True, dashboard_address=None)
     try:
-        client = Client(cluster if cluster is not None else scheduler, timeout="30s")
+        client = Client(cluster if cluster is not None else scheduler, timeout=CONNECT_TIMEOUT)
     except OSError as exc:
         raise GpuwatchError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from exc
     try:
