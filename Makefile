@@ -1,4 +1,5 @@
-# gpuwatch: `make demo` runs the main job on the bundled samples, `make test` runs every test.
+# gpuwatch: `make demo` runs the main job on the bundled samples, `make test` runs every test,
+# `make bench` measures speed and memory at scale.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -38,6 +39,13 @@ samples: $(STAMP)
 model: $(STAMP)
 	$(BIN)/gpuwatch train --telemetry $(SAMPLES)/telemetry.parquet --access $(SAMPLES)/access.jsonl.gz \
 	  --tenants $(SAMPLES)/tenants.csv --model-dir models/default --quarantine $(OUT)/model-quarantine.csv
+
+# Benchmark (not a test): simulated fleets of SIZES rows; DuckDB reference, feature stage and
+# `gpuwatch score` per size -> bench/results.md. E.g. make bench SIZES="1e6 1e7 3e7 1e8"
+SIZES ?= 1e6 1e7 3e7
+BENCH_OUT ?= bench/results.md
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(SIZES) --out $(BENCH_OUT)
 
 clean:
 	rm -rf $(OUT) .pytest_cache
