@@ -31,7 +31,7 @@ from ..ingest.validate import check_columns, raw_json, validate
 from ..schema import FLOAT, STRING, TELEMETRY, TIMESTAMP
 
 BATCH_ROWS = 1 << 18          # rows decoded and validated at a time (no more are read ahead)
-ROWS_PER_PARTITION = 1 << 20  # default partition size: ~1 GiB of working memory in features
+ROWS_PER_PARTITION = 1 << 19  # default partition size: ~0.5 GiB of working memory in features
 _ORIGIN = ("_file", "_row")   # where an accepted row came from, for duplicate quarantine
 # Partition files are Arrow IPC with LZ4: written and read back ~5x faster than Parquet, and
 # they only live for one run.
