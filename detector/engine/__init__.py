@@ -8,6 +8,7 @@ computed per partition, the origin features from the small access table afterwar
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ class Engine:
     scheduler: str | None = None     # dask: tcp://HOST:PORT; None starts a LocalCluster
     partitions: int | None = None    # None: one per ROWS_PER_PARTITION input rows
     work_dir: Path | None = None     # partition files (shared with dask workers); None: temp
-    workers: int | None = None       # LocalCluster workers; None: one per core
+    workers: int | None = None       # processes for the partition pass and a LocalCluster;
+                                     # None: one per core
 
     def __post_init__(self) -> None:
         if self.name not in ENGINES:
@@ -75,7 +77,8 @@ def extract(paths: Sequence[Path], settings: Settings, report: RunReport, *,
         with report.stage("partition"):
             advance = progress("reading telemetry", rows) if progress and rows else None
             parts = partition_telemetry(paths, Path(tmp), n_parts, fmt=fmt, since=since,
-                                        until=until, loaded=loaded, progress=advance)
+                                        until=until, loaded=loaded, progress=advance,
+                                        workers=engine.workers or os.cpu_count() or 1)
         _log_stage(report, "partition", f"{parts.rows_read} rows into {len(parts.paths)} "
                    f"of {n_parts} partitions")
         advance = progress("features", len(parts.paths)) if progress else None

@@ -20,7 +20,7 @@ from .local import PartResult, partition_features
 CONNECT_TIMEOUT = "10s"  # to reach a --scheduler
 
 
-def run_dask(paths: Sequence[Path], files: Sequence[str], settings: Settings,
+def run_dask(paths: Sequence[Sequence[Path]], files: Sequence[str], settings: Settings,
              scheduler: str | None = None, workers: int | None = None,
              progress: Callable[[int], None] | None = None) -> list[PartResult]:
     """Every partition as a task on the cluster; results in partition order."""

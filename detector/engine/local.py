@@ -25,10 +25,11 @@ class PartResult:
     seconds: dict[str, float]
 
 
-def partition_features(path: Path, files: Sequence[str], settings: Settings) -> PartResult:
+def partition_features(paths: Sequence[Path], files: Sequence[str], settings: Settings
+                       ) -> PartResult:
     """Read one partition, cut its sessions and compute their workload features."""
     t0 = time.perf_counter()
-    telemetry, rejected = read_partition(path, files)
+    telemetry, rejected = read_partition(paths, files)
     t1 = time.perf_counter()
     sessions, samples = cut_sessions(telemetry, settings.sessions)
     t2 = time.perf_counter()
@@ -38,7 +39,7 @@ def partition_features(path: Path, files: Sequence[str], settings: Settings) -> 
                       {"read": t1 - t0, "sessions": t2 - t1, "workload": t3 - t2})
 
 
-def run_local(paths: Sequence[Path], files: Sequence[str], settings: Settings,
+def run_local(paths: Sequence[Sequence[Path]], files: Sequence[str], settings: Settings,
               progress: Callable[[int], None] | None = None) -> list[PartResult]:
     """Every partition in turn, in this process."""
     results = []

@@ -13,7 +13,9 @@ partition; they are quarantined when the partition is read (`read_partition`).
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
@@ -31,6 +33,7 @@ from ..ingest.validate import check_columns, raw_json, validate
 from ..schema import FLOAT, STRING, TELEMETRY, TIMESTAMP
 
 BATCH_ROWS = 1 << 18          # rows decoded and validated at a time (no more are read ahead)
+MIN_ROWS_PER_WORKER = 1 << 21  # smaller inputs are not worth starting a process for
 ROWS_PER_PARTITION = 1 << 19  # default partition size: ~0.5 GiB of working memory in features
 _ORIGIN = ("_file", "_row")   # where an accepted row came from, for duplicate quarantine
 # Partition files are Arrow IPC with LZ4: written and read back ~5x faster than Parquet, and
@@ -49,7 +52,7 @@ def arrow_schema() -> pa.Schema:
 class Partitions:
     """Partition files (one per non-empty partition) and what happened to every row read."""
 
-    paths: list[Path]
+    paths: list[tuple[Path, ...]]          # per partition: its files, in input order
     files: list[str]                       # input file names, indexed by `_file`
     rows_read: int = 0
     rows_accepted: int = 0                 # streamed rows, before duplicates (per partition)
@@ -110,66 +113,145 @@ class _Writer:
     def path(self, p: int) -> Path:
         return self.out_dir / f"part-{p:05d}.arrow"
 
-    def close(self) -> list[Path]:
+    def close(self) -> None:
         for writer in self.writers.values():
             writer.close()
-        return [self.path(p) for p in sorted(self.writers)]
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """Row groups of one input file, read by one pass worker."""
+
+    file: int            # index into Partitions.files
+    path: Path
+    name: str
+    row_groups: tuple[int, ...]
+    first_row: int       # 1-based row number of the first row, within its file
+    rows: int
 
 
 def partition_telemetry(paths: Sequence[Path], out_dir: Path, n_partitions: int, *,
                         fmt: str = "auto", since: pd.Timestamp | None = None,
                         until: pd.Timestamp | None = None,
-                        loaded: Sequence[pd.DataFrame] = (),
+                        loaded: Sequence[pd.DataFrame] = (), workers: int = 1,
                         progress: Callable[[int], None] | None = None) -> Partitions:
     """Stream `paths` (Parquet) and already validated tables (`loaded`) into partitions.
 
-    `progress` is called with the number of rows read after every batch.
+    With `workers` > 1 the row groups are split into that many contiguous spans, each read by
+    its own process into its own files; a partition is then the spans' files in input order.
+    `progress` is called with the number of rows read (per batch, or per span with workers).
     """
-    writer = _Writer(out_dir, n_partitions)
     files = expand(paths, fmt) if paths else []
+    units = _units(files)
+    spans = _spans(units, max(1, workers))
     result = Partitions([], [f.name for f in files])
+    out_dir = Path(out_dir)
+    if len(spans) > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(len(spans), mp_context=ctx) as pool:
+            futures = [pool.submit(_pass, span, out_dir / f"w{i:03d}", n_partitions, since,
+                                   until) for i, span in enumerate(spans)]
+            for future in futures:
+                _add(result, future.result(), progress)
+    elif spans:
+        _add(result, _pass(spans[0], out_dir / "w000", n_partitions, since, until, progress),
+             None)
+    writer = _Writer(out_dir / "loaded", n_partitions)
+    for table in loaded:
+        writer.write(table.assign(_file=np.int32(-1), _row=np.int64(0)))
+    writer.close()
+    parts: dict[str, list[Path]] = {}
+    for path in sorted(out_dir.glob("*/part-*.arrow")):  # spans in order, then `loaded`
+        parts.setdefault(path.name, []).append(path)
+    result.paths = [tuple(parts[name]) for name in sorted(parts)]
+    return result
+
+
+def _units(files: Sequence) -> list[_Unit]:
+    units = []
+    for index, file in enumerate(files):
+        try:
+            meta = pq.ParquetFile(file.path).metadata
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"cannot read Parquet: {exc}", path=file.name) from exc
+        row = 1
+        for g in range(meta.num_row_groups):
+            n = meta.row_group(g).num_rows
+            units.append(_Unit(index, file.path, file.name, (g,), row, n))
+            row += n
+    return units
+
+
+def _spans(units: list[_Unit], workers: int) -> list[list[_Unit]]:
+    """Contiguous runs of units with about equal rows, at most `workers` of them."""
+    total = sum(u.rows for u in units)
+    if workers == 1 or total < workers * MIN_ROWS_PER_WORKER:
+        return [units] if units else []
+    spans: list[list[_Unit]] = [[]]
+    done = 0
+    for unit in units:
+        if done >= total * len(spans) / workers and len(spans) < workers:
+            spans.append([])
+        spans[-1].append(unit)
+        done += unit.rows
+    return [span for span in spans if span]
+
+
+def _add(result: Partitions, got: Partitions, progress: Callable[[int], None] | None) -> None:
+    result.rows_read += got.rows_read
+    result.rows_accepted += got.rows_accepted
+    result.rows_out_of_window += got.rows_out_of_window
+    result.rejected.extend(got.rejected)
+    if progress:
+        progress(got.rows_read)
+
+
+def _pass(units: Sequence[_Unit], out_dir: Path, n_partitions: int,
+          since: pd.Timestamp | None, until: pd.Timestamp | None,
+          progress: Callable[[int], None] | None = None) -> Partitions:
+    """Validate the units' rows and append the accepted ones to partition files in `out_dir`."""
+    writer = _Writer(out_dir, n_partitions)
+    result = Partitions([], [])
     try:
-        for index, file in enumerate(files):
-            for typed, ok, rejected, n in _validated_batches(file.path, file.name):
+        for unit in units:
+            for typed, ok, rejected, n in _validated_batches(unit):
                 result.rows_read += n
                 result.rejected.append(rejected)
                 keep = ok & ~_outside(typed["timestamp"], since, until)
                 result.rows_out_of_window += int(ok.sum() - keep.sum())
-                accepted = typed[keep]
-                accepted = accepted.assign(_file=np.int32(index),
-                                           _row=typed["_row"].to_numpy()[keep])
+                accepted = typed[keep].assign(_file=np.int32(unit.file),
+                                              _row=typed["_row"].to_numpy()[keep])
                 result.rows_accepted += len(accepted)
                 writer.write(accepted)
                 if progress:
                     progress(n)
-        for table in loaded:
-            writer.write(table.assign(_file=np.int32(-1), _row=np.int64(0)))
     finally:
-        result.paths = writer.close()
+        writer.close()
     return result
 
 
-def _validated_batches(path: Path, name: str
+def _validated_batches(unit: _Unit
                        ) -> Iterator[tuple[pd.DataFrame, np.ndarray, pd.DataFrame, int]]:
-    """(typed, ok, quarantine, rows) per batch of one Parquet file; hive keys become columns."""
+    """(typed, ok, quarantine, rows) per batch of a unit; hive keys become columns."""
     try:
-        pfile = pq.ParquetFile(str(path))
+        pfile = pq.ParquetFile(str(unit.path))
         names = pfile.schema_arrow.names
-        keys = {k: v for k, v in hive_keys(path).items() if k not in names}
-        present = check_columns(TELEMETRY, [*names, *keys], name)
+        keys = {k: v for k, v in hive_keys(unit.path).items() if k not in names}
+        present = check_columns(TELEMETRY, [*names, *keys], unit.name)
         columns = [c for c in present if c not in keys]
-        row = 0
-        for batch in pfile.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+        row = unit.first_row
+        for batch in pfile.iter_batches(batch_size=BATCH_ROWS, row_groups=list(unit.row_groups),
+                                        columns=columns):
             frame = _arrow_to_pandas(pa.Table.from_batches([batch]), TELEMETRY)
             for key, value in keys.items():
                 frame[key] = value
-            rows = np.arange(row + 1, row + len(frame) + 1)
+            rows = np.arange(row, row + len(frame))
             typed, ok, rejected = validate(frame, rows, TELEMETRY, source=TELEMETRY.name,
-                                           file=name)
+                                           file=unit.name)
             row += len(frame)
             yield typed.assign(_row=rows), ok, rejected, len(frame)
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"cannot read Parquet: {exc}", path=name) from exc
+        raise InputError(f"cannot read Parquet: {exc}", path=unit.name) from exc
 
 
 def hive_keys(path: Path) -> dict[str, str]:
@@ -193,10 +275,15 @@ def _utc(value: pd.Timestamp) -> pd.Timestamp:
     return value.tz_localize("UTC") if value.tzinfo is None else value.tz_convert("UTC")
 
 
-def read_partition(path: Path, files: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(telemetry, quarantine) of one partition: duplicates of an earlier row are quarantined."""
-    with pa.memory_map(str(path)) as source:
-        frame = pa.ipc.open_file(source).read_all().to_pandas()
+def read_partition(paths: Sequence[Path], files: Sequence[str]
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(telemetry, quarantine) of one partition (its files in input order): duplicates of an
+    earlier row are quarantined."""
+    tables = []
+    for path in paths:
+        with pa.memory_map(str(path)) as source:
+            tables.append(pa.ipc.open_file(source).read_all())
+    frame = pa.concat_tables(tables).to_pandas()
     dup = frame.duplicated(subset=list(TELEMETRY.key), keep="first").to_numpy()
     parts = []
     if dup.any():
