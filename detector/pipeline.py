@@ -7,6 +7,7 @@ the model registry, and printing in the CLI.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from .model.store import StoredModel
 from .runinfo import RunReport
 from .schema import ACCESS, LABELS, SCORE_HEAD, TELEMETRY, TENANTS
 from .sessions import SESSION_COLUMNS, cut_sessions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -182,4 +185,6 @@ def score(table: pd.DataFrame, stored: StoredModel, report: RunReport) -> pd.Dat
 def finish(report: RunReport) -> RunReport:
     report.finished_at = time.time()
     report.success = True
+    for stage, seconds in report.stage_seconds.items():
+        log.info("stage %s: %.2f s", stage, seconds)
     return report

@@ -114,4 +114,4 @@ def combine(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _log_stage(report: RunReport, stage: str, what: str) -> None:
-    log.info("stage %s: %.2f s (%s)", stage, report.stage_seconds.get(stage, 0.0), what)
+    log.debug("stage %s: %.2f s (%s)", stage, report.stage_seconds.get(stage, 0.0), what)
