@@ -197,11 +197,11 @@ def test_empty_partition_input_gives_no_sessions(tmp_path):
 
 def test_parallel_partition_pass_keeps_input_order(fleet, one_table, tmp_path, monkeypatch):
     import detector.engine.partition as partition
-    monkeypatch.setattr(partition, "MIN_ROWS_PER_WORKER", 0)
+    monkeypatch.setattr(partition, "MIN_ROWS_PARALLEL", 0)
     table = pq.read_table(fleet / "telemetry.parquet")
     pq.write_table(table, tmp_path / "t.parquet", row_group_size=3000)
     parts = partition_telemetry([tmp_path / "t.parquet"], tmp_path / "parts", 3, workers=2)
-    assert {len(files) for files in parts.paths} == {2}      # every partition: both spans
+    assert {len(files) for files in parts.paths} == {8}      # every partition: all spans
     assert parts.rows_read == table.num_rows
     _same(_features(fleet, [tmp_path / "t.parquet"], Engine(partitions=3, workers=2)),
           one_table)

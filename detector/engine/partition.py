@@ -33,7 +33,8 @@ from ..ingest.validate import check_columns, raw_json, validate
 from ..schema import FLOAT, STRING, TELEMETRY, TIMESTAMP
 
 BATCH_ROWS = 1 << 18          # rows decoded and validated at a time (no more are read ahead)
-MIN_ROWS_PER_WORKER = 1 << 21  # smaller inputs are not worth starting a process for
+MIN_ROWS_PARALLEL = 1 << 22   # smaller inputs are not worth starting processes for
+SPANS_PER_WORKER = 4          # spans per pass worker: progress, and balance
 ROWS_PER_PARTITION = 1 << 19  # default partition size: ~0.5 GiB of working memory in features
 _ORIGIN = ("_file", "_row")   # where an accepted row came from, for duplicate quarantine
 # Partition files are Arrow IPC with LZ4: written and read back ~5x faster than Parquet, and
@@ -137,18 +138,19 @@ def partition_telemetry(paths: Sequence[Path], out_dir: Path, n_partitions: int,
                         progress: Callable[[int], None] | None = None) -> Partitions:
     """Stream `paths` (Parquet) and already validated tables (`loaded`) into partitions.
 
-    With `workers` > 1 the row groups are split into that many contiguous spans, each read by
-    its own process into its own files; a partition is then the spans' files in input order.
-    `progress` is called with the number of rows read (per batch, or per span with workers).
+    With `workers` > 1 the row groups are split into contiguous spans, each read by one of
+    `workers` processes into its own files; a partition is then the spans' files in input
+    order. `progress` is called with the number of rows read (per batch, or per span).
     """
     files = expand(paths, fmt) if paths else []
     units = _units(files)
-    spans = _spans(units, max(1, workers))
+    workers = max(1, workers)
+    spans = _spans(units, 1 if workers == 1 else workers * SPANS_PER_WORKER)
     result = Partitions([], [f.name for f in files])
     out_dir = Path(out_dir)
     if len(spans) > 1:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(len(spans), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(min(workers, len(spans)), mp_context=ctx) as pool:
             futures = [pool.submit(_pass, span, out_dir / f"w{i:03d}", n_partitions, since,
                                    until) for i, span in enumerate(spans)]
             for future in futures:
@@ -185,7 +187,7 @@ def _units(files: Sequence) -> list[_Unit]:
 def _spans(units: list[_Unit], workers: int) -> list[list[_Unit]]:
     """Contiguous runs of units with about equal rows, at most `workers` of them."""
     total = sum(u.rows for u in units)
-    if workers == 1 or total < workers * MIN_ROWS_PER_WORKER:
+    if workers == 1 or total < MIN_ROWS_PARALLEL:
         return [units] if units else []
     spans: list[list[_Unit]] = [[]]
     done = 0
