@@ -152,3 +152,17 @@ def test_serve_schedule_rescoring_runs_score_and_records_failures(scored, tmp_pa
     bad = Rescorer(tmp_path / "never.parquet", 60, [*INPUTS, "--model-dir", str(tmp_path)])
     assert not bad.run_once() and bad.failure is not None
     assert not (tmp_path / "never.parquet").exists()
+
+
+def test_no_active_session_scores_empty_and_cannot_train(tmp_path):
+    from factories import telemetry
+
+    telemetry("idle", 1, 2, 60, util=0.0, noise=0.0).to_parquet(tmp_path / "t.parquet")
+    (tmp_path / "a.csv").write_text("timestamp,tenant_id,src_ip,event\n"
+                                    "2026-10-05T00:00:00Z,idle,8.8.8.8,ssh\n")
+    inputs = ["--telemetry", str(tmp_path / "t.parquet"), "--access", str(tmp_path / "a.csv")]
+    run("-q", "score", *inputs, "--model-dir", str(ROOT / "models" / "default"),
+        "--out", str(tmp_path / "s.parquet"))
+    assert pd.read_parquet(tmp_path / "s.parquet").empty
+    assert "at least 2 sessions" in run("train", *inputs, "--model-dir", str(tmp_path / "m"),
+                                        code=2)

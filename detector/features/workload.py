@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 
 from ..config import Settings
+from .registry import BY_NAME, WORKLOAD
 from ..sessions import factorize_rows
 from ..timeutil import NS as _NS
 from ..timeutil import epoch_ns
 
+WORKLOAD_NAMES = [name for name, f in BY_NAME.items() if f.family == WORKLOAD]
 DEFAULT_PEAK_TFLOPS = 312.0  # an A100: the model name is unknown or not in the table
 
 
@@ -21,6 +23,8 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
                       settings: Settings) -> pd.DataFrame:
     """One row per session (same index as `sessions`) of the workload features."""
     n = len(sessions)
+    if n == 0:
+        return pd.DataFrame(columns=WORKLOAD_NAMES, index=sessions.index, dtype=float)
     s = samples["session"].to_numpy()
     gpu_key = factorize_rows(s, samples["host"], samples["gpu"])[0]
     host_key = factorize_rows(s, samples["host"])[0]

@@ -83,6 +83,8 @@ class SessionRiskModel(BaseEstimator):
         return self.pipeline_.named_steps["forest"]
 
     def _anomaly(self, matrix: pd.DataFrame) -> np.ndarray:
+        if matrix.empty:
+            return np.zeros(0)
         return -self.pipeline_.score_samples(matrix)
 
     def _matrix(self, X: pd.DataFrame) -> pd.DataFrame:
