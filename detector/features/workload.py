@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from ..config import Settings
-from .registry import BY_NAME, WORKLOAD
 from ..sessions import factorize_rows
 from ..timeutil import NS as _NS
 from ..timeutil import epoch_ns
+from .registry import BY_NAME, WORKLOAD
 
 WORKLOAD_NAMES = [name for name, f in BY_NAME.items() if f.family == WORKLOAD]
 DEFAULT_PEAK_TFLOPS = 312.0  # an A100: the model name is unknown or not in the table
@@ -42,7 +42,8 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
     # HPC, serving, notebook bursts and idle GPUs do not.
     mem_fill = (samples["fb_used_mib"] / (samples["fb_used_mib"] + samples["fb_free_mib"])
                 ).to_numpy(float)
-    per_gpu = pd.DataFrame({"session": s, "gpu": gpu_key, "ts": ts, "act": _tensor_activity(samples),
+    per_gpu = pd.DataFrame({"session": s, "gpu": gpu_key, "ts": ts,
+                            "act": _tensor_activity(samples),
                             "peak": _peak_flops(samples["model_name"]), "busy": util >= 80.0,
                             "tensor": samples["tensor_active"].to_numpy(float), "mem": mem_fill})
     g = per_gpu.groupby("gpu", sort=False)
@@ -211,7 +212,8 @@ def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, 
     gaps[1:][follows] = np.diff(dip_bucket)[follows]
     gaps = pd.Series(gaps)
     gap_stats = gaps.groupby(dip_sess).agg(["mean", "std", "count"])
-    regularity = (1 - gap_stats["std"] / gap_stats["mean"]).clip(0, 1).where(gap_stats["count"] >= 2)
+    regularity = ((1 - gap_stats["std"] / gap_stats["mean"]).clip(0, 1)
+                  .where(gap_stats["count"] >= 2))
     hours = pd.Series(1.0, index=sess).groupby(level=0).sum() * grid_seconds / 3600.0
     dips = pd.Series(start.astype(float)).groupby(sess).sum()
     return {
