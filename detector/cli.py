@@ -15,16 +15,28 @@ from typing import Any
 import click
 import pandas as pd
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from . import __version__, quarantine
 from .config import Settings, load_settings
 from .engine import ENGINES, Engine
 from .errors import GpuwatchError
-from .export import ExportOptions, export_options, publish, publish_failure, serve_command
-from .export import write_run_sidecar
+from .export import (
+    ExportOptions,
+    export_options,
+    publish,
+    publish_failure,
+    serve_command,
+    write_run_sidecar,
+)
 from .features import FEATURES
 from .ingest import FORMATS
 from .ingest.options import SourceOptions, load_tenant_map
@@ -67,7 +79,8 @@ class App:
 @click.pass_context
 def main(ctx: click.Context, config: Path | None, verbose: int, quiet: bool) -> None:
     """Find tenants training large AI models on your GPUs from restricted jurisdictions."""
-    level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    levels = [logging.WARNING, logging.INFO, logging.DEBUG]
+    level = logging.ERROR if quiet else levels[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(config)
@@ -325,7 +338,8 @@ def evaluate_command(app: App, scores: Path, truth: Path, fmt: str) -> None:
     out = Table("scenario", "sessions", "mean risk", "max risk", "alerts",
                 title=f"average precision for restricted training: {ap:.3f}")
     for name, r in per.sort_values("mean_risk", ascending=False).iterrows():
-        out.add_row(str(name), str(int(r["sessions"])), f"{r['mean_risk']:.1f}", f"{r['max_risk']:.1f}",
+        out.add_row(str(name), str(int(r["sessions"])), f"{r['mean_risk']:.1f}",
+                    f"{r['max_risk']:.1f}",
                     str(int(r["alerts"])))
     app.console.print(out)
 
