@@ -1,8 +1,9 @@
 """The partition pass: telemetry -> tenant-hash partitions on disk, in bounded memory.
 
 Parquet inputs (a file, a folder, hive partitions such as `day=2026-10-05/tenant_id=t001/`) are
-streamed batch by batch with pyarrow datasets; every batch is validated exactly as `read_table`
-validates a file, and its accepted rows are appended to the partition of their tenant. Other
+streamed batch by batch (pyarrow `ParquetFile.iter_batches`, row-group spans in parallel
+processes); every batch is validated exactly as `read_table` validates a file, and its accepted
+rows are appended to the partition of their tenant. Other
 formats (CSV, JSON Lines, exporter text, a live Prometheus) are read whole by `read_table` and
 then partitioned the same way. All of a tenant's rows land in one partition, in input order, so
 a partition holds complete sessions: a session that crosses a file boundary is cut exactly as
@@ -51,7 +52,8 @@ def arrow_schema() -> pa.Schema:
 
 @dataclass
 class Partitions:
-    """Partition files (one per non-empty partition) and what happened to every row read."""
+    """Partition files (per non-empty partition, one per span) and what happened to every row
+    read."""
 
     paths: list[tuple[Path, ...]]          # per partition: its files, in input order
     files: list[str]                       # input file names, indexed by `_file`
