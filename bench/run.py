@@ -43,8 +43,9 @@ class Run:
 
 
 def measure(step: str, cmd: list[str], rows: int) -> Run:
-    """Run `cmd`; its wall time and peak RSS: the larger of wait4's (the largest single
-    process) and the sampled sum over the process and all its children (worker processes)."""
+    """Run `cmd`; its wall time and peak memory: the larger of wait4's RSS (the largest single
+    process) and the sampled PSS summed over the process and its children (worker processes;
+    pages shared after fork counted once)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         pid = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=[
@@ -64,7 +65,7 @@ def measure(step: str, cmd: list[str], rows: int) -> Run:
 
 
 class _TreeRss(threading.Thread):
-    """Samples the summed RSS of a process and its descendants every 50 ms."""
+    """Samples the summed PSS of a process and its descendants every 50 ms."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -78,7 +79,7 @@ class _TreeRss(threading.Thread):
                 total = 0
                 for proc in procs:
                     with contextlib.suppress(psutil.Error):
-                        total += proc.memory_info().rss
+                        total += proc.memory_full_info().pss  # shared pages counted once
                 self.peak = max(self.peak, total)
             except psutil.Error:
                 return
@@ -156,7 +157,8 @@ def main() -> None:
         f"Machine: {os.cpu_count()} cores, {platform.platform()}, Python "
         f"{platform.python_version()}. Telemetry from the simulator ({INTERVAL_S} s samples), "
         "one time-sorted Parquet file per size; each step in its own process; peak RSS from "
-        "wait4 and sampled every 50 ms as the sum over the process and its worker processes. "
+        "wait4 (largest single process) or, when larger, the PSS summed over the process and its "
+        "worker processes, sampled every 50 ms. "
         "Feature stage: "
         "partition pass (one process per core for inputs over 4M rows), then sessions and "
         "workload features per partition (local engine: in-process, one partition at a time; "

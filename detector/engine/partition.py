@@ -151,7 +151,10 @@ def partition_telemetry(paths: Sequence[Path], out_dir: Path, n_partitions: int,
     result = Partitions([], [f.name for f in files])
     out_dir = Path(out_dir)
     if len(spans) > 1:
-        ctx = multiprocessing.get_context("spawn")
+        # fork: workers share the parent's imported modules (spawn would re-import the whole
+        # CLI, ~250 MB, in each); Arrow re-creates its thread pools in a forked child.
+        ctx = multiprocessing.get_context(
+            "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(min(workers, len(spans)), mp_context=ctx) as pool:
             futures = [pool.submit(_pass, span, out_dir / f"w{i:03d}", n_partitions, since,
                                    until) for i, span in enumerate(spans)]
