@@ -38,6 +38,7 @@ MIN_ROWS_PARALLEL = 1 << 22   # smaller inputs are not worth starting processes 
 SPANS_PER_WORKER = 4          # spans per pass worker: progress, and balance
 ROWS_PER_PARTITION = 1 << 19  # default partition size: ~0.5 GiB of working memory in features
 _ORIGIN = ("_file", "_row")   # where an accepted row came from, for duplicate quarantine
+LOADED = "(telemetry read whole: CSV, JSON, exporter text or Prometheus)"  # _file -1
 # Partition files are Arrow IPC with LZ4: written and read back ~5x faster than Parquet, and
 # they only live for one run.
 _IPC = pa.ipc.IpcWriteOptions(compression="lz4")
@@ -296,7 +297,7 @@ def read_partition(paths: Sequence[Path], files: Sequence[str]
     if dup.any():
         dups = frame[dup]
         for index, group in dups.groupby("_file", sort=True):
-            name = files[index] if index >= 0 else "prometheus"
+            name = files[index] if index >= 0 else LOADED
             mask = np.ones(len(group), dtype=bool)
             parts.append(quarantine.rejected(
                 TELEMETRY.name, name, group["_row"], "duplicate", column=",".join(TELEMETRY.key),
