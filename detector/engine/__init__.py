@@ -50,8 +50,8 @@ class Engine:
     scheduler: str | None = None     # dask: tcp://HOST:PORT; None starts a LocalCluster
     partitions: int | None = None    # None: one per ROWS_PER_PARTITION input rows
     work_dir: Path | None = None     # partition files (shared with dask workers); None: temp
-    workers: int | None = None       # processes for the partition pass and a LocalCluster;
-                                     # None: one per core
+    workers: int | None = None       # processes for the partition pass, the local engine
+                                     # and a LocalCluster; None: one per core
 
     def __post_init__(self) -> None:
         if self.name not in ENGINES:
@@ -88,7 +88,8 @@ def extract(paths: Sequence[Path], settings: Settings, report: RunReport, *,
                 results = run_dask(parts.paths, parts.files, settings, engine.scheduler,
                                    engine.workers, advance)
             else:
-                results = run_local(parts.paths, parts.files, settings, advance)
+                results = run_local(parts.paths, parts.files, settings, advance,
+                                    workers=engine.workers or os.cpu_count() or 1)
     for name in ("read", "sessions", "workload"):
         report.stage_seconds[f"extract_{name}"] = sum(r.seconds[name] for r in results)
     dup = quarantine.combine([r.quarantine for r in results])

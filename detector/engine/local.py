@@ -1,9 +1,12 @@
-"""The in-process engine: one partition after another, so memory holds one partition at a time."""
+"""The in-process engine: partitions one after another, or a few at a time in forked worker
+processes (one per core), so memory holds at most `workers` partitions at a time."""
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,11 +43,26 @@ def partition_features(paths: Sequence[Path], files: Sequence[str], settings: Se
 
 
 def run_local(paths: Sequence[Sequence[Path]], files: Sequence[str], settings: Settings,
-              progress: Callable[[int], None] | None = None) -> list[PartResult]:
-    """Every partition in turn, in this process."""
-    results = []
-    for path in paths:
-        results.append(partition_features(path, files, settings))
-        if progress:
-            progress(1)
+              progress: Callable[[int], None] | None = None, workers: int = 1
+              ) -> list[PartResult]:
+    """Every partition, in partition order: in this process, or with `workers` > 1 in that
+    many forked processes (each partition is independent, so the results are the same)."""
+    if workers <= 1 or len(paths) <= 1:
+        results = []
+        for path in paths:
+            results.append(partition_features(path, files, settings))
+            if progress:
+                progress(1)
+        return results
+    # fork: workers share the parent's imported modules and settings (as in the partition pass)
+    ctx = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(min(workers, len(paths)), mp_context=ctx) as pool:
+        futures = [pool.submit(partition_features, path, list(files), settings)
+                   for path in paths]
+        results = []
+        for future in futures:
+            results.append(future.result())
+            if progress:
+                progress(1)
     return results

@@ -24,19 +24,20 @@ from urllib.parse import unquote
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import quarantine
 from ..errors import InputError
 from ..ingest import expand
 from ..ingest.readers import _arrow_to_pandas
-from ..ingest.validate import check_columns, raw_json, validate
+from ..ingest.validate import check_columns, raw_json, validate, validate_arrow
 from ..schema import FLOAT, STRING, TELEMETRY, TIMESTAMP
 
 BATCH_ROWS = 1 << 18          # rows decoded and validated at a time (no more are read ahead)
 MIN_ROWS_PARALLEL = 1 << 22   # smaller inputs are not worth starting processes for
 SPANS_PER_WORKER = 4          # spans per pass worker: progress, and balance
-ROWS_PER_PARTITION = 1 << 19  # default partition size: ~0.5 GiB of working memory in features
+ROWS_PER_PARTITION = 1 << 18  # default partition size: two in work at once (one per core)
 _ORIGIN = ("_file", "_row")   # where an accepted row came from, for duplicate quarantine
 LOADED = "(telemetry read whole: CSV, JSON, exporter text or Prometheus)"  # _file -1
 # Partition files are Arrow IPC with LZ4: written and read back ~5x faster than Parquet, and
@@ -71,8 +72,19 @@ class Partitions:
 def partition_of(tenant: pd.Series, n_partitions: int) -> np.ndarray:
     """Stable partition number of each tenant id (the same in every process and run)."""
     codes, names = pd.factorize(tenant)
+    return _hash_partition(names, n_partitions)[codes]
+
+
+def _hash_partition(names: np.ndarray, n_partitions: int) -> np.ndarray:
     hashed = pd.util.hash_array(np.asarray(names, dtype=str).astype(object))
-    return (hashed % np.uint64(n_partitions)).astype(np.int64)[codes]
+    return (hashed % np.uint64(n_partitions)).astype(np.int64)
+
+
+def _partition_of_arrow(tenant: pa.ChunkedArray, n_partitions: int) -> np.ndarray:
+    """`partition_of` for an Arrow column without nulls (hashes each distinct tenant once)."""
+    encoded = pc.dictionary_encode(tenant.combine_chunks())
+    names = encoded.dictionary.to_numpy(zero_copy_only=False)
+    return _hash_partition(names, n_partitions)[encoded.indices.to_numpy()]
 
 
 def streamable(paths: Sequence[Path], fmt: str) -> bool:
@@ -99,14 +111,14 @@ class _Writer:
         self.schema = arrow_schema()
         self.writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
 
-    def write(self, frame: pd.DataFrame) -> None:
-        if frame.empty:
+    def write(self, table: pa.Table) -> None:
+        """Append `table` (the partition schema) to the files of its tenants' partitions."""
+        if not table.num_rows:
             return
-        part = partition_of(frame["tenant_id"], self.n)
+        part = _partition_of_arrow(table.column("tenant_id"), self.n)
+        part = part.astype(np.int16) if self.n < 1 << 15 else part  # int16: a radix sort
         order = np.argsort(part, kind="stable")
-        table = pa.Table.from_pandas(frame[self.schema.names].take(order), schema=self.schema,
-                                     preserve_index=False)
-        part = part[order]
+        table, part = table.take(order), part[order]
         starts = np.r_[0, np.flatnonzero(np.diff(part)) + 1]
         for start, stop in zip(starts, np.r_[starts[1:], len(part)], strict=True):
             p = int(part[start])
@@ -166,7 +178,7 @@ def partition_telemetry(paths: Sequence[Path], out_dir: Path, n_partitions: int,
              None)
     writer = _Writer(out_dir / "loaded", n_partitions)
     for table in loaded:
-        writer.write(table.assign(_file=np.int32(-1), _row=np.int64(0)))
+        writer.write(_to_arrow(table, np.zeros(len(table), dtype=np.int64), -1))
     writer.close()
     parts: dict[str, list[Path]] = {}
     for path in sorted(out_dir.glob("*/part-*.arrow")):  # spans in order, then `loaded`
@@ -222,14 +234,14 @@ def _pass(units: Sequence[_Unit], out_dir: Path, n_partitions: int,
     result = Partitions([], [])
     try:
         for unit in units:
-            for typed, ok, rejected, n in _validated_batches(unit):
+            for accepted, rejected, n in _validated_batches(unit):
                 result.rows_read += n
                 result.rejected.append(rejected)
-                keep = ok & ~_outside(typed["timestamp"], since, until)
-                result.rows_out_of_window += int(ok.sum() - keep.sum())
-                accepted = typed[keep].assign(_file=np.int32(unit.file),
-                                              _row=typed["_row"].to_numpy()[keep])
-                result.rows_accepted += len(accepted)
+                keep = ~_outside(accepted.column("timestamp"), since, until)
+                if not keep.all():
+                    result.rows_out_of_window += int((~keep).sum())
+                    accepted = accepted.filter(keep)
+                result.rows_accepted += accepted.num_rows
                 writer.write(accepted)
                 if progress:
                     progress(n)
@@ -238,9 +250,14 @@ def _pass(units: Sequence[_Unit], out_dir: Path, n_partitions: int,
     return result
 
 
-def _validated_batches(unit: _Unit
-                       ) -> Iterator[tuple[pd.DataFrame, np.ndarray, pd.DataFrame, int]]:
-    """(typed, ok, quarantine, rows) per batch of a unit; hive keys become columns."""
+def _validated_batches(unit: _Unit) -> Iterator[tuple[pa.Table, pd.DataFrame, int]]:
+    """(accepted rows in the partition schema, quarantine, rows read) per batch of a unit;
+    hive keys become columns.
+
+    Columns that already have the canonical Arrow type are checked in Arrow
+    (`validate_arrow`); only the rows that fail there, or every row of a batch with other
+    types, go through pandas `validate`, which gives the reasons.
+    """
     try:
         pfile = pq.ParquetFile(str(unit.path))
         names = pfile.schema_arrow.names
@@ -250,16 +267,48 @@ def _validated_batches(unit: _Unit
         row = unit.first_row
         for batch in pfile.iter_batches(batch_size=BATCH_ROWS, row_groups=list(unit.row_groups),
                                         columns=columns):
-            frame = _arrow_to_pandas(pa.Table.from_batches([batch]), TELEMETRY)
+            table = pa.Table.from_batches([batch])
             for key, value in keys.items():
-                frame[key] = value
-            rows = np.arange(row, row + len(frame))
-            typed, ok, rejected = validate(frame, rows, TELEMETRY, source=TELEMETRY.name,
-                                           file=unit.name)
-            row += len(frame)
-            yield typed.assign(_row=rows), ok, rejected, len(frame)
+                table = table.append_column(key, pa.array(np.full(len(table), value, object),
+                                                          pa.string()))
+            rows = np.arange(row, row + len(table))
+            row += len(table)
+            yield *_validated(table, rows, unit), len(table)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"cannot read Parquet: {exc}", path=unit.name) from exc
+
+
+def _validated(table: pa.Table, rows: np.ndarray, unit: _Unit
+               ) -> tuple[pa.Table, pd.DataFrame]:
+    """(accepted rows in input order, quarantine) of one batch."""
+    fast = validate_arrow(table, TELEMETRY)
+    if fast is None:
+        typed, ok, rejected = validate(_arrow_to_pandas(table, TELEMETRY), rows, TELEMETRY,
+                                       source=TELEMETRY.name, file=unit.name)
+        return _to_arrow(typed[ok], rows[ok], unit.file), rejected
+    typed, ok = fast
+    accepted = _with_origin(typed.filter(ok), rows[ok], unit.file)
+    if ok.all():
+        return accepted, quarantine.empty()
+    rest = ~ok
+    typed, ok, rejected = validate(_arrow_to_pandas(table.filter(rest), TELEMETRY), rows[rest],
+                                   TELEMETRY, source=TELEMETRY.name, file=unit.name)
+    if ok.any():  # the general path accepts what the fast one did not: keep input order
+        both = pa.concat_tables([accepted, _to_arrow(typed[ok], rows[rest][ok], unit.file)])
+        accepted = both.take(np.argsort(both.column("_row").to_numpy(), kind="stable"))
+    return accepted, rejected
+
+
+def _with_origin(typed: pa.Table, rows: np.ndarray, file: int) -> pa.Table:
+    """Typed canonical columns plus `_file` and `_row`: the partition schema."""
+    origin = [pa.array(np.full(len(rows), file, dtype=np.int32)), pa.array(rows, pa.int64())]
+    return pa.Table.from_arrays([*typed.columns, *origin], schema=arrow_schema())
+
+
+def _to_arrow(typed: pd.DataFrame, rows: np.ndarray, file: int) -> pa.Table:
+    """Validated pandas rows in the partition schema."""
+    frame = typed[TELEMETRY.names].assign(_file=np.int32(file), _row=rows)
+    return pa.Table.from_pandas(frame, schema=arrow_schema(), preserve_index=False)
 
 
 def hive_keys(path: Path) -> dict[str, str]:
@@ -268,13 +317,15 @@ def hive_keys(path: Path) -> dict[str, str]:
     return {key: unquote(value) for key, value in pairs if key in TELEMETRY.names}
 
 
-def _outside(ts: pd.Series, since: pd.Timestamp | None, until: pd.Timestamp | None
+def _outside(ts: pa.ChunkedArray, since: pd.Timestamp | None, until: pd.Timestamp | None
              ) -> np.ndarray:
-    outside = np.zeros(len(ts), dtype=bool)
+    """Accepted timestamps (ns UTC, no nulls) before `since` or from `until` on."""
+    ns = ts.combine_chunks().view(pa.int64()).to_numpy()
+    outside = np.zeros(len(ns), dtype=bool)
     if since is not None:
-        outside |= (ts < _utc(since)).fillna(False).to_numpy(dtype=bool)
+        outside |= ns < _utc(since).as_unit("ns").value
     if until is not None:
-        outside |= (ts >= _utc(until)).fillna(False).to_numpy(dtype=bool)
+        outside |= ns >= _utc(until).as_unit("ns").value
     return outside
 
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import quarantine
 from ..errors import SchemaError
@@ -101,6 +102,78 @@ def validate(frame: pd.DataFrame, rows: np.ndarray, schema: TableSchema, *, sour
     rejected["reason"] = fails.reason[bad]
     rejected["column"] = fails.column[bad]
     return table, fails.ok, rejected
+
+
+_ARROW_KIND = {TIMESTAMP: pa.timestamp("ns", tz="UTC"), FLOAT: pa.float64(), STRING: pa.string()}
+_NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+def validate_arrow(table: pa.Table, schema: TableSchema
+                   ) -> tuple[pa.Table, np.ndarray] | None:
+    """The fast path of `validate` for Arrow columns that already have the canonical type
+    (timestamps, float32/64, strings): the typed table (every schema column, canonical Arrow
+    types) and the mask of rows that pass every check, with the values `validate` would give
+    them. Rows outside the mask must go through `validate` (for the reason, or acceptance).
+    None when some column needs the general path (text to parse, another type, another kind).
+    """
+    n = table.num_rows
+    ok = np.ones(n, dtype=bool)
+    columns = {}
+    for col in schema.columns:
+        if col.kind not in _ARROW_KIND:
+            return None
+        if col.name not in table.column_names:
+            columns[col.name] = pa.nulls(n, _ARROW_KIND[col.kind])
+            continue
+        values = table.column(col.name).combine_chunks()
+        if col.kind == TIMESTAMP and pa.types.is_timestamp(values.type):
+            columns[col.name] = _arrow_timestamps(values, ok)
+        elif col.kind == FLOAT and pa.types.is_floating(values.type) and \
+                not pa.types.is_float16(values.type):
+            columns[col.name] = _arrow_numbers(col, values, ok)
+        elif col.kind == STRING and (pa.types.is_string(values.type)
+                                     or pa.types.is_large_string(values.type)):
+            columns[col.name] = _arrow_text(col, values, ok)
+        else:
+            return None
+    return pa.table(columns), ok
+
+
+def _arrow_timestamps(values: pa.Array, ok: np.ndarray) -> pa.Array:
+    """Timestamps as ns UTC (naive means UTC); rows null or outside the datetime64[ns] range
+    leave `ok`."""
+    scale = _NS_PER[values.type.unit]
+    raw = values.view(pa.int64()).fill_null(0).to_numpy()
+    ok &= ~values.is_null().to_numpy(zero_copy_only=False)
+    ok &= (raw >= -((-_TS_MIN.value) // scale)) & (raw <= _TS_MAX.value // scale)
+    with np.errstate(over="ignore"):
+        return pa.array(raw * scale, type=_ARROW_KIND[TIMESTAMP])
+
+
+def _arrow_numbers(col: Column, values: pa.Array, ok: np.ndarray) -> pa.Array:
+    """float64 (null for missing); rows with a missing required value, an infinite value or
+    one out of range leave `ok`."""
+    x = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    missing = np.isnan(x)
+    if col.required:
+        ok &= ~missing
+    ok &= ~np.isinf(x)
+    if col.min is not None:
+        ok &= ~(x < col.min)
+    if col.max is not None:
+        ok &= ~(x > col.max)
+    return pa.array(x, from_pandas=True)
+
+
+def _arrow_text(col: Column, values: pa.Array, ok: np.ndarray) -> pa.Array:
+    """Stripped text, blank as null (as `_as_text`); rows missing a required value leave `ok`."""
+    text = pc.utf8_trim_whitespace(values.cast(pa.string()))
+    blank = pc.equal(pc.binary_length(text), 0).fill_null(False)
+    if pc.any(blank).as_py():
+        text = pc.if_else(blank, pa.scalar(None, pa.string()), text)
+    if col.required:
+        ok &= ~text.is_null().to_numpy(zero_copy_only=False)
+    return text
 
 
 def raw_json(frame: pd.DataFrame, mask: np.ndarray) -> list[str]:
