@@ -33,7 +33,7 @@ def cut_sessions(telemetry: pd.DataFrame, settings: Sessions) -> tuple[pd.DataFr
             "start": pd.Series(dtype="datetime64[ns, UTC]"),
             "end": pd.Series(dtype="datetime64[ns, UTC]")})
         return empty, telemetry.assign(session=np.zeros(0, dtype=np.int64))
-    job = telemetry["job_id"].astype("string").fillna("")
+    job = _text_or_blank(telemetry["job_id"])
     group, (tenants, jobs) = factorize_rows(telemetry["tenant_id"], job)
     ts = epoch_ns(telemetry["timestamp"])
     spans = _active_spans(group, ts, telemetry["gpu_util"].to_numpy(float), settings)
@@ -61,6 +61,15 @@ def cut_sessions(telemetry: pd.DataFrame, settings: Sessions) -> tuple[pd.DataFr
     })
     sessions.insert(0, "session_id", session_ids(sessions))
     return sessions, samples
+
+
+def _text_or_blank(values: pd.Series) -> pd.Series:
+    """Text with "" for missing; categoricals stay categoricals (factorized by their codes)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        if "" not in values.cat.categories:
+            values = values.cat.add_categories("")
+        return values.fillna("")
+    return values.astype("string").fillna("")
 
 
 def factorize_rows(*columns: pd.Series | np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

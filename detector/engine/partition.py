@@ -334,6 +334,15 @@ def _utc(value: pd.Timestamp) -> pd.Timestamp:
     return value.tz_localize("UTC") if value.tzinfo is None else value.tz_convert("UTC")
 
 
+def _as_categories(table: pa.Table) -> pa.Table:
+    """Text columns dictionary-encoded (pandas categoricals): each is hashed once here, and
+    the factorizing, duplicate search and row selection that follow work on integer codes."""
+    for i, name in enumerate(table.column_names):
+        if pa.types.is_string(table.schema.field(name).type):
+            table = table.set_column(i, name, pc.dictionary_encode(table.column(name)))
+    return table
+
+
 def read_partition(paths: Sequence[Path], files: Sequence[str]
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(telemetry, quarantine) of one partition (its files in input order): duplicates of an
@@ -342,7 +351,7 @@ def read_partition(paths: Sequence[Path], files: Sequence[str]
     for path in paths:
         with pa.memory_map(str(path)) as source:
             tables.append(pa.ipc.open_file(source).read_all())
-    frame = pa.concat_tables(tables).to_pandas()
+    frame = _as_categories(pa.concat_tables(tables).combine_chunks()).to_pandas()
     dup = frame.duplicated(subset=list(TELEMETRY.key), keep="first").to_numpy()
     parts = []
     if dup.any():

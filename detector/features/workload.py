@@ -107,8 +107,10 @@ def mean_by(codes: np.ndarray, values: pd.Series | np.ndarray, n: int) -> np.nda
     """
     x = np.asarray(values, dtype=float)
     ok = ~np.isnan(x)
-    total = np.bincount(codes[ok], weights=x[ok], minlength=n)
-    count = np.bincount(codes[ok], minlength=n)
+    if not ok.all():
+        codes, x = codes[ok], x[ok]
+    total = np.bincount(codes, weights=x, minlength=n)
+    count = np.bincount(codes, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / count, np.nan)
 
@@ -155,7 +157,8 @@ def peak_flops(model_name: str | None) -> float:
 
 
 def _peak_flops(model_names: pd.Series) -> np.ndarray:
-    codes, names = pd.factorize(model_names.astype("string").fillna(""))
+    codes, names = pd.factorize(model_names, use_na_sentinel=False)
+    names = pd.Series(np.asarray(names, dtype=object)).astype("string").fillna("")
     table = np.array([peak_flops(name) for name in names] or [0.0])
     return table[codes]
 
