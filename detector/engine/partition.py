@@ -41,13 +41,16 @@ ROWS_PER_PARTITION = 1 << 18  # default partition size: two in work at once (one
 _ORIGIN = ("_file", "_row")   # where an accepted row came from, for duplicate quarantine
 LOADED = "(telemetry read whole: CSV, JSON, exporter text or Prometheus)"  # _file -1
 # Partition files are Arrow IPC with LZ4: written and read back ~5x faster than Parquet, and
-# they only live for one run.
-_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
+# they only live for one run. Text is dictionary-encoded with one growing dictionary per
+# column and pass worker (written as deltas), so rows are moved as integer codes.
+_IPC = pa.ipc.IpcWriteOptions(compression="lz4", emit_dictionary_deltas=True)
+_TEXT = pa.dictionary(pa.int32(), pa.string())
+_TEXT_COLUMNS = [c.name for c in TELEMETRY.columns if c.kind == STRING]
 
 
 def arrow_schema() -> pa.Schema:
     """The on-disk schema of a partition: the canonical telemetry columns, then the origin."""
-    kinds = {TIMESTAMP: pa.timestamp("ns", tz="UTC"), FLOAT: pa.float64(), STRING: pa.string()}
+    kinds = {TIMESTAMP: pa.timestamp("ns", tz="UTC"), FLOAT: pa.float64(), STRING: _TEXT}
     fields = [pa.field(c.name, kinds[c.kind]) for c in TELEMETRY.columns]
     return pa.schema([*fields, pa.field("_file", pa.int32()), pa.field("_row", pa.int64())])
 
@@ -80,11 +83,6 @@ def _hash_partition(names: np.ndarray, n_partitions: int) -> np.ndarray:
     return (hashed % np.uint64(n_partitions)).astype(np.int64)
 
 
-def _partition_of_arrow(tenant: pa.ChunkedArray, n_partitions: int) -> np.ndarray:
-    """`partition_of` for an Arrow column without nulls (hashes each distinct tenant once)."""
-    encoded = pc.dictionary_encode(tenant.combine_chunks())
-    names = encoded.dictionary.to_numpy(zero_copy_only=False)
-    return _hash_partition(names, n_partitions)[encoded.indices.to_numpy()]
 
 
 def streamable(paths: Sequence[Path], fmt: str) -> bool:
@@ -110,12 +108,23 @@ class _Writer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.schema = arrow_schema()
         self.writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+        self.codes: dict[str, dict[str, int]] = {name: {} for name in _TEXT_COLUMNS}
+        self.values: dict[str, pa.Array] = {}
+        self.tenant_part = np.zeros(0, dtype=np.int64)  # partition per tenant code
 
     def write(self, table: pa.Table) -> None:
         """Append `table` (the partition schema) to the files of its tenants' partitions."""
         if not table.num_rows:
             return
-        part = _partition_of_arrow(table.column("tenant_id"), self.n)
+        table = pa.Table.from_arrays(
+            [self._recode(name, table.column(name)) if name in self.codes else
+             table.column(name).combine_chunks() for name in self.schema.names],
+            schema=self.schema)
+        names = self.codes["tenant_id"]
+        if len(names) > len(self.tenant_part):
+            new = np.asarray(list(names)[len(self.tenant_part):], dtype=object)
+            self.tenant_part = np.r_[self.tenant_part, _hash_partition(new, self.n)]
+        part = self.tenant_part[table.column("tenant_id").combine_chunks().indices.to_numpy()]
         part = part.astype(np.int16) if self.n < 1 << 15 else part  # int16: a radix sort
         order = np.argsort(part, kind="stable")
         table, part = table.take(order), part[order]
@@ -125,6 +134,20 @@ class _Writer:
             if p not in self.writers:
                 self.writers[p] = pa.ipc.new_file(self.path(p), self.schema, options=_IPC)
             self.writers[p].write_table(table.slice(start, stop - start))
+
+    def _recode(self, name: str, column: pa.ChunkedArray) -> pa.DictionaryArray:
+        """A dictionary column in terms of this writer's dictionary of `name` (grown as new
+        values come: earlier codes never change, so each file gets dictionary deltas)."""
+        codes, parts = self.codes[name], []
+        for chunk in column.chunks:
+            mapping = np.array([codes.setdefault(v, len(codes)) for v in
+                                chunk.dictionary.to_pylist()] or [0], dtype=np.int32)
+            parts.append(mapping[chunk.indices.fill_null(0).to_numpy()])
+        if name not in self.values or len(self.values[name]) < len(codes):
+            self.values[name] = pa.array(list(codes), pa.string())
+        index = np.concatenate(parts)
+        nulls = column.is_null().to_numpy() if column.null_count else None
+        return pa.DictionaryArray.from_arrays(pa.array(index, mask=nulls), self.values[name])
 
     def path(self, p: int) -> Path:
         return self.out_dir / f"part-{p:05d}.arrow"
@@ -259,7 +282,9 @@ def _validated_batches(unit: _Unit) -> Iterator[tuple[pa.Table, pd.DataFrame, in
     types, go through pandas `validate`, which gives the reasons.
     """
     try:
-        pfile = pq.ParquetFile(str(unit.path))
+        schema = pq.read_schema(str(unit.path))
+        pfile = pq.ParquetFile(str(unit.path), read_dictionary=[  # text as codes from the start
+            f.name for f in schema if f.name in _TEXT_COLUMNS and pa.types.is_string(f.type)])
         names = pfile.schema_arrow.names
         keys = {k: v for k, v in hive_keys(unit.path).items() if k not in names}
         present = check_columns(TELEMETRY, [*names, *keys], unit.name)
@@ -294,21 +319,33 @@ def _validated(table: pa.Table, rows: np.ndarray, unit: _Unit
     typed, ok, rejected = validate(_arrow_to_pandas(table.filter(rest), TELEMETRY), rows[rest],
                                    TELEMETRY, source=TELEMETRY.name, file=unit.name)
     if ok.any():  # the general path accepts what the fast one did not: keep input order
-        both = pa.concat_tables([accepted, _to_arrow(typed[ok], rows[rest][ok], unit.file)])
+        both = pa.concat_tables([accepted, _to_arrow(typed[ok], rows[rest][ok], unit.file)]
+                                ).unify_dictionaries().combine_chunks()
         accepted = both.take(np.argsort(both.column("_row").to_numpy(), kind="stable"))
     return accepted, rejected
 
 
 def _with_origin(typed: pa.Table, rows: np.ndarray, file: int) -> pa.Table:
-    """Typed canonical columns plus `_file` and `_row`: the partition schema."""
+    """Typed canonical columns plus `_file` and `_row`: the partition schema (text
+    dictionary-encoded)."""
+    columns = [_dictionary(typed.column(n)) if n in _TEXT_COLUMNS else typed.column(n)
+               for n in TELEMETRY.names]
     origin = [pa.array(np.full(len(rows), file, dtype=np.int32)), pa.array(rows, pa.int64())]
-    return pa.Table.from_arrays([*typed.columns, *origin], schema=arrow_schema())
+    return pa.Table.from_arrays([*columns, *origin], schema=arrow_schema())
+
+
+def _dictionary(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_dictionary(column.type):
+        return column.cast(_TEXT)
+    return pc.dictionary_encode(column.cast(pa.string()))
 
 
 def _to_arrow(typed: pd.DataFrame, rows: np.ndarray, file: int) -> pa.Table:
     """Validated pandas rows in the partition schema."""
-    frame = typed[TELEMETRY.names].assign(_file=np.int32(file), _row=rows)
-    return pa.Table.from_pandas(frame, schema=arrow_schema(), preserve_index=False)
+    plain = pa.Table.from_pandas(typed[TELEMETRY.names], preserve_index=False, schema=pa.schema(
+        [pa.field(f.name, pa.string() if f.type == _TEXT else f.type)
+         for f in arrow_schema() if f.name in TELEMETRY.names]))
+    return _with_origin(plain, rows, file)
 
 
 def hive_keys(path: Path) -> dict[str, str]:
@@ -334,15 +371,6 @@ def _utc(value: pd.Timestamp) -> pd.Timestamp:
     return value.tz_localize("UTC") if value.tzinfo is None else value.tz_convert("UTC")
 
 
-def _as_categories(table: pa.Table) -> pa.Table:
-    """Text columns dictionary-encoded (pandas categoricals): each is hashed once here, and
-    the factorizing, duplicate search and row selection that follow work on integer codes."""
-    for i, name in enumerate(table.column_names):
-        if pa.types.is_string(table.schema.field(name).type):
-            table = table.set_column(i, name, pc.dictionary_encode(table.column(name)))
-    return table
-
-
 def read_partition(paths: Sequence[Path], files: Sequence[str]
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(telemetry, quarantine) of one partition (its files in input order): duplicates of an
@@ -351,7 +379,9 @@ def read_partition(paths: Sequence[Path], files: Sequence[str]
     for path in paths:
         with pa.memory_map(str(path)) as source:
             tables.append(pa.ipc.open_file(source).read_all())
-    frame = _as_categories(pa.concat_tables(tables).combine_chunks()).to_pandas()
+    # text as categoricals: the factorizing, duplicate search and row selection that follow
+    # work on integer codes
+    frame = pa.concat_tables(tables).unify_dictionaries().combine_chunks().to_pandas()
     dup = frame.duplicated(subset=list(TELEMETRY.key), keep="first").to_numpy()
     parts = []
     if dup.any():

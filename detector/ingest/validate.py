@@ -111,10 +111,12 @@ _NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 def validate_arrow(table: pa.Table, schema: TableSchema
                    ) -> tuple[pa.Table, np.ndarray] | None:
     """The fast path of `validate` for Arrow columns that already have the canonical type
-    (timestamps, float32/64, strings): the typed table (every schema column, canonical Arrow
-    types) and the mask of rows that pass every check, with the values `validate` would give
-    them. Rows outside the mask must go through `validate` (for the reason, or acceptance).
-    None when some column needs the general path (text to parse, another type, another kind).
+    (timestamps, float32/64, strings or dictionary-encoded strings): the typed table (every
+    schema column: timestamp[ns, UTC], float64, and text as it came, plain or dictionary with
+    distinct values) and the mask of rows that pass every check, with the values `validate`
+    would give them. Rows outside the mask must go through `validate` (for the reason, or
+    acceptance). None when some column needs the general path (text to parse, another type,
+    another kind).
     """
     n = table.num_rows
     ok = np.ones(n, dtype=bool)
@@ -131,9 +133,11 @@ def validate_arrow(table: pa.Table, schema: TableSchema
         elif col.kind == FLOAT and pa.types.is_floating(values.type) and \
                 not pa.types.is_float16(values.type):
             columns[col.name] = _arrow_numbers(col, values, ok)
-        elif col.kind == STRING and (pa.types.is_string(values.type)
-                                     or pa.types.is_large_string(values.type)):
+        elif col.kind == STRING and _is_text(values.type):
             columns[col.name] = _arrow_text(col, values, ok)
+        elif col.kind == STRING and pa.types.is_dictionary(values.type) and \
+                _is_text(values.type.value_type):
+            columns[col.name] = _arrow_dictionary_text(col, values, ok)
         else:
             return None
     return pa.table(columns), ok
@@ -163,6 +167,27 @@ def _arrow_numbers(col: Column, values: pa.Array, ok: np.ndarray) -> pa.Array:
     if col.max is not None:
         ok &= ~(x > col.max)
     return pa.array(x, from_pandas=True)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _arrow_dictionary_text(col: Column, values: pa.DictionaryArray, ok: np.ndarray
+                           ) -> pa.DictionaryArray:
+    """`_arrow_text` on the dictionary only: its values stripped and made distinct again,
+    blank ones dropped (their rows become null)."""
+    text = pc.utf8_trim_whitespace(values.dictionary.cast(pa.string()))
+    blank = pc.equal(pc.binary_length(text), 0).fill_null(False)
+    text = pc.if_else(blank, pa.scalar(None, pa.string()), text)
+    codes, distinct = pd.factorize(text.to_numpy(zero_copy_only=False))  # null: -1
+    index = values.indices.fill_null(0).to_numpy()
+    new = codes.astype(np.int32)[index] if len(codes) else np.zeros(len(index), np.int32)
+    missing = (new < 0) | values.indices.is_null().to_numpy(zero_copy_only=False)
+    if col.required:
+        ok &= ~missing
+    return pa.DictionaryArray.from_arrays(pa.array(new, mask=missing),
+                                          pa.array(distinct, pa.string()))
 
 
 def _arrow_text(col: Column, values: pa.Array, ok: np.ndarray) -> pa.Array:
