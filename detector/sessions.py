@@ -75,16 +75,42 @@ def _text_or_blank(values: pd.Series) -> pd.Series:
 def factorize_rows(*columns: pd.Series | np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """Codes of the distinct rows of `columns` in order of first appearance (as factorizing
     their MultiIndex would give, without building one), and each column's value per code."""
-    parts = [pd.factorize(c, use_na_sentinel=False) for c in columns]
-    key = np.zeros(len(parts[0][0]), dtype=np.int64)
-    for codes, uniques in parts:
-        key = key * len(uniques) + codes
-    group, keys = pd.factorize(key)
-    values = []
-    for _, uniques in reversed(parts):
-        keys, code = np.divmod(keys, len(uniques))
-        values.append(np.asarray(uniques, dtype=object)[code])
-    return group, values[::-1]
+    key, span, parts = np.zeros(len(columns[0]), dtype=np.int64), 1, []
+    for column in columns:
+        codes, values = _codes(column)
+        if span * max(len(values), 1) >= 1 << 62:  # keep the combined key in int64
+            key, distinct = pd.factorize(key)
+            span = len(distinct)
+        key = key * len(values) + codes
+        span *= max(len(values), 1)
+        parts.append((codes, values))
+    # any one-to-one key gives the same codes: they number the rows' first appearances
+    group, _ = pd.factorize(key)
+    first = first_rows(group)
+    return group, [np.asarray(values, dtype=object)[codes[first]] for codes, values in parts]
+
+
+def _codes(column: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes 0..len(values)-1 of a column (missing values included) and the value of
+    each code. Categoricals and small-range integers need no hashing."""
+    if isinstance(column, pd.Series) and isinstance(column.dtype, pd.CategoricalDtype):
+        values = np.r_[np.array([np.nan], dtype=object),
+                       np.asarray(column.cat.categories, dtype=object)]
+        return column.cat.codes.to_numpy().astype(np.int64) + 1, values
+    array = column if isinstance(column, np.ndarray) else None
+    if array is not None and array.dtype.kind == "i" and len(array):
+        low, high = int(array.min()), int(array.max())
+        if high - low < max(len(array), 1 << 16):
+            return array.astype(np.int64) - low, np.arange(low, high + 1)
+    return pd.factorize(column, use_na_sentinel=False)
+
+
+def first_rows(codes: np.ndarray) -> np.ndarray:
+    """Row of each code's first appearance, for codes numbered in order of first appearance."""
+    if not len(codes):
+        return np.zeros(0, dtype=np.int64)
+    seen = np.maximum.accumulate(codes)
+    return np.flatnonzero(np.r_[True, codes[1:] > seen[:-1]])
 
 
 def _active_spans(group: np.ndarray, ts: np.ndarray, util: np.ndarray,

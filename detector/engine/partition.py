@@ -312,9 +312,9 @@ def _validated(table: pa.Table, rows: np.ndarray, unit: _Unit
                                        source=TELEMETRY.name, file=unit.name)
         return _to_arrow(typed[ok], rows[ok], unit.file), rejected
     typed, ok = fast
-    accepted = _with_origin(typed.filter(ok), rows[ok], unit.file)
     if ok.all():
-        return accepted, quarantine.empty()
+        return _with_origin(typed, rows, unit.file), quarantine.empty()
+    accepted = _with_origin(typed.filter(ok), rows[ok], unit.file)
     rest = ~ok
     typed, ok, rejected = validate(_arrow_to_pandas(table.filter(rest), TELEMETRY), rows[rest],
                                    TELEMETRY, source=TELEMETRY.name, file=unit.name)

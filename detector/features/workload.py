@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Settings
-from ..sessions import factorize_rows
+from ..sessions import factorize_rows, first_rows
 from ..timeutil import NS as _NS
 from ..timeutil import epoch_ns
 from .registry import BY_NAME, WORKLOAD
@@ -42,20 +42,15 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
     # HPC, serving, notebook bursts and idle GPUs do not.
     mem_fill = (samples["fb_used_mib"] / (samples["fb_used_mib"] + samples["fb_free_mib"])
                 ).to_numpy(float)
-    per_gpu = pd.DataFrame({"session": s, "gpu": gpu_key, "ts": ts,
-                            "act": _tensor_activity(samples),
-                            "peak": _peak_flops(samples["model_name"]), "busy": util >= 80.0,
-                            "tensor": samples["tensor_active"].to_numpy(float), "mem": mem_fill})
-    g = per_gpu.groupby("gpu", sort=False)
-    first, last = g["ts"].min(), g["ts"].max()
-    interval = _median_interval(per_gpu)
-    gpu_seconds = (last - first + interval) / _NS
-    gpu_session = g["session"].first()
-    k = len(gpu_seconds)
-    act = pd.Series(mean_by(gpu_key, per_gpu["act"], k)).fillna(0)
-    flop = gpu_seconds * act * g["peak"].first()
-    gpu_means = pd.DataFrame({c: mean_by(gpu_key, per_gpu[c], k)
-                              for c in ("busy", "tensor", "mem")})
+    by_gpu = _GpuRows(gpu_key, ts)
+    k = len(by_gpu.starts)
+    first, last = by_gpu.reduce(np.minimum, ts), by_gpu.reduce(np.maximum, ts)
+    gpu_seconds = pd.Series((last - first + by_gpu.median_interval()) / _NS)
+    gpu_session = pd.Series(s[by_gpu.first_row])
+    act = pd.Series(mean_by(gpu_key, _tensor_activity(samples), k)).fillna(0)
+    flop = gpu_seconds * act * _peak_flops(samples["model_name"])[by_gpu.first_row]
+    gpu_means = pd.DataFrame({c: mean_by(gpu_key, v, k) for c, v in (
+        ("busy", util >= 80.0), ("tensor", samples["tensor_active"]), ("mem", mem_fill))})
     training = _training_gpus(gpu_means, gpu_seconds, settings)
     out["gpu_hours"] = _sum_by(gpu_session, gpu_seconds / 3600.0, n)
     out["est_flop"] = _sum_by(gpu_session, flop, n)
@@ -116,20 +111,56 @@ def mean_by(codes: np.ndarray, values: pd.Series | np.ndarray, n: int) -> np.nda
 
 
 def _count_distinct(session: np.ndarray, key: np.ndarray, n: int) -> np.ndarray:
-    first = pd.Series(session).groupby(key).first()
-    return np.bincount(first.to_numpy(), minlength=n)
+    """Distinct keys per session (keys numbered in order of first appearance)."""
+    return np.bincount(session[first_rows(key)], minlength=n)
 
 
 def _sum_by(index: pd.Series, values: pd.Series, n: int) -> np.ndarray:
     return np.bincount(index.to_numpy(), weights=values.to_numpy(float), minlength=n)
 
 
-def _median_interval(per_gpu: pd.DataFrame) -> pd.Series:
-    """Median gap between consecutive samples of each GPU (0 for a single sample)."""
-    ordered = per_gpu.sort_values(["gpu", "ts"], kind="stable")
-    step = ordered["ts"].diff()
-    step[ordered["gpu"].ne(ordered["gpu"].shift())] = np.nan
-    return step.groupby(ordered["gpu"]).median().fillna(0)
+class _GpuRows:
+    """The samples grouped by GPU (codes 0..k-1 in order of first appearance), each GPU's
+    rows in input order: one stable sort, shared by the per-GPU reductions."""
+
+    def __init__(self, gpu: np.ndarray, ts: np.ndarray) -> None:
+        self.order = np.argsort(gpu, kind="stable")
+        self.gpu, self.ts = gpu[self.order], ts[self.order]
+        self.starts = np.flatnonzero(np.r_[True, self.gpu[1:] != self.gpu[:-1]])
+        self.first_row = self.order[self.starts]  # each GPU's first row in input order
+
+    def reduce(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
+        return ufunc.reduceat(values[self.order], self.starts)
+
+    def median_interval(self) -> np.ndarray:
+        """Median gap between consecutive samples of each GPU in time (0 for one sample)."""
+        gpu, ts = self.gpu, self.ts
+        inner = gpu[1:] == gpu[:-1]
+        if (np.diff(ts)[inner] < 0).any():  # some GPU's rows are not in time order
+            order = np.lexsort((ts, gpu))
+            gpu, ts = gpu[order], ts[order]
+        step = np.diff(ts)[inner]  # in int64, then float (as pandas diff does)
+        owner = gpu[1:][inner]
+        k = len(self.starts)
+        count = np.bincount(owner, minlength=k)
+        median = np.zeros(k)
+        has = count > 0
+        if not has.any():
+            return median
+        rank, values = pd.factorize(step, sort=True)
+        values, step = values.astype(float), step.astype(float)
+        low, high = (count[has] - 1) // 2, count[has] // 2  # positions of the middle steps
+        if k * len(values) <= 4 * len(step):  # few distinct steps: count them per GPU
+            seen = np.cumsum(np.bincount(owner * len(values) + rank, minlength=k * len(values))
+                             .reshape(k, len(values)), axis=1)[has]
+            low = values[(seen <= low[:, None]).sum(axis=1)]
+            high = values[(seen <= high[:, None]).sum(axis=1)]
+        else:
+            ordered = step[np.lexsort((step, owner))]
+            begin = np.r_[0, np.cumsum(count[has])[:-1]]
+            low, high = ordered[begin + low], ordered[begin + high]
+        median[has] = (low + high) / 2
+        return median
 
 
 def _tensor_activity(samples: pd.DataFrame) -> np.ndarray:
@@ -165,22 +196,32 @@ def _peak_flops(model_names: pd.Series) -> np.ndarray:
 
 def _grid_series(session: np.ndarray, gpu: np.ndarray, ts: np.ndarray, util: np.ndarray,
                  grid_seconds: int) -> pd.DataFrame:
-    """Per (session, bucket): mean over GPUs; and per (session, gpu, bucket): the GPU's mean."""
+    """Per (session, bucket): mean over GPUs (`m`, with its `slot` code); and per (session,
+    gpu, bucket): the GPU's mean (`util`). `gpu` holds codes 0..k-1 that each belong to one
+    session (as `factorize_rows(session, host, gpu)` gives)."""
     bucket = ts // (grid_seconds * _NS)
-    cell, (c_session, c_gpu, c_bucket) = factorize_rows(session, gpu, bucket)
-    per_gpu = pd.DataFrame({"session": c_session.astype(np.int64), "gpu": c_gpu.astype(np.int64),
-                            "bucket": c_bucket.astype(np.int64),
-                            "util": mean_by(cell, util, len(c_session))})
-    slot, _ = factorize_rows(per_gpu["session"].to_numpy(), per_gpu["bucket"].to_numpy())
-    per_gpu["m"] = mean_by(slot, per_gpu["util"], slot.max() + 1 if len(slot) else 0)[slot]
-    return per_gpu
+    base = int(bucket.min()) if len(bucket) else 0
+    span = int(bucket.max()) - base + 1 if len(bucket) else 1
+    # codes in order of first appearance, as factorize_rows(session, gpu, bucket) would give:
+    # the gpu determines the session, so (gpu, bucket) is an equivalent key
+    cell, key = pd.factorize(gpu.astype(np.int64) * span + (bucket - base))
+    c_gpu, c_bucket = np.divmod(key, span)
+    of_gpu = np.zeros(len(c_gpu) and int(c_gpu.max()) + 1, dtype=np.int64)
+    of_gpu[gpu] = session
+    c_session = of_gpu[c_gpu]
+    slot, _ = pd.factorize(c_session * span + c_bucket)
+    c_util = mean_by(cell, util, len(key))
+    return pd.DataFrame({"session": c_session, "gpu": c_gpu, "bucket": c_bucket + base,
+                         "util": c_util, "slot": slot,
+                         "m": mean_by(slot, c_util, slot.max() + 1 if len(slot) else 0)[slot]})
 
 
 def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, np.ndarray]:
     """Lock-step, autocorrelation and checkpoint-dip features from the gridded series."""
     # Lock-step: Pearson correlation of each GPU with the session mean, from sums.
     x, m = grid["util"].to_numpy(float), grid["m"].to_numpy(float)
-    pair, (p_session, p_gpu) = factorize_rows(grid["session"].to_numpy(), grid["gpu"].to_numpy())
+    pair, p_gpu = pd.factorize(grid["gpu"].to_numpy())  # a gpu is in one session
+    p_session = grid["session"].to_numpy()[first_rows(pair)]
     k = len(p_session)
     sums = {name: np.bincount(pair, weights=v, minlength=k) for name, v in
             {"n": np.ones(len(x)), "x": x, "m": m, "xx": x * x, "mm": m * m, "xm": x * m}.items()}
@@ -195,10 +236,12 @@ def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, 
     lockstep = pd.Series(np.where(n_gpus > 1, mean_by(pair_session, corr[by_gpu], n), np.nan))
 
     # The session mean series on the grid, in time order.
-    series = (grid.drop_duplicates(["session", "bucket"])[["session", "bucket", "m"]]
-              .sort_values(["session", "bucket"], kind="stable"))
-    sess = series["session"].to_numpy()
-    mser = series["m"].to_numpy(float)
+    first = first_rows(grid["slot"].to_numpy())  # one row per (session, bucket)
+    buckets = grid["bucket"].to_numpy()[first]
+    sess = grid["session"].to_numpy()[first]
+    order = np.lexsort((buckets, sess))
+    buckets, sess = buckets[order], sess[order]
+    mser = grid["m"].to_numpy(float)[first][order]
     same = np.r_[False, sess[1:] == sess[:-1]]
     prev = np.r_[np.nan, mser[:-1]]
     autocorr = (pd.DataFrame({"session": sess[same], "a": mser[same], "b": prev[same]})
@@ -208,7 +251,7 @@ def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, 
     median = pd.Series(mser).groupby(sess).transform("median").to_numpy()
     low = mser < 0.5 * median
     start = low & ~np.r_[False, low[:-1] & same[1:]]
-    dip_bucket = series["bucket"].to_numpy()[start]
+    dip_bucket = buckets[start]
     dip_sess = sess[start]
     gaps = np.full(len(dip_bucket), np.nan)
     follows = dip_sess[1:] == dip_sess[:-1]

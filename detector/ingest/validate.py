@@ -155,18 +155,19 @@ def _arrow_timestamps(values: pa.Array, ok: np.ndarray) -> pa.Array:
 
 
 def _arrow_numbers(col: Column, values: pa.Array, ok: np.ndarray) -> pa.Array:
-    """float64 (null for missing); rows with a missing required value, an infinite value or
-    one out of range leave `ok`."""
-    x = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    missing = np.isnan(x)
-    if col.required:
-        ok &= ~missing
-    ok &= ~np.isinf(x)
-    if col.min is not None:
-        ok &= ~(x < col.min)
-    if col.max is not None:
-        ok &= ~(x > col.max)
-    return pa.array(x, from_pandas=True)
+    """float64; rows with a missing required value, an infinite value or one out of range
+    leave `ok`."""
+    x = values.to_numpy(zero_copy_only=False)  # nulls as NaN
+    low = float(x.min(initial=np.inf))  # NaN if any is NaN; compared as float64
+    high = float(x.max(initial=-np.inf))
+    lo = -np.inf if col.min is None else col.min
+    hi = np.inf if col.max is None else col.max
+    if not (lo <= low and high <= hi and np.isfinite(low) and np.isfinite(high)):
+        x = x.astype(np.float64)
+        if col.required:
+            ok &= ~np.isnan(x)
+        ok &= ~np.isinf(x) & ~(x < lo) & ~(x > hi)
+    return values.cast(pa.float64())
 
 
 def _is_text(kind: pa.DataType) -> bool:
