@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +33,7 @@ from ..ingest import expand
 from ..ingest.readers import _arrow_to_pandas
 from ..ingest.validate import check_columns, raw_json, validate, validate_arrow
 from ..schema import FLOAT, STRING, TELEMETRY, TIMESTAMP
+from ..timeutil import epoch_ns
 
 BATCH_ROWS = 1 << 18          # rows decoded and validated at a time (no more are read ahead)
 MIN_ROWS_PARALLEL = 1 << 22   # smaller inputs are not worth starting processes for
@@ -40,18 +41,22 @@ SPANS_PER_WORKER = 4          # spans per pass worker: progress, and balance
 ROWS_PER_PARTITION = 1 << 18  # default partition size: two in work at once (one per core)
 _ORIGIN = ("_file", "_row")   # where an accepted row came from, for duplicate quarantine
 LOADED = "(telemetry read whole: CSV, JSON, exporter text or Prometheus)"  # _file -1
-# Partition files are Arrow IPC with LZ4: written and read back ~5x faster than Parquet, and
-# they only live for one run. Text is dictionary-encoded with one growing dictionary per
+# Partition files are uncompressed Arrow IPC: written and read back much faster than Parquet
+# (or LZ4-compressed IPC, which cost a third of the pass), and they only live for one run
+# (~85 bytes a row on disk). Text is dictionary-encoded with one growing dictionary per
 # column and pass worker (written as deltas), so rows are moved as integer codes.
-_IPC = pa.ipc.IpcWriteOptions(compression="lz4", emit_dictionary_deltas=True)
+_IPC = pa.ipc.IpcWriteOptions(compression=None, emit_dictionary_deltas=True)
 _TEXT = pa.dictionary(pa.int32(), pa.string())
 _TEXT_COLUMNS = [c.name for c in TELEMETRY.columns if c.kind == STRING]
 
 
-def arrow_schema() -> pa.Schema:
-    """The on-disk schema of a partition: the canonical telemetry columns, then the origin."""
+def arrow_schema(float32: Collection[str] = ()) -> pa.Schema:
+    """The on-disk schema of a partition: the canonical telemetry columns, then the origin.
+    Columns in `float32` hold only float32 values (every input stores them so) and are kept
+    so on disk (half the bytes); they are float64 again when read."""
     kinds = {TIMESTAMP: pa.timestamp("ns", tz="UTC"), FLOAT: pa.float64(), STRING: _TEXT}
-    fields = [pa.field(c.name, kinds[c.kind]) for c in TELEMETRY.columns]
+    fields = [pa.field(c.name, pa.float32() if c.name in float32 else kinds[c.kind])
+              for c in TELEMETRY.columns]
     return pa.schema([*fields, pa.field("_file", pa.int32()), pa.field("_row", pa.int64())])
 
 
@@ -103,10 +108,10 @@ def auto_partitions(rows: int) -> int:
 class _Writer:
     """Appends accepted rows to the partition files of their tenants."""
 
-    def __init__(self, out_dir: Path, n_partitions: int) -> None:
+    def __init__(self, out_dir: Path, n_partitions: int, schema: pa.Schema) -> None:
         self.out_dir, self.n = Path(out_dir), n_partitions
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.schema = arrow_schema()
+        self.schema = schema
         self.writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
         self.codes: dict[str, dict[str, int]] = {name: {} for name in _TEXT_COLUMNS}
         self.values: dict[str, pa.Array] = {}
@@ -182,6 +187,7 @@ def partition_telemetry(paths: Sequence[Path], out_dir: Path, n_partitions: int,
     """
     files = expand(paths, fmt) if paths else []
     units = _units(files)
+    schema = arrow_schema(() if loaded else _float32_columns(files))
     workers = max(1, workers)
     spans = _spans(units, 1 if workers == 1 else workers * SPANS_PER_WORKER)
     result = Partitions([], [f.name for f in files])
@@ -192,22 +198,34 @@ def partition_telemetry(paths: Sequence[Path], out_dir: Path, n_partitions: int,
         ctx = multiprocessing.get_context(
             "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(min(workers, len(spans)), mp_context=ctx) as pool:
-            futures = [pool.submit(_pass, span, out_dir / f"w{i:03d}", n_partitions, since,
-                                   until) for i, span in enumerate(spans)]
+            futures = [pool.submit(_pass, span, out_dir / f"w{i:03d}", n_partitions, schema,
+                                   since, until) for i, span in enumerate(spans)]
             for future in futures:
                 _add(result, future.result(), progress)
     elif spans:
-        _add(result, _pass(spans[0], out_dir / "w000", n_partitions, since, until, progress),
-             None)
-    writer = _Writer(out_dir / "loaded", n_partitions)
+        _add(result, _pass(spans[0], out_dir / "w000", n_partitions, schema, since, until,
+                           progress), None)
+    writer = _Writer(out_dir / "loaded", n_partitions, schema)
     for table in loaded:
-        writer.write(_to_arrow(table, np.zeros(len(table), dtype=np.int64), -1))
+        writer.write(_to_arrow(table, np.zeros(len(table), dtype=np.int64), -1, schema))
     writer.close()
     parts: dict[str, list[Path]] = {}
     for path in sorted(out_dir.glob("*/part-*.arrow")):  # spans in order, then `loaded`
         parts.setdefault(path.name, []).append(path)
     result.paths = [tuple(parts[name]) for name in sorted(parts)]
     return result
+
+
+def _float32_columns(files: Sequence) -> list[str]:
+    """Float columns that every Parquet input stores as float32 (or lacks)."""
+    names = {c.name for c in TELEMETRY.columns if c.kind == FLOAT}
+    for file in files:
+        try:
+            schema = pq.read_schema(file.path)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"cannot read Parquet: {exc}", path=file.name) from exc
+        names -= {f.name for f in schema if f.name in names and f.type != pa.float32()}
+    return sorted(names)
 
 
 def _units(files: Sequence) -> list[_Unit]:
@@ -249,15 +267,15 @@ def _add(result: Partitions, got: Partitions, progress: Callable[[int], None] | 
         progress(got.rows_read)
 
 
-def _pass(units: Sequence[_Unit], out_dir: Path, n_partitions: int,
+def _pass(units: Sequence[_Unit], out_dir: Path, n_partitions: int, schema: pa.Schema,
           since: pd.Timestamp | None, until: pd.Timestamp | None,
           progress: Callable[[int], None] | None = None) -> Partitions:
     """Validate the units' rows and append the accepted ones to partition files in `out_dir`."""
-    writer = _Writer(out_dir, n_partitions)
+    writer = _Writer(out_dir, n_partitions, schema)
     result = Partitions([], [])
     try:
         for unit in units:
-            for accepted, rejected, n in _validated_batches(unit):
+            for accepted, rejected, n in _validated_batches(unit, schema):
                 result.rows_read += n
                 result.rejected.append(rejected)
                 keep = ~_outside(accepted.column("timestamp"), since, until)
@@ -273,7 +291,8 @@ def _pass(units: Sequence[_Unit], out_dir: Path, n_partitions: int,
     return result
 
 
-def _validated_batches(unit: _Unit) -> Iterator[tuple[pa.Table, pd.DataFrame, int]]:
+def _validated_batches(unit: _Unit, schema: pa.Schema
+                       ) -> Iterator[tuple[pa.Table, pd.DataFrame, int]]:
     """(accepted rows in the partition schema, quarantine, rows read) per batch of a unit;
     hive keys become columns.
 
@@ -282,9 +301,9 @@ def _validated_batches(unit: _Unit) -> Iterator[tuple[pa.Table, pd.DataFrame, in
     types, go through pandas `validate`, which gives the reasons.
     """
     try:
-        schema = pq.read_schema(str(unit.path))
+        stored = pq.read_schema(str(unit.path))
         pfile = pq.ParquetFile(str(unit.path), read_dictionary=[  # text as codes from the start
-            f.name for f in schema if f.name in _TEXT_COLUMNS and pa.types.is_string(f.type)])
+            f.name for f in stored if f.name in _TEXT_COLUMNS and pa.types.is_string(f.type)])
         names = pfile.schema_arrow.names
         keys = {k: v for k, v in hive_keys(unit.path).items() if k not in names}
         present = check_columns(TELEMETRY, [*names, *keys], unit.name)
@@ -298,40 +317,42 @@ def _validated_batches(unit: _Unit) -> Iterator[tuple[pa.Table, pd.DataFrame, in
                                                           pa.string()))
             rows = np.arange(row, row + len(table))
             row += len(table)
-            yield *_validated(table, rows, unit), len(table)
+            yield *_validated(table, rows, unit, schema), len(table)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"cannot read Parquet: {exc}", path=unit.name) from exc
 
 
-def _validated(table: pa.Table, rows: np.ndarray, unit: _Unit
+def _validated(table: pa.Table, rows: np.ndarray, unit: _Unit, schema: pa.Schema
                ) -> tuple[pa.Table, pd.DataFrame]:
     """(accepted rows in input order, quarantine) of one batch."""
     fast = validate_arrow(table, TELEMETRY)
     if fast is None:
         typed, ok, rejected = validate(_arrow_to_pandas(table, TELEMETRY), rows, TELEMETRY,
                                        source=TELEMETRY.name, file=unit.name)
-        return _to_arrow(typed[ok], rows[ok], unit.file), rejected
+        return _to_arrow(typed[ok], rows[ok], unit.file, schema), rejected
     typed, ok = fast
     if ok.all():
-        return _with_origin(typed, rows, unit.file), quarantine.empty()
-    accepted = _with_origin(typed.filter(ok), rows[ok], unit.file)
+        return _with_origin(typed, rows, unit.file, schema), quarantine.empty()
+    accepted = _with_origin(typed.filter(ok), rows[ok], unit.file, schema)
     rest = ~ok
     typed, ok, rejected = validate(_arrow_to_pandas(table.filter(rest), TELEMETRY), rows[rest],
                                    TELEMETRY, source=TELEMETRY.name, file=unit.name)
     if ok.any():  # the general path accepts what the fast one did not: keep input order
-        both = pa.concat_tables([accepted, _to_arrow(typed[ok], rows[rest][ok], unit.file)]
+        both = pa.concat_tables([accepted, _to_arrow(typed[ok], rows[rest][ok], unit.file,
+                                                     schema)]
                                 ).unify_dictionaries().combine_chunks()
         accepted = both.take(np.argsort(both.column("_row").to_numpy(), kind="stable"))
     return accepted, rejected
 
 
-def _with_origin(typed: pa.Table, rows: np.ndarray, file: int) -> pa.Table:
-    """Typed canonical columns plus `_file` and `_row`: the partition schema (text
+def _with_origin(typed: pa.Table, rows: np.ndarray, file: int, schema: pa.Schema
+                 ) -> pa.Table:
+    """Typed canonical columns plus `_file` and `_row`, in the partition schema (text
     dictionary-encoded)."""
-    columns = [_dictionary(typed.column(n)) if n in _TEXT_COLUMNS else typed.column(n)
-               for n in TELEMETRY.names]
+    columns = [_dictionary(typed.column(n)) if n in _TEXT_COLUMNS else
+               typed.column(n).cast(schema.field(n).type) for n in TELEMETRY.names]
     origin = [pa.array(np.full(len(rows), file, dtype=np.int32)), pa.array(rows, pa.int64())]
-    return pa.Table.from_arrays([*columns, *origin], schema=arrow_schema())
+    return pa.Table.from_arrays([*columns, *origin], schema=schema)
 
 
 def _dictionary(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -340,12 +361,13 @@ def _dictionary(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.dictionary_encode(column.cast(pa.string()))
 
 
-def _to_arrow(typed: pd.DataFrame, rows: np.ndarray, file: int) -> pa.Table:
+def _to_arrow(typed: pd.DataFrame, rows: np.ndarray, file: int, schema: pa.Schema
+              ) -> pa.Table:
     """Validated pandas rows in the partition schema."""
     plain = pa.Table.from_pandas(typed[TELEMETRY.names], preserve_index=False, schema=pa.schema(
         [pa.field(f.name, pa.string() if f.type == _TEXT else f.type)
          for f in arrow_schema() if f.name in TELEMETRY.names]))
-    return _with_origin(plain, rows, file)
+    return _with_origin(plain, rows, file, schema)
 
 
 def hive_keys(path: Path) -> dict[str, str]:
@@ -371,6 +393,27 @@ def _utc(value: pd.Timestamp) -> pd.Timestamp:
     return value.tz_localize("UTC") if value.tzinfo is None else value.tz_convert("UTC")
 
 
+def duplicates(frame: pd.DataFrame) -> np.ndarray:
+    """Mask of rows whose key repeats an earlier row's, as `DataFrame.duplicated(keep="first")`.
+
+    A 64-bit hash of each row's key (category codes and nanoseconds) is sorted first: when no
+    two hashes are equal, no two keys are (the usual case); otherwise pandas decides."""
+    hashed = np.zeros(len(frame), dtype=np.uint64)
+    for name in TELEMETRY.key:
+        column = frame[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes = column.cat.codes.to_numpy()
+        elif name == "timestamp":
+            codes = epoch_ns(column)
+        else:
+            codes = pd.factorize(column)[0]
+        hashed = hashed * np.uint64(0x9E3779B97F4A7C15) + codes.astype(np.uint64)
+    ordered = np.sort(hashed)
+    if not (ordered[1:] == ordered[:-1]).any():
+        return np.zeros(len(frame), dtype=bool)
+    return frame.duplicated(subset=list(TELEMETRY.key), keep="first").to_numpy()
+
+
 def read_partition(paths: Sequence[Path], files: Sequence[str]
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(telemetry, quarantine) of one partition (its files in input order): duplicates of an
@@ -381,8 +424,12 @@ def read_partition(paths: Sequence[Path], files: Sequence[str]
             tables.append(pa.ipc.open_file(source).read_all())
     # text as categoricals: the factorizing, duplicate search and row selection that follow
     # work on integer codes
-    frame = pa.concat_tables(tables).unify_dictionaries().combine_chunks().to_pandas()
-    dup = frame.duplicated(subset=list(TELEMETRY.key), keep="first").to_numpy()
+    table = pa.concat_tables(tables).unify_dictionaries()
+    for i, kind in enumerate(table.schema.types):
+        if kind == pa.float32():  # float32 on disk (see arrow_schema): float64 in memory
+            table = table.set_column(i, table.field(i).name, table.column(i).cast(pa.float64()))
+    frame = table.to_pandas()
+    dup = duplicates(frame)
     parts = []
     if dup.any():
         dups = frame[dup]

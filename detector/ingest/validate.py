@@ -111,12 +111,13 @@ _NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 def validate_arrow(table: pa.Table, schema: TableSchema
                    ) -> tuple[pa.Table, np.ndarray] | None:
     """The fast path of `validate` for Arrow columns that already have the canonical type
-    (timestamps, float32/64, strings or dictionary-encoded strings): the typed table (every
-    schema column: timestamp[ns, UTC], float64, and text as it came, plain or dictionary with
-    distinct values) and the mask of rows that pass every check, with the values `validate`
-    would give them. Rows outside the mask must go through `validate` (for the reason, or
-    acceptance). None when some column needs the general path (text to parse, another type,
-    another kind).
+    (timestamps, float32/64, strings or dictionary-encoded strings).
+
+    Returns the typed table (every schema column: timestamp[ns, UTC], floats as they came,
+    float32 or float64, and text plain or dictionary-encoded with distinct values) and the
+    mask of rows that pass every check, with the values `validate` would give them. Rows
+    outside the mask must go through `validate` (for the reason, or acceptance). None when
+    some column needs the general path (text to parse, another type, another kind).
     """
     n = table.num_rows
     ok = np.ones(n, dtype=bool)
@@ -155,7 +156,8 @@ def _arrow_timestamps(values: pa.Array, ok: np.ndarray) -> pa.Array:
 
 
 def _arrow_numbers(col: Column, values: pa.Array, ok: np.ndarray) -> pa.Array:
-    """float64; rows with a missing required value, an infinite value or one out of range
+    """The values as they came (float32 or float64: `validate` gives the same numbers as
+    float64); rows with a missing required value, an infinite value or one out of range
     leave `ok`."""
     x = values.to_numpy(zero_copy_only=False)  # nulls as NaN
     low = float(x.min(initial=np.inf))  # NaN if any is NaN; compared as float64
@@ -167,7 +169,7 @@ def _arrow_numbers(col: Column, values: pa.Array, ok: np.ndarray) -> pa.Array:
         if col.required:
             ok &= ~np.isnan(x)
         ok &= ~np.isinf(x) & ~(x < lo) & ~(x > hi)
-    return values.cast(pa.float64())
+    return values
 
 
 def _is_text(kind: pa.DataType) -> bool:
