@@ -41,7 +41,7 @@ def cut_sessions(telemetry: pd.DataFrame, settings: Sessions) -> tuple[pd.DataFr
         return cut_sessions(telemetry.iloc[:0], settings)
 
     # Assign every sample of a group to the span that starts at or before it, if it ends after it.
-    order = np.lexsort((ts, group))
+    order = _group_time_order(group, ts)
     span_key = spans["group"] * (1 << 42) + (spans["start"] - spans["start"].min()) // _NS
     sample_key = group[order] * (1 << 42) + (ts[order] - spans["start"].min()) // _NS
     pos = np.searchsorted(span_key, sample_key, side="right") - 1
@@ -118,7 +118,7 @@ def _active_spans(group: np.ndarray, ts: np.ndarray, util: np.ndarray,
     """Spans [start, end] of contiguous activity per group, sorted by (group, start)."""
     active = util > settings.active_util_pct
     g, t = group[active], ts[active]
-    order = np.lexsort((t, g))
+    order = _group_time_order(g, t)
     g, t = g[order], t[order]
     new = np.ones(len(g), dtype=bool)
     new[1:] = (g[1:] != g[:-1]) | (np.diff(t) > settings.gap_seconds * _NS)
@@ -128,6 +128,18 @@ def _active_spans(group: np.ndarray, ts: np.ndarray, util: np.ndarray,
     keep = (ends - starts) >= settings.min_duration_seconds * _NS
     return {"group": g[new][keep], "start": starts[keep], "end": ends[keep],
             "n_active": np.bincount(seg, minlength=len(starts))[keep]}
+
+
+def _group_time_order(group: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Row order by group, then time, stable (as `np.lexsort((ts, group))`). Telemetry
+    usually comes in time order, so a stable sort by group alone (a radix sort of small
+    codes) is checked first."""
+    small = group.astype(np.int16) if len(group) and group.max() < 1 << 15 else group
+    order = np.argsort(small, kind="stable")
+    g, t = group[order], ts[order]
+    if ((g[1:] != g[:-1]) | (t[1:] >= t[:-1])).all():
+        return order
+    return np.lexsort((ts, group))
 
 
 def session_ids(sessions: pd.DataFrame) -> pd.Series:
