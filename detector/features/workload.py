@@ -47,9 +47,10 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
     first, last = by_gpu.reduce(np.minimum, ts), by_gpu.reduce(np.maximum, ts)
     gpu_seconds = pd.Series((last - first + by_gpu.median_interval()) / _NS)
     gpu_session = pd.Series(s[by_gpu.first_row])
-    act = pd.Series(mean_by(gpu_key, _tensor_activity(samples), k)).fillna(0)
+    rows = np.diff(np.r_[by_gpu.starts, len(gpu_key)])  # samples per GPU
+    act = pd.Series(mean_by(gpu_key, _tensor_activity(samples), k, rows)).fillna(0)
     flop = gpu_seconds * act * _peak_flops(samples["model_name"])[by_gpu.first_row]
-    gpu_means = pd.DataFrame({c: mean_by(gpu_key, v, k) for c, v in (
+    gpu_means = pd.DataFrame({c: mean_by(gpu_key, v, k, rows) for c, v in (
         ("busy", util >= 80.0), ("tensor", samples["tensor_active"]), ("mem", mem_fill))})
     training = _training_gpus(gpu_means, gpu_seconds, settings)
     out["gpu_hours"] = _sum_by(gpu_session, gpu_seconds / 3600.0, n)
@@ -71,8 +72,9 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
         "nvlink_bps": samples["nvlink_tx_bps"] + samples["nvlink_rx_bps"],
         "pcie_bps": samples["pcie_tx_bps"] + samples["pcie_rx_bps"],
     }
+    count = np.bincount(s, minlength=n)
     for col, values in means.items():
-        out[col] = spread[col].to_numpy() if values is None else mean_by(s, values, n)
+        out[col] = spread[col].to_numpy() if values is None else mean_by(s, values, n, count)
     out["tensor_share"] = (out["tensor_active_mean"] / out["sm_active_mean"]).where(
         out["sm_active_mean"] > 0.01).clip(0, 1)
 
@@ -92,8 +94,10 @@ def _training_gpus(gpu_means: pd.DataFrame, gpu_seconds: pd.Series,
             & (gpu_seconds >= f.training_min_gpu_seconds))
 
 
-def mean_by(codes: np.ndarray, values: pd.Series | np.ndarray, n: int) -> np.ndarray:
+def mean_by(codes: np.ndarray, values: pd.Series | np.ndarray, n: int,
+            count: np.ndarray | None = None) -> np.ndarray:
     """Mean of `values` per code 0..n-1, NaN skipped (NaN where a code has no value).
+    `count`, rows per code, saves counting again when `values` has no NaN.
 
     Sums run in row order with np.bincount, so a group's mean depends only on its own rows:
     pandas' groupby mean switches algorithm (ufunc.reduceat or compensated sums) depending on
@@ -103,9 +107,10 @@ def mean_by(codes: np.ndarray, values: pd.Series | np.ndarray, n: int) -> np.nda
     x = np.asarray(values, dtype=float)
     ok = ~np.isnan(x)
     if not ok.all():
-        codes, x = codes[ok], x[ok]
+        codes, x, count = codes[ok], x[ok], None
     total = np.bincount(codes, weights=x, minlength=n)
-    count = np.bincount(codes, minlength=n)
+    if count is None:
+        count = np.bincount(codes, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / count, np.nan)
 

@@ -180,8 +180,14 @@ def _arrow_dictionary_text(col: Column, values: pa.DictionaryArray, ok: np.ndarr
                            ) -> pa.DictionaryArray:
     """`_arrow_text` on the dictionary only: its values stripped and made distinct again,
     blank ones dropped (their rows become null)."""
-    text = pc.utf8_trim_whitespace(values.dictionary.cast(pa.string()))
+    dictionary = values.dictionary.cast(pa.string())
+    text = pc.utf8_trim_whitespace(dictionary)
     blank = pc.equal(pc.binary_length(text), 0).fill_null(False)
+    if text.equals(dictionary) and not pc.any(blank).as_py() and not dictionary.null_count \
+            and pc.count_distinct(text).as_py() == len(text):  # already clean: keep the codes
+        if col.required and values.null_count:
+            ok &= ~values.is_null().to_numpy(zero_copy_only=False)
+        return values
     text = pc.if_else(blank, pa.scalar(None, pa.string()), text)
     codes, distinct = pd.factorize(text.to_numpy(zero_copy_only=False))  # null: -1
     index = values.indices.fill_null(0).to_numpy()
