@@ -27,14 +27,17 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
         return pd.DataFrame(columns=WORKLOAD_NAMES, index=sessions.index, dtype=float)
     s = samples["session"].to_numpy()
     gpu_key = factorize_rows(s, samples["host"], samples["gpu"])[0]
-    host_key = factorize_rows(s, samples["host"])[0]
     util = samples["gpu_util"].to_numpy(float)
     ts = epoch_ns(samples["timestamp"])
+    by_gpu = _GpuRows(gpu_key, ts)
+    gpu_session = pd.Series(s[by_gpu.first_row])
+    gpu_host = samples["host"].iloc[by_gpu.first_row]  # each GPU is on one host
 
-    out = pd.DataFrame(index=sessions.index)
+    out: dict[str, np.ndarray] = {}  # one DataFrame at the end: no per-column insertion cost
     out["duration_s"] = (sessions["end"] - sessions["start"]).dt.total_seconds().to_numpy()
-    out["n_gpus"] = _count_distinct(s, gpu_key, n)
-    out["n_hosts"] = _count_distinct(s, host_key, n)
+    out["n_gpus"] = np.bincount(gpu_session, minlength=n)
+    out["n_hosts"] = _count_distinct(gpu_session.to_numpy(),
+                                     factorize_rows(gpu_session, gpu_host)[0], n)
 
     # Per GPU: time in the session (span plus one sampling interval), activity, and whether
     # the GPU itself runs training (settings.features): mostly busy, with tensor work (or,
@@ -42,11 +45,9 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
     # HPC, serving, notebook bursts and idle GPUs do not.
     mem_fill = (samples["fb_used_mib"] / (samples["fb_used_mib"] + samples["fb_free_mib"])
                 ).to_numpy(float)
-    by_gpu = _GpuRows(gpu_key, ts)
     k = len(by_gpu.starts)
     first, last = by_gpu.reduce(np.minimum, ts), by_gpu.reduce(np.maximum, ts)
     gpu_seconds = pd.Series((last - first + by_gpu.median_interval()) / _NS)
-    gpu_session = pd.Series(s[by_gpu.first_row])
     rows = np.diff(np.r_[by_gpu.starts, len(gpu_key)])  # samples per GPU
     act = pd.Series(mean_by(gpu_key, _tensor_activity(samples), k, rows)).fillna(0)
     flop = gpu_seconds * act * _peak_flops(samples["model_name"])[by_gpu.first_row]
@@ -75,14 +76,15 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
     count = np.bincount(s, minlength=n)
     for col, values in means.items():
         out[col] = spread[col].to_numpy() if values is None else mean_by(s, values, n, count)
-    out["tensor_share"] = (out["tensor_active_mean"] / out["sm_active_mean"]).where(
-        out["sm_active_mean"] > 0.01).clip(0, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = out["tensor_active_mean"] / out["sm_active_mean"]
+    out["tensor_share"] = np.clip(np.where(out["sm_active_mean"] > 0.01, share, np.nan), 0, 1)
 
     grid = _grid_series(s, gpu_key, ts, util, settings.sessions.grid_seconds)
-    for name, values in _shape_features(grid, n, settings.sessions.grid_seconds).items():
-        out[name] = values
-    out["training_signature"] = _training_signature(out)
-    return out
+    out |= _shape_features(grid, n, settings.sessions.grid_seconds)
+    table = pd.DataFrame(out, index=sessions.index)
+    table["training_signature"] = _training_signature(table)
+    return table
 
 
 def _training_gpus(gpu_means: pd.DataFrame, gpu_seconds: pd.Series,
