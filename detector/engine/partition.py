@@ -147,12 +147,16 @@ class _Writer:
         for chunk in column.chunks:
             mapping = np.array([codes.setdefault(v, len(codes)) for v in
                                 chunk.dictionary.to_pylist()] or [0], dtype=np.int32)
-            parts.append(mapping[chunk.indices.fill_null(0).to_numpy()])
+            if np.array_equal(mapping, np.arange(len(mapping))):  # same codes: keep them
+                parts.append(chunk.indices.cast(pa.int32()))
+            else:
+                index = mapping[chunk.indices.fill_null(0).to_numpy()]
+                parts.append(pa.array(index, mask=chunk.is_null().to_numpy(
+                    zero_copy_only=False) if chunk.null_count else None))
         if name not in self.values or len(self.values[name]) < len(codes):
             self.values[name] = pa.array(list(codes), pa.string())
-        index = np.concatenate(parts)
-        nulls = column.is_null().to_numpy() if column.null_count else None
-        return pa.DictionaryArray.from_arrays(pa.array(index, mask=nulls), self.values[name])
+        index = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
+        return pa.DictionaryArray.from_arrays(index, self.values[name])
 
     def path(self, p: int) -> Path:
         return self.out_dir / f"part-{p:05d}.arrow"

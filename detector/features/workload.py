@@ -131,7 +131,8 @@ class _GpuRows:
     rows in input order: one stable sort, shared by the per-GPU reductions."""
 
     def __init__(self, gpu: np.ndarray, ts: np.ndarray) -> None:
-        self.order = np.argsort(gpu, kind="stable")
+        small = gpu.astype(np.int16) if len(gpu) and gpu.max() < 1 << 15 else gpu  # radix sort
+        self.order = np.argsort(small, kind="stable")
         self.gpu, self.ts = gpu[self.order], ts[self.order]
         self.starts = np.flatnonzero(np.r_[True, self.gpu[1:] != self.gpu[:-1]])
         self.first_row = self.order[self.starts]  # each GPU's first row in input order
