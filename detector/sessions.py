@@ -36,18 +36,20 @@ def cut_sessions(telemetry: pd.DataFrame, settings: Sessions) -> tuple[pd.DataFr
     job = _text_or_blank(telemetry["job_id"])
     group, (tenants, jobs) = factorize_rows(telemetry["tenant_id"], job)
     ts = epoch_ns(telemetry["timestamp"])
-    spans = _active_spans(group, ts, telemetry["gpu_util"].to_numpy(float), settings)
+    order = _group_time_order(group, ts)
+    g, t = group[order], ts[order]
+    active = telemetry["gpu_util"].to_numpy(float)[order] > settings.active_util_pct
+    spans = _active_spans(g[active], t[active], settings)
     if not len(spans["start"]):
         return cut_sessions(telemetry.iloc[:0], settings)
 
     # Assign every sample of a group to the span that starts at or before it, if it ends after it.
-    order = _group_time_order(group, ts)
     span_key = spans["group"] * (1 << 42) + (spans["start"] - spans["start"].min()) // _NS
-    sample_key = group[order] * (1 << 42) + (ts[order] - spans["start"].min()) // _NS
+    sample_key = g * (1 << 42) + (t - spans["start"].min()) // _NS
     pos = np.searchsorted(span_key, sample_key, side="right") - 1
     ok = pos >= 0
     pos_ok = pos.clip(0)
-    ok &= (spans["group"][pos_ok] == group[order]) & (ts[order] <= spans["end"][pos_ok])
+    ok &= (spans["group"][pos_ok] == g) & (t <= spans["end"][pos_ok])
     rows = order[ok]
     samples = telemetry.iloc[rows].assign(session=pos[ok])
 
@@ -113,13 +115,9 @@ def first_rows(codes: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, codes[1:] > seen[:-1]])
 
 
-def _active_spans(group: np.ndarray, ts: np.ndarray, util: np.ndarray,
-                  settings: Sessions) -> dict[str, np.ndarray]:
-    """Spans [start, end] of contiguous activity per group, sorted by (group, start)."""
-    active = util > settings.active_util_pct
-    g, t = group[active], ts[active]
-    order = _group_time_order(g, t)
-    g, t = g[order], t[order]
+def _active_spans(g: np.ndarray, t: np.ndarray, settings: Sessions) -> dict[str, np.ndarray]:
+    """Spans [start, end] of contiguous activity per group, sorted by (group, start), from
+    the active samples' groups and times in (group, time) order."""
     new = np.ones(len(g), dtype=bool)
     new[1:] = (g[1:] != g[:-1]) | (np.diff(t) > settings.gap_seconds * _NS)
     seg = np.cumsum(new) - 1

@@ -50,7 +50,7 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
     gpu_seconds = pd.Series((last - first + by_gpu.median_interval()) / _NS)
     rows = np.diff(np.r_[by_gpu.starts, len(gpu_key)])  # samples per GPU
     act = pd.Series(mean_by(gpu_key, _tensor_activity(samples), k, rows)).fillna(0)
-    flop = gpu_seconds * act * _peak_flops(samples["model_name"])[by_gpu.first_row]
+    flop = gpu_seconds * act * _peak_flops(samples["model_name"].iloc[by_gpu.first_row])
     gpu_means = pd.DataFrame({c: mean_by(gpu_key, v, k, rows) for c, v in (
         ("busy", util >= 80.0), ("tensor", samples["tensor_active"]), ("mem", mem_fill))})
     training = _training_gpus(gpu_means, gpu_seconds, settings)
