@@ -15,7 +15,7 @@ import pandas as pd
 from ..config import Settings
 from ..features.workload import workload_features
 from ..sessions import cut_sessions
-from .partition import read_partition
+from .partition import one_thread, read_partition
 
 
 @dataclass
@@ -57,7 +57,8 @@ def run_local(paths: Sequence[Sequence[Path]], files: Sequence[str], settings: S
     # fork: workers share the parent's imported modules and settings (as in the partition pass)
     ctx = multiprocessing.get_context(
         "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(min(workers, len(paths)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(min(workers, len(paths)), mp_context=ctx,
+                             initializer=one_thread) as pool:
         futures = [pool.submit(partition_features, path, list(files), settings)
                    for path in paths]
         results = []
