@@ -27,10 +27,11 @@ demo: $(STAMP)
 	$(BIN)/gpuwatch evaluate --scores $(OUT)/scores.parquet --truth $(SAMPLES)/truth.csv
 
 test: $(STAMP)
+	$(BIN)/ruff check detector tests bench
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check detector tests
+	$(BIN)/ruff check detector tests bench
 
 samples: $(STAMP)
 	$(BIN)/gpuwatch simulate --out $(SAMPLES) --tenants 40 --days 3 --seed 7
