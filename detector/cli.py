@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -379,13 +378,6 @@ def _build_features(app: App, inputs: Inputs, report: RunReport) -> FeatureTable
             task = bar.add_task(phase, total=total)
             return lambda n: bar.advance(task, n)
         return build_features(inputs, app.settings, report, engine, start)
-
-
-def _status(app: App, text: str) -> AbstractContextManager:
-    """A spinner on a terminal; nothing in cron or pipes."""
-    if app.quiet or not app.console.is_terminal:
-        return nullcontext()
-    return app.console.status(text)
 
 
 def _write_scores(scores: pd.DataFrame, out: Path) -> None:

@@ -59,7 +59,6 @@ class Features:
 @dataclass(frozen=True)
 class Scoring:
     alert_risk: float
-    top_k: int
 
 
 @dataclass(frozen=True)

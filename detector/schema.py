@@ -128,5 +128,3 @@ SCORE_TAIL = ("anomaly_score", "risk_score", "severity", "alert", "top_features"
 
 # Severity bands of risk_score, as cloud security tools use them: (lowest score, name).
 SEVERITY_BANDS = ((90, "critical"), (70, "high"), (40, "medium"), (0, "low"))
-
-SCHEMAS = {s.name: s for s in (TELEMETRY, ACCESS, TENANTS, LABELS)}

@@ -25,7 +25,7 @@ from .workloads import (
     Job,
 )
 
-DAY, HOUR, MIN = 86400, 3600, 60
+DAY, HOUR = 86400, 3600
 GPUS_PER_HOST = 8
 
 
