@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from promserver import backfill, prometheus_on, write_openmetrics
+from prom_backfill import backfill, prometheus_on, write_openmetrics
 
 from detector.config import load_settings
 from detector.enrich import enrich_access, open_database
