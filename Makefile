@@ -28,10 +28,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check detector tests bench
+	$(BIN)/ruff format --check detector tests bench
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check detector tests bench
+	$(BIN)/ruff format --check detector tests bench
 
 samples: $(STAMP)
 	$(BIN)/gpuwatch simulate --out $(SAMPLES) --tenants 40 --days 3 --seed 7

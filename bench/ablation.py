@@ -27,13 +27,23 @@ from detector.simulate import simulate
 VARIANTS = {
     "naive: mean and max utilisation": ("util_mean", "util_max"),
     "generic: GPU-hours, lock-step, tensor, restricted and hosting shares": (
-        "gpu_hours", "lockstep", "tensor_active_mean", "restricted_share", "hosting_share"),
+        "gpu_hours",
+        "lockstep",
+        "tensor_active_mean",
+        "restricted_share",
+        "hosting_share",
+    ),
     "all workload and origin features (no interactions)": tuple(
-        n for n in NAMES if BY_NAME[n].family != RISK),
+        n for n in NAMES if BY_NAME[n].family != RISK
+    ),
     "interactions on all GPUs' FLOP and GPU-hours (no per-GPU training test)": (
-        "all_gpu_compute", "all_gpu_hours"),
+        "all_gpu_compute",
+        "all_gpu_hours",
+    ),
     "interactions with restricted_share only (no VPN-surviving evidence)": (
-        "direct_compute", "direct_gpu_hours"),
+        "direct_compute",
+        "direct_gpu_hours",
+    ),
     "interactions + origin_evidence": (*MODEL_FEATURES, "origin_evidence"),
     "shipped: interactions only": MODEL_FEATURES,
 }
@@ -61,8 +71,12 @@ def main() -> None:
         data = args.data or Path(tmp)
         if not args.data:
             simulate(data, args.tenants, args.days, args.seed)
-        table = build_features(Inputs((data / "telemetry.parquet",), (data / "access.jsonl.gz",),
-                                      data / "tenants.csv"), load_settings()).sessions
+        table = build_features(
+            Inputs(
+                (data / "telemetry.parquet",), (data / "access.jsonl.gz",), data / "tenants.csv"
+            ),
+            load_settings(),
+        ).sessions
         truth = match_truth(table, pd.read_csv(data / "truth.csv"))["restricted_training"]
     table = table.assign(**ablated(table))
     print(f"{len(table)} sessions, {int(truth.sum())} restricted training\n")

@@ -26,11 +26,19 @@ def main() -> None:
     args = parser.parse_args()
     report = RunReport()
     t0 = time.perf_counter()
-    table, _ = extract([args.path], load_settings(), report,
-                       engine=Engine(args.engine, partitions=args.partitions))
-    print(json.dumps({"rows": report.rows_read["telemetry"], "sessions": len(table),
-                      "seconds": time.perf_counter() - t0,
-                      "stages": {k: round(v, 2) for k, v in report.stage_seconds.items()}}))
+    table, _ = extract(
+        [args.path], load_settings(), report, engine=Engine(args.engine, partitions=args.partitions)
+    )
+    print(
+        json.dumps(
+            {
+                "rows": report.rows_read["telemetry"],
+                "sessions": len(table),
+                "seconds": time.perf_counter() - t0,
+                "stages": {k: round(v, 2) for k, v in report.stage_seconds.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

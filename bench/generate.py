@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 
 from detector.simulate import simulate
 
-INTERVAL_S = 15               # a fleet scraped every 15 s
+INTERVAL_S = 15  # a fleet scraped every 15 s
 ROWS_PER_TENANT_DAY = 22_500  # at 15 s, measured on the simulator (~5,600 at 60 s)
-MAX_TENANTS = 400             # keeps one simulated day near 1e7 rows
+MAX_TENANTS = 400  # keeps one simulated day near 1e7 rows
 SEED = 11
 
 
@@ -42,17 +42,26 @@ def generate(rows: float, out: Path) -> dict:
     tenants, days = plan(rows)
     start = pd.Timestamp("2026-10-05")
     written, writer = 0, None
-    with tempfile.TemporaryDirectory(prefix="gpuwatch-bench-", dir=out) as tmp, \
-            open(out / "access.jsonl.gz", "wb") as access:
+    with (
+        tempfile.TemporaryDirectory(prefix="gpuwatch-bench-", dir=out) as tmp,
+        open(out / "access.jsonl.gz", "wb") as access,
+    ):
         for day in range(math.ceil(days)):
             span = min(1.0, days - day)
             chunk = Path(tmp) / f"day{day}"
-            simulate(chunk, tenants, max(span, 0.1), SEED, INTERVAL_S,
-                     start=str((start + pd.Timedelta(days=day)).date()))
+            simulate(
+                chunk,
+                tenants,
+                max(span, 0.1),
+                SEED,
+                INTERVAL_S,
+                start=str((start + pd.Timedelta(days=day)).date()),
+            )
             table = pq.read_table(chunk / "telemetry.parquet")
             if writer is None:
-                writer = pq.ParquetWriter(out / "telemetry.parquet", table.schema,
-                                          compression="zstd")
+                writer = pq.ParquetWriter(
+                    out / "telemetry.parquet", table.schema, compression="zstd"
+                )
                 shutil.copy(chunk / "tenants.csv", out / "tenants.csv")
             writer.write_table(table, row_group_size=1 << 20)
             written += table.num_rows
@@ -61,8 +70,13 @@ def generate(rows: float, out: Path) -> dict:
             shutil.rmtree(chunk)
         if writer is not None:
             writer.close()
-    manifest = {"rows": written, "tenants": tenants, "days": days, "interval_s": INTERVAL_S,
-                "seed": SEED}
+    manifest = {
+        "rows": written,
+        "tenants": tenants,
+        "days": days,
+        "interval_s": INTERVAL_S,
+        "seed": SEED,
+    }
     done.write_text(json.dumps(manifest))
     return manifest
 

@@ -48,8 +48,15 @@ def measure(step: str, cmd: list[str], rows: int) -> Run:
     pages shared after fork counted once)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
-        pid = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=[
-            (os.POSIX_SPAWN_DUP2, out.fileno(), 1), (os.POSIX_SPAWN_DUP2, err.fileno(), 2)])
+        pid = os.posix_spawn(
+            cmd[0],
+            cmd,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
+                (os.POSIX_SPAWN_DUP2, err.fileno(), 2),
+            ],
+        )
         tree = _TreeRss(pid)
         tree.start()
         _, status, usage = os.wait4(pid, 0)
@@ -91,15 +98,38 @@ def bench_size(rows: float, data: Path, model: Path, python: str, gpuwatch: str)
     tel, acc, ten = folder / "telemetry.parquet", folder / "access.jsonl.gz", folder / "tenants.csv"
     n = manifest["rows"]
     return [
-        measure("duckdb reference", [python, str(HERE / "reference.py"), str(tel),
-                                     "--interval", str(INTERVAL_S)], n),
+        measure(
+            "duckdb reference",
+            [python, str(HERE / "reference.py"), str(tel), "--interval", str(INTERVAL_S)],
+            n,
+        ),
         measure("feature stage", [python, str(HERE / "feature_stage.py"), str(tel)], n),
-        measure("feature stage, dask", [python, str(HERE / "feature_stage.py"), str(tel),
-                                        "--engine", "dask"], n),
-        measure("gpuwatch score", [gpuwatch, "-q", "score", "--telemetry", str(tel),
-                                   "--access", str(acc), "--tenants", str(ten),
-                                   "--model-dir", str(model), "--format", "json",
-                                   "--out", str(folder / "scores.parquet")], n),
+        measure(
+            "feature stage, dask",
+            [python, str(HERE / "feature_stage.py"), str(tel), "--engine", "dask"],
+            n,
+        ),
+        measure(
+            "gpuwatch score",
+            [
+                gpuwatch,
+                "-q",
+                "score",
+                "--telemetry",
+                str(tel),
+                "--access",
+                str(acc),
+                "--tenants",
+                str(ten),
+                "--model-dir",
+                str(model),
+                "--format",
+                "json",
+                "--out",
+                str(folder / "scores.parquet"),
+            ],
+            n,
+        ),
     ]
 
 
@@ -108,26 +138,47 @@ def train_model(data: Path, rows: float, model: Path, gpuwatch: str) -> None:
         return
     folder = data / "train"
     generate(rows, folder)
-    subprocess.run([gpuwatch, "-q", "train", "--telemetry", str(folder / "telemetry.parquet"),
-                    "--access", str(folder / "access.jsonl.gz"), "--tenants",
-                    str(folder / "tenants.csv"), "--model-dir", str(model)], check=True)
+    subprocess.run(
+        [
+            gpuwatch,
+            "-q",
+            "train",
+            "--telemetry",
+            str(folder / "telemetry.parquet"),
+            "--access",
+            str(folder / "access.jsonl.gz"),
+            "--tenants",
+            str(folder / "tenants.csv"),
+            "--model-dir",
+            str(model),
+        ],
+        check=True,
+    )
 
 
 def table(runs: list[Run]) -> pd.DataFrame:
     rows = []
     for run in runs:
         ref = next(r for r in runs if r.rows == run.rows and r.step == "duckdb reference")
-        rows.append({"rows": f"{run.rows:,}", "step": run.step, "seconds": round(run.seconds, 1),
-                     "rows/s": f"{run.rows / run.seconds:,.0f}",
-                     "peak RSS GiB": round(run.peak_bytes / GIB, 2),
-                     "time / DuckDB": round(run.seconds / ref.seconds, 1),
-                     "memory / DuckDB": round(run.peak_bytes / ref.peak_bytes, 1)})
+        rows.append(
+            {
+                "rows": f"{run.rows:,}",
+                "step": run.step,
+                "seconds": round(run.seconds, 1),
+                "rows/s": f"{run.rows / run.seconds:,.0f}",
+                "peak RSS GiB": round(run.peak_bytes / GIB, 2),
+                "time / DuckDB": round(run.seconds / ref.seconds, 1),
+                "memory / DuckDB": round(run.peak_bytes / ref.peak_bytes, 1),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(frame.columns) + " |",
-             "|" + "|".join("---:" if c != "step" else "---" for c in frame.columns) + "|"]
+    lines = [
+        "| " + " | ".join(frame.columns) + " |",
+        "|" + "|".join("---:" if c != "step" else "---" for c in frame.columns) + "|",
+    ]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
 
@@ -146,12 +197,19 @@ def main() -> None:
     runs = []
     for size in args.sizes:
         runs += bench_size(size, args.data, model, python, gpuwatch)
-        print(f"{size:.0e}: " + ", ".join(f"{r.step} {r.seconds:.1f}s "
-                                          f"{r.peak_bytes / GIB:.2f}GiB" for r in runs[-4:]),
-              flush=True)
+        print(
+            f"{size:.0e}: "
+            + ", ".join(
+                f"{r.step} {r.seconds:.1f}s {r.peak_bytes / GIB:.2f}GiB" for r in runs[-4:]
+            ),
+            flush=True,
+        )
     result = table(runs)
-    details = "\n".join(f"- {r.rows:,} rows, {r.step}: `{' '.join(r.output.split())[:600]}`"
-                        for r in runs if r.output)
+    details = "\n".join(
+        f"- {r.rows:,} rows, {r.step}: `{' '.join(r.output.split())[:600]}`"
+        for r in runs
+        if r.output
+    )
     args.out.write_text(
         "# gpuwatch benchmark\n\n"
         f"Machine: {os.cpu_count()} cores, {platform.platform()}, Python "
@@ -163,8 +221,8 @@ def main() -> None:
         "partition pass (one process per core for inputs over 4M rows), then sessions and "
         "workload features per partition (local engine: one forked worker process per core; "
         "dask: a LocalCluster of one worker per core). Generated by `make bench` "
-        "(bench/run.py).\n\n"
-        + markdown(result) + "\n\n" + details + "\n")
+        "(bench/run.py).\n\n" + markdown(result) + "\n\n" + details + "\n"
+    )
     print(result.to_string(index=False))
 
 

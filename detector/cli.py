@@ -71,8 +71,12 @@ class App:
 
 @click.group(cls=Group)
 @click.version_option(__version__, prog_name="gpuwatch")
-@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              envvar="GPUWATCH_CONFIG", help="Policy and settings TOML (default: the bundled one).")
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="GPUWATCH_CONFIG",
+    help="Policy and settings TOML (default: the bundled one).",
+)
 @click.option("-v", "--verbose", count=True, help="Log stages (-vv: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (for cron).")
 @click.pass_context
@@ -87,13 +91,22 @@ def main(ctx: click.Context, config: Path | None, verbose: int, quiet: bool) -> 
         raise click.UsageError(str(exc)) from exc
     console = Console(quiet=quiet)
     if not console.is_terminal:
-        console = Console(quiet=quiet, width=160)   # pipes and logs: no wrapping at 80
+        console = Console(quiet=quiet, width=160)  # pipes and logs: no wrapping at 80
     ctx.obj = App(settings, console, quiet)
 
 
-_SOURCE_OPTIONS = ("telemetry_format", "access_format", "columns", "tenant_label", "tenant_map",
-                   "prometheus_url", "step", "bearer_token_file", "ca_file",
-                   "insecure_skip_verify")
+_SOURCE_OPTIONS = (
+    "telemetry_format",
+    "access_format",
+    "columns",
+    "tenant_label",
+    "tenant_map",
+    "prometheus_url",
+    "step",
+    "bearer_token_file",
+    "ca_file",
+    "insecure_skip_verify",
+)
 _ENGINE_OPTIONS = ("engine", "scheduler", "partitions", "work_dir")
 
 
@@ -106,58 +119,123 @@ def input_options(f):
     @functools.wraps(inner)
     def command(*args, **kwargs):
         click.get_current_context().meta["gpuwatch.sources"] = {
-            k: kwargs.pop(k) for k in _SOURCE_OPTIONS}
+            k: kwargs.pop(k) for k in _SOURCE_OPTIONS
+        }
         click.get_current_context().meta["gpuwatch.engine"] = {
-            k: kwargs.pop(k) for k in _ENGINE_OPTIONS}
+            k: kwargs.pop(k) for k in _ENGINE_OPTIONS
+        }
         return inner(*args, **kwargs)
 
     f = command
-    for option in reversed([
-        click.option("--telemetry", multiple=True, type=click.Path(path_type=Path),
-                     help="Telemetry file or folder (.parquet, .csv, .jsonl, .prom, optionally "
-                          ".gz)."),
-        click.option("--access", multiple=True, required=True, type=click.Path(path_type=Path),
-                     help="Access-event file or folder."),
-        click.option("--tenants", type=click.Path(path_type=Path), help="Tenant KYC registry."),
-        click.option("--geoip-db", multiple=True, type=click.Path(path_type=Path),
-                     help="MaxMind/DB-IP .mmdb (country and/or ASN); default: bundled geoip2fast."),
-        click.option("--since", type=click.DateTime(), help="Only data at or after (UTC)."),
-        click.option("--until", type=click.DateTime(), help="Only data before (UTC)."),
-        click.option("--quarantine", "quarantine_path", type=click.Path(path_type=Path),
-                     help="Where rejected rows go (default: beside the output)."),
-        click.option("--telemetry-format", default="auto", show_default=True,
-                     type=click.Choice(["auto", *FORMATS, "prometheus", "nvml"]),
-                     help="Format of --telemetry files; auto: extension, then content."),
-        click.option("--access-format", default="auto", show_default=True,
-                     type=click.Choice(["auto", *FORMATS, "cloudtrail", "vpcflow", "sshd"]),
-                     help="Format of --access files; auto: extension, then content."),
-        click.option("--columns", help="Column mapping for nvml telemetry: a TOML file or a "
-                                       "bundled name (nvml-spar, alibaba-genai)."),
-        click.option("--tenant-label", default="namespace", show_default=True,
-                     help="Prometheus label naming the tenant."),
-        click.option("--tenant-map", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="CSV kind,key,tenant_id (kind: pod, namespace, host, account, "
-                          "instance, interface, address); wins over labels and accounts."),
-        click.option("--prometheus-url", help="Pull DCGM telemetry from this Prometheus "
-                                              "(query_range; needs --since)."),
-        click.option("--step", default=15.0, show_default=True, type=click.FloatRange(min=0.001),
-                     help="query_range step in seconds; at most the scrape interval."),
-        click.option("--bearer-token-file", type=click.Path(exists=True, dir_okay=False,
-                                                            path_type=Path)),
-        click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="CA bundle to verify the Prometheus server's TLS certificate."),
-        click.option("--insecure-skip-verify", is_flag=True,
-                     help="Do not verify the Prometheus server's TLS certificate."),
-        click.option("--engine", default="local", show_default=True, type=click.Choice(ENGINES),
-                     help="Where feature extraction runs: this process, or a Dask cluster."),
-        click.option("--scheduler", help="Dask scheduler (tcp://HOST:PORT); default: start a "
-                                         "LocalCluster. Needs --engine dask."),
-        click.option("--partitions", type=click.IntRange(min=1),
-                     help="Tenant partitions (default: one per ~1M telemetry rows)."),
-        click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
-                     help="Folder for partition files (default: temp; Dask workers must see "
-                          "it)."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--telemetry",
+                multiple=True,
+                type=click.Path(path_type=Path),
+                help="Telemetry file or folder (.parquet, .csv, .jsonl, .prom, optionally .gz).",
+            ),
+            click.option(
+                "--access",
+                multiple=True,
+                required=True,
+                type=click.Path(path_type=Path),
+                help="Access-event file or folder.",
+            ),
+            click.option("--tenants", type=click.Path(path_type=Path), help="Tenant KYC registry."),
+            click.option(
+                "--geoip-db",
+                multiple=True,
+                type=click.Path(path_type=Path),
+                help="MaxMind/DB-IP .mmdb (country and/or ASN); default: bundled geoip2fast.",
+            ),
+            click.option("--since", type=click.DateTime(), help="Only data at or after (UTC)."),
+            click.option("--until", type=click.DateTime(), help="Only data before (UTC)."),
+            click.option(
+                "--quarantine",
+                "quarantine_path",
+                type=click.Path(path_type=Path),
+                help="Where rejected rows go (default: beside the output).",
+            ),
+            click.option(
+                "--telemetry-format",
+                default="auto",
+                show_default=True,
+                type=click.Choice(["auto", *FORMATS, "prometheus", "nvml"]),
+                help="Format of --telemetry files; auto: extension, then content.",
+            ),
+            click.option(
+                "--access-format",
+                default="auto",
+                show_default=True,
+                type=click.Choice(["auto", *FORMATS, "cloudtrail", "vpcflow", "sshd"]),
+                help="Format of --access files; auto: extension, then content.",
+            ),
+            click.option(
+                "--columns",
+                help="Column mapping for nvml telemetry: a TOML file or a "
+                "bundled name (nvml-spar, alibaba-genai).",
+            ),
+            click.option(
+                "--tenant-label",
+                default="namespace",
+                show_default=True,
+                help="Prometheus label naming the tenant.",
+            ),
+            click.option(
+                "--tenant-map",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help="CSV kind,key,tenant_id (kind: pod, namespace, host, account, "
+                "instance, interface, address); wins over labels and accounts.",
+            ),
+            click.option(
+                "--prometheus-url",
+                help="Pull DCGM telemetry from this Prometheus (query_range; needs --since).",
+            ),
+            click.option(
+                "--step",
+                default=15.0,
+                show_default=True,
+                type=click.FloatRange(min=0.001),
+                help="query_range step in seconds; at most the scrape interval.",
+            ),
+            click.option(
+                "--bearer-token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+            ),
+            click.option(
+                "--ca-file",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help="CA bundle to verify the Prometheus server's TLS certificate.",
+            ),
+            click.option(
+                "--insecure-skip-verify",
+                is_flag=True,
+                help="Do not verify the Prometheus server's TLS certificate.",
+            ),
+            click.option(
+                "--engine",
+                default="local",
+                show_default=True,
+                type=click.Choice(ENGINES),
+                help="Where feature extraction runs: this process, or a Dask cluster.",
+            ),
+            click.option(
+                "--scheduler",
+                help="Dask scheduler (tcp://HOST:PORT); default: start a "
+                "LocalCluster. Needs --engine dask.",
+            ),
+            click.option(
+                "--partitions",
+                type=click.IntRange(min=1),
+                help="Tenant partitions (default: one per ~1M telemetry rows).",
+            ),
+            click.option(
+                "--work-dir",
+                type=click.Path(file_okay=False, path_type=Path),
+                help="Folder for partition files (default: temp; Dask workers must see it).",
+            ),
+        ]
+    ):
         f = option(f)
     return f
 
@@ -172,25 +250,54 @@ def _inputs(telemetry, access, tenants, geoip_db, since, until) -> Inputs:
         if not since:
             raise click.UsageError("--prometheus-url needs --since")
         until = until or pd.Timestamp.now(tz="UTC").tz_localize(None)
-        prometheus = PrometheusSource(o["prometheus_url"], o["step"], o["bearer_token_file"],
-                                      o["ca_file"], o["insecure_skip_verify"])
+        prometheus = PrometheusSource(
+            o["prometheus_url"],
+            o["step"],
+            o["bearer_token_file"],
+            o["ca_file"],
+            o["insecure_skip_verify"],
+        )
     tenant_map = load_tenant_map(o["tenant_map"]) if o["tenant_map"] else None
-    return Inputs(tuple(telemetry), tuple(access), tenants, tuple(geoip_db), utc(since),
-                  utc(until), o["telemetry_format"], o["access_format"],
-                  SourceOptions(o["tenant_label"], tenant_map, o["columns"]),
-                  SourceOptions(tenant_map=tenant_map), prometheus)
+    return Inputs(
+        tuple(telemetry),
+        tuple(access),
+        tenants,
+        tuple(geoip_db),
+        utc(since),
+        utc(until),
+        o["telemetry_format"],
+        o["access_format"],
+        SourceOptions(o["tenant_label"], tenant_map, o["columns"]),
+        SourceOptions(tenant_map=tenant_map),
+        prometheus,
+    )
 
 
 @main.command("train")
 @input_options
-@click.option("--labels", type=click.Path(path_type=Path),
-              help="Analyst labels: incidents stay out of the fit and set the alert threshold.")
+@click.option(
+    "--labels",
+    type=click.Path(path_type=Path),
+    help="Analyst labels: incidents stay out of the fit and set the alert threshold.",
+)
 @click.option("--model-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", default=0, show_default=True, help="Random seed of the forest.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.pass_obj
-def train_command(app: App, telemetry, access, tenants, geoip_db, since, until, quarantine_path,
-                  labels, model_dir, seed, fmt) -> None:
+def train_command(
+    app: App,
+    telemetry,
+    access,
+    tenants,
+    geoip_db,
+    since,
+    until,
+    quarantine_path,
+    labels,
+    model_dir,
+    seed,
+    fmt,
+) -> None:
     """Train a model on a period of telemetry and access logs."""
     inputs = _inputs(telemetry, access, tenants, geoip_db, since, until)
     table = _build_features(app, inputs, RunReport())
@@ -202,37 +309,67 @@ def train_command(app: App, telemetry, access, tenants, geoip_db, since, until, 
     store.save(stored, model_dir)
     _write_quarantine(table, quarantine_path or model_dir / "quarantine.csv")
     finish(table.report)
-    summary = {"model_dir": str(model_dir), "model_version": stored.version,
-               "sessions": len(table.sessions), "alert_risk": stored.alert_risk,
-               "calibration": calibration.as_dict() if calibration else None,
-               **_counts(table.report)}
+    summary = {
+        "model_dir": str(model_dir),
+        "model_version": stored.version,
+        "sessions": len(table.sessions),
+        "alert_risk": stored.alert_risk,
+        "calibration": calibration.as_dict() if calibration else None,
+        **_counts(table.report),
+    }
     if fmt == "json":
         click.echo(json.dumps(summary, indent=2))
         return
     _print_counts(app, table.report)
-    app.console.print(f"trained model [bold]{stored.version}[/] on {len(table.sessions)} sessions "
-                      f"-> {model_dir}")
+    app.console.print(
+        f"trained model [bold]{stored.version}[/] on {len(table.sessions)} sessions -> {model_dir}"
+    )
     if calibration:
         c = calibration
-        app.console.print(f"alert threshold from labels: risk >= {c.threshold:.1f} "
-                          f"(F1 {c.f1:.2f}, precision {c.precision:.2f}, recall {c.recall:.2f}, "
-                          f"AP {c.average_precision:.2f}; {c.n_incident} incident, "
-                          f"{c.n_benign} benign)")
+        app.console.print(
+            f"alert threshold from labels: risk >= {c.threshold:.1f} "
+            f"(F1 {c.f1:.2f}, precision {c.precision:.2f}, recall {c.recall:.2f}, "
+            f"AP {c.average_precision:.2f}; {c.n_incident} incident, "
+            f"{c.n_benign} benign)"
+        )
 
 
 @main.command("score")
 @input_options
 @click.option("--model-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Scores file (.parquet or .csv).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              help="What to print: a ranked table, or a JSON summary for scripts.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Scores file (.parquet or .csv).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    help="What to print: a ranked table, or a JSON summary for scripts.",
+)
 @click.option("--top", default=15, show_default=True, help="Sessions in the printed table.")
 @click.option("--fail-on-alert", is_flag=True, help="Exit 1 when any session alerts.")
 @export_options
 @click.pass_obj
-def score_command(app: App, telemetry, access, tenants, geoip_db, since, until, quarantine_path,
-                  model_dir, out, fmt, top, fail_on_alert, export: ExportOptions) -> None:
+def score_command(
+    app: App,
+    telemetry,
+    access,
+    tenants,
+    geoip_db,
+    since,
+    until,
+    quarantine_path,
+    model_dir,
+    out,
+    fmt,
+    top,
+    fail_on_alert,
+    export: ExportOptions,
+) -> None:
     """Score sessions with a trained model; write scores, quarantine and metrics."""
     report = RunReport()
     try:
@@ -254,9 +391,19 @@ def score_command(app: App, telemetry, access, tenants, geoip_db, since, until, 
         raise
     alerts = int(scores["alert"].sum())
     if fmt == "json":
-        click.echo(json.dumps({"out": str(out), "sessions": len(scores), "alerts": alerts,
-                               "model_version": stored.version, "run_id": report.run_id,
-                               **_counts(report)}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "out": str(out),
+                    "sessions": len(scores),
+                    "alerts": alerts,
+                    "model_version": stored.version,
+                    "run_id": report.run_id,
+                    **_counts(report),
+                },
+                indent=2,
+            )
+        )
     else:
         _print_counts(app, report)
         _print_scores(app, scores, top, alerts)
@@ -274,20 +421,26 @@ def explain_command(app: App, session_id: str, scores: Path, fmt: str) -> None:
     table = _read_scores(scores)
     rows = table[table["session_id"].astype(str).str.startswith(session_id)]
     if len(rows) != 1:
-        raise click.ClickException(f"{scores}: {len(rows)} sessions match {session_id!r}; "
-                                   "give more of the id")
+        raise click.ClickException(
+            f"{scores}: {len(rows)} sessions match {session_id!r}; give more of the id"
+        )
     row = rows.iloc[0]
     top = json.loads(row["top_features"] or "[]")
     if fmt == "json":
-        click.echo(json.dumps({k: _jsonable(v) for k, v in row.items()} | {"top_features": top},
-                              indent=2))
+        click.echo(
+            json.dumps({k: _jsonable(v) for k, v in row.items()} | {"top_features": top}, indent=2)
+        )
         return
     c = app.console
-    c.print(f"session [bold]{row['session_id']}[/] of tenant [bold]{row['tenant_id']}[/]: "
-            f"{row['start']} -> {row['end']}, {row['n_gpus']} GPUs on {row['n_hosts']} hosts, "
-            f"{row['gpu_hours']:.1f} GPU-hours")
-    c.print(f"risk {row['risk_score']:.1f} ({row['severity']}), alert: {bool(row['alert'])}, "
-            f"model {row['model_version']}")
+    c.print(
+        f"session [bold]{row['session_id']}[/] of tenant [bold]{row['tenant_id']}[/]: "
+        f"{row['start']} -> {row['end']}, {row['n_gpus']} GPUs on {row['n_hosts']} hosts, "
+        f"{row['gpu_hours']:.1f} GPU-hours"
+    )
+    c.print(
+        f"risk {row['risk_score']:.1f} ({row['severity']}), alert: {bool(row['alert'])}, "
+        f"model {row['model_version']}"
+    )
     pushed = Table("feature", "value", "contribution", "meaning", title="what pushed the score")
     for item in top:
         meaning = next((f.description for f in FEATURES if f.name == item["feature"]), "")
@@ -316,9 +469,13 @@ def features_command(app: App, fmt: str) -> None:
 
 @main.command("evaluate")
 @click.option("--scores", required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--truth", required=True, type=click.Path(exists=True, path_type=Path),
-              help="truth.csv from `gpuwatch simulate` (tenant_id, start, end, scenario, "
-                   "restricted_training).")
+@click.option(
+    "--truth",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="truth.csv from `gpuwatch simulate` (tenant_id, start, end, scenario, "
+    "restricted_training).",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.pass_obj
 def evaluate_command(app: App, scores: Path, truth: Path, fmt: str) -> None:
@@ -326,20 +483,41 @@ def evaluate_command(app: App, scores: Path, truth: Path, fmt: str) -> None:
     table = _read_scores(scores)
     matched = match_truth(table, pd.read_csv(truth))
     ap = average_precision(table["risk_score"], matched["restricted_training"])
-    per = (table.assign(scenario=matched["scenario"]).groupby("scenario")
-           .agg(sessions=("risk_score", "size"), mean_risk=("risk_score", "mean"),
-                max_risk=("risk_score", "max"), alerts=("alert", "sum")))
+    per = (
+        table.assign(scenario=matched["scenario"])
+        .groupby("scenario")
+        .agg(
+            sessions=("risk_score", "size"),
+            mean_risk=("risk_score", "mean"),
+            max_risk=("risk_score", "max"),
+            alerts=("alert", "sum"),
+        )
+    )
     if fmt == "json":
-        click.echo(json.dumps({"average_precision": ap,
-                               "scenarios": per.reset_index().to_dict("records")}, indent=2,
-                              default=float))
+        click.echo(
+            json.dumps(
+                {"average_precision": ap, "scenarios": per.reset_index().to_dict("records")},
+                indent=2,
+                default=float,
+            )
+        )
         return
-    out = Table("scenario", "sessions", "mean risk", "max risk", "alerts",
-                title=f"average precision for restricted training: {ap:.3f}")
+    out = Table(
+        "scenario",
+        "sessions",
+        "mean risk",
+        "max risk",
+        "alerts",
+        title=f"average precision for restricted training: {ap:.3f}",
+    )
     for name, r in per.sort_values("mean_risk", ascending=False).iterrows():
-        out.add_row(str(name), str(int(r["sessions"])), f"{r['mean_risk']:.1f}",
-                    f"{r['max_risk']:.1f}",
-                    str(int(r["alerts"])))
+        out.add_row(
+            str(name),
+            str(int(r["sessions"])),
+            f"{r['mean_risk']:.1f}",
+            f"{r['max_risk']:.1f}",
+            str(int(r["alerts"])),
+        )
     app.console.print(out)
 
 
@@ -348,12 +526,18 @@ def evaluate_command(app: App, scores: Path, truth: Path, fmt: str) -> None:
 @click.option("--tenants", "n_tenants", default=40, show_default=True, type=click.IntRange(1))
 @click.option("--days", default=3.0, show_default=True, type=click.FloatRange(min=0.1))
 @click.option("--seed", default=7, show_default=True)
-@click.option("--interval", default=60, show_default=True, type=click.IntRange(1),
-              help="Seconds between telemetry samples.")
+@click.option(
+    "--interval",
+    default=60,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Seconds between telemetry samples.",
+)
 @click.option("--start", default="2026-10-05", show_default=True, help="First day (UTC).")
 @click.pass_obj
-def simulate_command(app: App, out: Path, n_tenants: int, days: float, seed: int, interval: int,
-                     start: str) -> None:
+def simulate_command(
+    app: App, out: Path, n_tenants: int, days: float, seed: int, interval: int, start: str
+) -> None:
     """Write a seeded synthetic fleet: telemetry, access, tenants and truth."""
     from .simulate import simulate
 
@@ -371,12 +555,19 @@ def _build_features(app: App, inputs: Inputs, report: RunReport) -> FeatureTable
     engine = Engine(o["engine"], o["scheduler"], o["partitions"], o["work_dir"])
     if app.quiet or not app.console.is_terminal:
         return build_features(inputs, app.settings, report, engine)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-               MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=app.console, transient=True) as bar:
+
         def start(phase: str, total: int):
             task = bar.add_task(phase, total=total)
             return lambda n: bar.advance(task, n)
+
         return build_features(inputs, app.settings, report, engine, start)
 
 
@@ -405,9 +596,12 @@ def _write_quarantine(table: FeatureTable, path: Path) -> None:
 
 
 def _counts(report: RunReport) -> dict[str, Any]:
-    return {"rows_read": dict(report.rows_read), "rows_accepted": dict(report.rows_accepted),
-            "rows_quarantined": {f"{s}: {r}": n for (s, r), n in report.rows_quarantined.items()},
-            "stage_seconds": {k: round(v, 3) for k, v in report.stage_seconds.items()}}
+    return {
+        "rows_read": dict(report.rows_read),
+        "rows_accepted": dict(report.rows_accepted),
+        "rows_quarantined": {f"{s}: {r}": n for (s, r), n in report.rows_quarantined.items()},
+        "stage_seconds": {k: round(v, 3) for k, v in report.stage_seconds.items()},
+    }
 
 
 def _print_counts(app: App, report: RunReport) -> None:
@@ -419,15 +613,33 @@ def _print_counts(app: App, report: RunReport) -> None:
 
 
 def _print_scores(app: App, scores: pd.DataFrame, top: int, alerts: int) -> None:
-    table = Table("rank", "session", "tenant", "start", "hours", "GPUs", "GPU h", "risk",
-                  "severity", "top feature",
-                  title=f"{len(scores)} sessions scored, {alerts} alerting (top {top})")
+    table = Table(
+        "rank",
+        "session",
+        "tenant",
+        "start",
+        "hours",
+        "GPUs",
+        "GPU h",
+        "risk",
+        "severity",
+        "top feature",
+        title=f"{len(scores)} sessions scored, {alerts} alerting (top {top})",
+    )
     for rank, row in enumerate(scores.head(top).itertuples(), 1):
         first = json.loads(row.top_features or "[]")
-        table.add_row(str(rank), row.session_id[:12], str(row.tenant_id),
-                      row.start.strftime("%Y-%m-%d %H:%M"), f"{row.duration_s / 3600:.1f}",
-                      str(row.n_gpus), f"{row.gpu_hours:.0f}", f"{row.risk_score:.1f}",
-                      row.severity, first[0]["feature"] if first else "")
+        table.add_row(
+            str(rank),
+            row.session_id[:12],
+            str(row.tenant_id),
+            row.start.strftime("%Y-%m-%d %H:%M"),
+            f"{row.duration_s / 3600:.1f}",
+            str(row.n_gpus),
+            f"{row.gpu_hours:.0f}",
+            f"{row.risk_score:.1f}",
+            row.severity,
+            first[0]["feature"] if first else "",
+        )
     app.console.print(table)
 
 

@@ -92,8 +92,9 @@ def default_config_path() -> Path:
     return Path(str(resources.files("detector.data").joinpath("policy.toml")))
 
 
-def load_settings(path: str | os.PathLike | None = None,
-                  env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
     """Read the default TOML, merge the user's file and environment, validate."""
     env = os.environ if env is None else env
     path = path or env.get(ENV_PREFIX + "CONFIG")
@@ -119,8 +120,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _merge(base: dict[str, Any], extra: dict[str, Any], origin: str) -> None:
     for section, values in extra.items():
         if section not in base or not isinstance(values, dict):
-            raise ConfigError(f"{origin}: unknown section [{section}]; "
-                              f"expected one of {sorted(base)}")
+            raise ConfigError(
+                f"{origin}: unknown section [{section}]; expected one of {sorted(base)}"
+            )
         unknown = set(values) - set(base[section])
         if unknown:
             raise ConfigError(f"{origin}: unknown key(s) {sorted(unknown)} in [{section}]")
@@ -137,8 +139,11 @@ def _merge_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
             text = env[name]
             try:
                 if isinstance(current, list):
-                    values[key] = [type(current[0])(v.strip()) if current else v.strip()
-                                   for v in text.split(",") if v.strip()]
+                    values[key] = [
+                        type(current[0])(v.strip()) if current else v.strip()
+                        for v in text.split(",")
+                        if v.strip()
+                    ]
                 else:
                     values[key] = type(current)(text)
             except ValueError as exc:
@@ -155,22 +160,28 @@ def _build(raw: dict[str, Any], sources: tuple[str, ...]) -> Settings:
         start, end = (int(x) for x in j["working_hours"])
         if not 0 <= start < end <= 24:
             raise ConfigError(
-                f"working_hours: expected [start, end) within 0-24, got {[start, end]}")
+                f"working_hours: expected [start, end) within 0-24, got {[start, end]}"
+            )
         settings = Settings(
             jurisdiction=Jurisdiction(countries, dict(j["timezones"]), (start, end)),
-            hosting=Hosting(frozenset(int(a) for a in h["asns"]),
-                            tuple(k.lower() for k in h["org_keywords"])),
-            sessions=Sessions(**{f.name: _cast(f.type, raw["sessions"][f.name])
-                                 for f in fields(Sessions)}),
-            features=Features(**{f.name: _cast(f.type, raw["features"][f.name])
-                                 for f in fields(Features)}),
-            scoring=Scoring(**{f.name: _cast(f.type, raw["scoring"][f.name])
-                               for f in fields(Scoring)}),
+            hosting=Hosting(
+                frozenset(int(a) for a in h["asns"]), tuple(k.lower() for k in h["org_keywords"])
+            ),
+            sessions=Sessions(
+                **{f.name: _cast(f.type, raw["sessions"][f.name]) for f in fields(Sessions)}
+            ),
+            features=Features(
+                **{f.name: _cast(f.type, raw["features"][f.name]) for f in fields(Features)}
+            ),
+            scoring=Scoring(
+                **{f.name: _cast(f.type, raw["scoring"][f.name]) for f in fields(Scoring)}
+            ),
             source=sources,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(
-            f"settings from {', '.join(sources)}: invalid or missing value ({exc})") from exc
+            f"settings from {', '.join(sources)}: invalid or missing value ({exc})"
+        ) from exc
     for country in settings.jurisdiction.countries_of_concern:
         zone = settings.jurisdiction.zone_of(country)
         try:

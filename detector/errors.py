@@ -12,15 +12,23 @@ class GpuwatchError(Exception):
 class InputError(GpuwatchError):
     """An input file cannot be read or is not of the expected format."""
 
-    def __init__(self, message: str, *, path: str | None = None, row: int | None = None,
-                 column: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+    ) -> None:
         self.path, self.row, self.column = path, row, column
         where = ", ".join(
-            part for part in (
+            part
+            for part in (
                 str(path) if path else "",
                 f"row {row}" if row is not None else "",
                 f"column {column!r}" if column else "",
-            ) if part
+            )
+            if part
         )
         super().__init__(f"{where}: {message}" if where else message)
 

@@ -64,9 +64,13 @@ class FeatureTable:
     report: RunReport = field(default_factory=RunReport)
 
 
-def build_features(inputs: Inputs, settings: Settings, report: RunReport | None = None,
-                   engine: Engine | None = None, progress: Progress | None = None
-                   ) -> FeatureTable:
+def build_features(
+    inputs: Inputs,
+    settings: Settings,
+    report: RunReport | None = None,
+    engine: Engine | None = None,
+    progress: Progress | None = None,
+) -> FeatureTable:
     """Read, validate, enrich, cut sessions and extract features.
 
     Telemetry goes through the engine (`detector.engine`): Parquet inputs are streamed into
@@ -74,46 +78,64 @@ def build_features(inputs: Inputs, settings: Settings, report: RunReport | None 
     """
     report = report or RunReport()
     rejected = []
-    stream = (inputs.telemetry_options.columns is None
-              and streamable(inputs.telemetry, inputs.telemetry_format))
+    stream = inputs.telemetry_options.columns is None and streamable(
+        inputs.telemetry, inputs.telemetry_format
+    )
     with report.stage("ingest"):
-        loaded = ([] if stream and not inputs.prometheus
-                  else [_read([] if stream else inputs.telemetry, TELEMETRY, inputs, report,
-                              rejected)])
+        loaded = (
+            []
+            if stream and not inputs.prometheus
+            else [_read([] if stream else inputs.telemetry, TELEMETRY, inputs, report, rejected)]
+        )
         access = _read(inputs.access, ACCESS, inputs, report, rejected)
-        tenants = (_read([inputs.tenants], TENANTS, inputs, report, rejected)
-                   if inputs.tenants else None)
+        tenants = (
+            _read([inputs.tenants], TENANTS, inputs, report, rejected) if inputs.tenants else None
+        )
     with report.stage("enrich"):
         db = open_database(inputs.geoip_db)
         access, stats = enrich_access(access, db, settings, tenants)
         report.ips_total, report.ips_unknown = stats.ips_total, stats.ips_unknown_country
-    workload, bad = extract(inputs.telemetry if stream else [], settings, report,
-                            engine=engine or Engine(), fmt=inputs.telemetry_format,
-                            since=inputs.since, until=inputs.until, loaded=loaded,
-                            progress=progress)
+    workload, bad = extract(
+        inputs.telemetry if stream else [],
+        settings,
+        report,
+        engine=engine or Engine(),
+        fmt=inputs.telemetry_format,
+        since=inputs.since,
+        until=inputs.until,
+        loaded=loaded,
+        progress=progress,
+    )
     rejected.append(bad)
     with report.stage("features"):
         if workload.empty:
-            table = session_features(*cut_sessions(empty_table(TELEMETRY), settings.sessions),
-                                     access, settings, tenants)
+            table = session_features(
+                *cut_sessions(empty_table(TELEMETRY), settings.sessions), access, settings, tenants
+            )
         else:
             sessions = workload[SESSION_COLUMNS]
-            table = complete_features(sessions, workload.drop(columns=SESSION_COLUMNS), access,
-                                      settings, tenants)
+            table = complete_features(
+                sessions, workload.drop(columns=SESSION_COLUMNS), access, settings, tenants
+            )
     report.sessions = len(table)
     return FeatureTable(table, quarantine.combine(rejected), report)
 
 
-def _read(paths: Sequence[Path], schema, inputs: Inputs, report: RunReport,
-          rejected: list[pd.DataFrame]) -> pd.DataFrame:
+def _read(
+    paths: Sequence[Path], schema, inputs: Inputs, report: RunReport, rejected: list[pd.DataFrame]
+) -> pd.DataFrame:
     window = {} if schema is TENANTS else {"since": inputs.since, "until": inputs.until}
-    fmt, options = {TELEMETRY.name: (inputs.telemetry_format, inputs.telemetry_options),
-                    ACCESS.name: (inputs.access_format, inputs.access_options)
-                    }.get(schema.name, ("auto", None))
+    fmt, options = {
+        TELEMETRY.name: (inputs.telemetry_format, inputs.telemetry_options),
+        ACCESS.name: (inputs.access_format, inputs.access_options),
+    }.get(schema.name, ("auto", None))
     loads = [read_table(paths, schema, fmt=fmt, options=options, **window)] if paths else []
     if schema is TELEMETRY and inputs.prometheus:
-        loads.append(read_prometheus(inputs.prometheus, inputs.since, inputs.until,
-                                     options=inputs.telemetry_options))
+        loads.append(
+            read_prometheus(
+                inputs.prometheus, inputs.since, inputs.until, options=inputs.telemetry_options
+            )
+        )
     for loaded in loads:
         report.rows_read[schema.name] += loaded.rows_read
         report.rows_accepted[schema.name] += loaded.rows_accepted
@@ -128,11 +150,15 @@ def read_labels(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return loaded.table, loaded.quarantine
 
 
-def train(table: pd.DataFrame, settings: Settings, labels: pd.DataFrame | None = None,
-          seed: int = 0) -> tuple[StoredModel, Calibration | None]:
+def train(
+    table: pd.DataFrame, settings: Settings, labels: pd.DataFrame | None = None, seed: int = 0
+) -> tuple[StoredModel, Calibration | None]:
     """Fit the forest on sessions not labelled incident; calibrate the threshold on labels."""
-    label = (label_sessions(table, labels) if labels is not None
-             else pd.Series(pd.NA, index=table.index, dtype="string"))
+    label = (
+        label_sessions(table, labels)
+        if labels is not None
+        else pd.Series(pd.NA, index=table.index, dtype="string")
+    )
     fit_rows = table[label.ne("incident").fillna(True).to_numpy()]
     model = SessionRiskModel(random_state=seed).fit(fit_rows)
     calibration = None
@@ -143,15 +169,19 @@ def train(table: pd.DataFrame, settings: Settings, labels: pd.DataFrame | None =
         calibration = calibrate_threshold(risk, (label[labelled] == "incident").to_numpy())
         alert_risk = calibration.threshold
     trained_at = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
-    data_hash = hashlib.sha256(pd.util.hash_pandas_object(
-        fit_rows[list(model.features)], index=False).to_numpy().tobytes()).hexdigest()
+    data_hash = hashlib.sha256(
+        pd.util.hash_pandas_object(fit_rows[list(model.features)], index=False).to_numpy().tobytes()
+    ).hexdigest()
     meta = {
         "model_version": f"{trained_at[:10].replace('-', '')}-{data_hash[:8]}",
         "trained_at": trained_at,
-        "training": {"sessions": int(len(table)), "fit_sessions": int(len(fit_rows)),
-                     "labelled_incident": int((label == "incident").sum()),
-                     "labelled_benign": int((label == "benign").sum()),
-                     "data_sha256": data_hash},
+        "training": {
+            "sessions": int(len(table)),
+            "fit_sessions": int(len(fit_rows)),
+            "labelled_incident": int((label == "incident").sum()),
+            "labelled_benign": int((label == "benign").sum()),
+            "data_sha256": data_hash,
+        },
         "threshold_source": "labels" if calibration else "policy",
         "calibration": calibration.as_dict() if calibration else None,
         "settings_source": list(settings.source),

@@ -10,18 +10,27 @@ import pandas as pd
 COLUMNS = ["source", "file", "row", "column", "reason", "raw"]
 
 
-def rejected(source: str, file: str | os.PathLike, rows: Sequence[int] | pd.Index,
-             reason: str, column: str = "", raw: Sequence[str] | None = None) -> pd.DataFrame:
+def rejected(
+    source: str,
+    file: str | os.PathLike,
+    rows: Sequence[int] | pd.Index,
+    reason: str,
+    column: str = "",
+    raw: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Quarantine rows of one file for one reason (`rows` are 1-based data row numbers)."""
     rows = list(rows)
-    return pd.DataFrame({
-        "source": source,
-        "file": str(file),
-        "row": pd.array(rows, dtype="int64"),
-        "column": column,
-        "reason": reason,
-        "raw": list(raw) if raw is not None else [""] * len(rows),
-    }, columns=COLUMNS)
+    return pd.DataFrame(
+        {
+            "source": source,
+            "file": str(file),
+            "row": pd.array(rows, dtype="int64"),
+            "column": column,
+            "reason": reason,
+            "raw": list(raw) if raw is not None else [""] * len(rows),
+        },
+        columns=COLUMNS,
+    )
 
 
 def empty() -> pd.DataFrame:

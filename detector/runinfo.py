@@ -18,9 +18,9 @@ class RunReport:
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    rows_read: Counter = field(default_factory=Counter)          # source -> rows
-    rows_accepted: Counter = field(default_factory=Counter)      # source -> rows
-    rows_quarantined: Counter = field(default_factory=Counter)   # (source, reason) -> rows
+    rows_read: Counter = field(default_factory=Counter)  # source -> rows
+    rows_accepted: Counter = field(default_factory=Counter)  # source -> rows
+    rows_quarantined: Counter = field(default_factory=Counter)  # (source, reason) -> rows
     ips_total: int = 0
     ips_unknown: int = 0
     sessions: int = 0

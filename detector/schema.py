@@ -10,7 +10,14 @@ from dataclasses import dataclass
 
 # Column kinds: how a value is parsed and checked.
 TIMESTAMP, STRING, FLOAT, INT, BOOL, IP, COUNTRY = (
-    "timestamp", "string", "float", "int", "bool", "ip", "country")
+    "timestamp",
+    "string",
+    "float",
+    "int",
+    "bool",
+    "ip",
+    "country",
+)
 
 
 @dataclass(frozen=True)
@@ -121,10 +128,25 @@ LABELS = TableSchema(
 LABEL_VALUES = ("incident", "benign")
 
 # Columns of the scores table around the feature columns (which come from the feature registry).
-SCORE_HEAD = ("session_id", "tenant_id", "start", "end", "duration_s", "n_gpus", "n_hosts",
-              "gpu_hours")
-SCORE_TAIL = ("anomaly_score", "risk_score", "severity", "alert", "top_features",
-              "model_version", "run_id")
+SCORE_HEAD = (
+    "session_id",
+    "tenant_id",
+    "start",
+    "end",
+    "duration_s",
+    "n_gpus",
+    "n_hosts",
+    "gpu_hours",
+)
+SCORE_TAIL = (
+    "anomaly_score",
+    "risk_score",
+    "severity",
+    "alert",
+    "top_features",
+    "model_version",
+    "run_id",
+)
 
 # Severity bands of risk_score, as cloud security tools use them: (lowest score, name).
 SEVERITY_BANDS = ((90, "critical"), (70, "high"), (40, "medium"), (0, "low"))

@@ -27,11 +27,15 @@ def cut_sessions(telemetry: pd.DataFrame, settings: Sessions) -> tuple[pd.DataFr
     the row position of its session in `sessions`.
     """
     if telemetry.empty:
-        empty = pd.DataFrame({
-            "session_id": pd.Series(dtype=object), "tenant_id": pd.Series(dtype=object),
-            "job_id": pd.Series(dtype="string"),
-            "start": pd.Series(dtype="datetime64[ns, UTC]"),
-            "end": pd.Series(dtype="datetime64[ns, UTC]")})
+        empty = pd.DataFrame(
+            {
+                "session_id": pd.Series(dtype=object),
+                "tenant_id": pd.Series(dtype=object),
+                "job_id": pd.Series(dtype="string"),
+                "start": pd.Series(dtype="datetime64[ns, UTC]"),
+                "end": pd.Series(dtype="datetime64[ns, UTC]"),
+            }
+        )
         return empty, telemetry.assign(session=np.zeros(0, dtype=np.int64))
     job = _text_or_blank(telemetry["job_id"])
     group, (tenants, jobs) = factorize_rows(telemetry["tenant_id"], job)
@@ -55,12 +59,14 @@ def cut_sessions(telemetry: pd.DataFrame, settings: Sessions) -> tuple[pd.DataFr
 
     tenant = tenants[spans["group"]]
     job_ids = jobs[spans["group"]]
-    sessions = pd.DataFrame({
-        "tenant_id": np.asarray(tenant, dtype=object),
-        "job_id": pd.array(np.where(job_ids == "", None, job_ids), dtype="string"),
-        "start": pd.to_datetime(spans["start"], utc=True),
-        "end": pd.to_datetime(spans["end"], utc=True),
-    })
+    sessions = pd.DataFrame(
+        {
+            "tenant_id": np.asarray(tenant, dtype=object),
+            "job_id": pd.array(np.where(job_ids == "", None, job_ids), dtype="string"),
+            "start": pd.to_datetime(spans["start"], utc=True),
+            "end": pd.to_datetime(spans["end"], utc=True),
+        }
+    )
     sessions.insert(0, "session_id", session_ids(sessions))
     return sessions, samples
 
@@ -96,8 +102,9 @@ def _codes(column: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes 0..len(values)-1 of a column (missing values included) and the value of
     each code. Categoricals and small-range integers need no hashing."""
     if isinstance(column, pd.Series) and isinstance(column.dtype, pd.CategoricalDtype):
-        values = np.r_[np.array([np.nan], dtype=object),
-                       np.asarray(column.cat.categories, dtype=object)]
+        values = np.r_[
+            np.array([np.nan], dtype=object), np.asarray(column.cat.categories, dtype=object)
+        ]
         return column.cat.codes.to_numpy().astype(np.int64) + 1, values
     array = column if isinstance(column, np.ndarray) else None
     if array is not None and array.dtype.kind == "i" and len(array):
@@ -124,8 +131,12 @@ def _active_spans(g: np.ndarray, t: np.ndarray, settings: Sessions) -> dict[str,
     starts = t[new]
     ends = np.maximum.reduceat(t, np.flatnonzero(new)) if len(t) else t
     keep = (ends - starts) >= settings.min_duration_seconds * _NS
-    return {"group": g[new][keep], "start": starts[keep], "end": ends[keep],
-            "n_active": np.bincount(seg, minlength=len(starts))[keep]}
+    return {
+        "group": g[new][keep],
+        "start": starts[keep],
+        "end": ends[keep],
+        "n_active": np.bincount(seg, minlength=len(starts))[keep],
+    }
 
 
 def _group_time_order(group: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -142,10 +153,12 @@ def _group_time_order(group: np.ndarray, ts: np.ndarray) -> np.ndarray:
 
 def session_ids(sessions: pd.DataFrame) -> pd.Series:
     """Stable ids: a hash of tenant, job and start, so the same input gives the same id."""
-    key = pd.DataFrame({
-        "tenant_id": sessions["tenant_id"].astype(str),
-        "job_id": sessions["job_id"].astype("string").fillna("").astype(str),
-        "start": epoch_ns(sessions["start"]),
-    })
+    key = pd.DataFrame(
+        {
+            "tenant_id": sessions["tenant_id"].astype(str),
+            "job_id": sessions["job_id"].astype("string").fillna("").astype(str),
+            "start": epoch_ns(sessions["start"]),
+        }
+    )
     hashed = pd.util.hash_pandas_object(key, index=False).to_numpy(np.uint64)
     return pd.Series([f"{h:016x}" for h in hashed], index=sessions.index, dtype=object)

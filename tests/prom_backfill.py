@@ -19,13 +19,22 @@ from prom_servers import free_port, get, need, process, wait_until
 from detector.ingest.dcgm import FIELDS
 
 GAUGES = {f.column: name for name, f in FIELDS.items() if not f.counter}
-LABELS = {"gpu": "gpu", "modelName": "model_name", "Hostname": "host", "namespace": "tenant_id",
-          "pod": "job_id"}
+LABELS = {
+    "gpu": "gpu",
+    "modelName": "model_name",
+    "Hostname": "host",
+    "namespace": "tenant_id",
+    "pod": "job_id",
+}
 
 
 def _escape(values: pd.Series) -> pd.Series:
-    return (values.astype("str").str.replace("\\", "\\\\", regex=False)
-            .str.replace('"', '\\"', regex=False).str.replace("\n", "\\n", regex=False))
+    return (
+        values.astype("str")
+        .str.replace("\\", "\\\\", regex=False)
+        .str.replace('"', '\\"', regex=False)
+        .str.replace("\n", "\\n", regex=False)
+    )
 
 
 def write_openmetrics(telemetry: pd.DataFrame, path: Path) -> int:
@@ -44,7 +53,7 @@ def write_openmetrics(telemetry: pd.DataFrame, path: Path) -> int:
         have = values.notna().to_numpy()
         if not have.any():
             continue
-        body = (name + "{" + labels[have] + "} " + values[have].map(repr) + " " + stamp[have])
+        body = name + "{" + labels[have] + "} " + values[have].map(repr) + " " + stamp[have]
         lines.append(f"# TYPE {name} gauge")
         lines.extend(body.tolist())
         count += int(have.sum())
@@ -55,9 +64,12 @@ def write_openmetrics(telemetry: pd.DataFrame, path: Path) -> int:
 
 def backfill(openmetrics: Path, tsdb: Path) -> None:
     promtool = need("promtool")
-    result = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics",
-                             str(openmetrics), str(tsdb)], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(openmetrics), str(tsdb)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr or result.stdout
 
 
@@ -70,9 +82,19 @@ def prometheus_on(tmp: Path, tsdb: Path) -> Iterator[str]:
     config.write_text('{"global": {"scrape_interval": "1m"}, "scrape_configs": []}\n')
     url = f"http://127.0.0.1:{port}"
     log = tmp / "prometheus-tsdb.log"
-    with process([binary, f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
-                  "--storage.tsdb.retention.time=100y", f"--web.listen-address=127.0.0.1:{port}",
-                  "--log.level=warn"], log) as proc:
-        wait_until(lambda: proc.poll() is None and get(url + "/-/ready")[0] == 200,
-                   f"prometheus on {url} (log: {log})")
+    with process(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tsdb}",
+            "--storage.tsdb.retention.time=100y",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        log,
+    ) as proc:
+        wait_until(
+            lambda: proc.poll() is None and get(url + "/-/ready")[0] == 200,
+            f"prometheus on {url} (log: {log})",
+        )
         yield url

@@ -78,10 +78,14 @@ def pushgateway(tmp: Path) -> Iterator[str]:
     binary = need("prometheus-pushgateway")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with process([binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                 tmp / "pushgateway.log") as proc:
-        wait_until(lambda: proc.poll() is None and get(url + "/-/ready")[0] == 200,
-                   f"pushgateway on {url} (log: {tmp / 'pushgateway.log'})")
+    with process(
+        [binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        tmp / "pushgateway.log",
+    ) as proc:
+        wait_until(
+            lambda: proc.poll() is None and get(url + "/-/ready")[0] == 200,
+            f"pushgateway on {url} (log: {tmp / 'pushgateway.log'})",
+        )
         yield url
 
 
@@ -90,17 +94,32 @@ def prometheus(tmp: Path, target: str, rule_files: list[Path]) -> Iterator[str]:
     binary = need("prometheus")
     port = free_port()
     config = tmp / "prometheus.yml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [{"job_name": "gpuwatch", "static_configs": [{"targets": [target]}]}],
-    }))
+    config.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(p) for p in rule_files],
+                "scrape_configs": [
+                    {"job_name": "gpuwatch", "static_configs": [{"targets": [target]}]}
+                ],
+            }
+        )
+    )
     url = f"http://127.0.0.1:{port}"
-    with process([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-                  f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                 tmp / "prometheus.log") as proc:
-        wait_until(lambda: proc.poll() is None and get(url + "/-/ready")[0] == 200,
-                   f"prometheus on {url} (log: {tmp / 'prometheus.log'})")
+    with process(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        tmp / "prometheus.log",
+    ) as proc:
+        wait_until(
+            lambda: proc.poll() is None and get(url + "/-/ready")[0] == 200,
+            f"prometheus on {url} (log: {tmp / 'prometheus.log'})",
+        )
         yield url
 
 
@@ -108,10 +127,18 @@ def prometheus(tmp: Path, target: str, rule_files: list[Path]) -> Iterator[str]:
 def gpuwatch_serve(tmp: Path, scores: Path, *extra: str) -> Iterator[str]:
     """`gpuwatch serve --port 0` as a child process; yields its base URL."""
     log = tmp / "serve.log"
-    args = [sys.executable, "-c",
-            "from detector.export import serve_command; serve_command(prog_name='gpuwatch serve')",
-            "--scores", str(scores), "--port", "0", *extra]
+    args = [
+        sys.executable,
+        "-c",
+        "from detector.export import serve_command; serve_command(prog_name='gpuwatch serve')",
+        "--scores",
+        str(scores),
+        "--port",
+        "0",
+        *extra,
+    ]
     with process(args, log) as proc:
+
         def bound() -> str | None:
             if proc.poll() is not None:
                 pytest.fail(f"gpuwatch serve exited: {log.read_text()}")
@@ -119,11 +146,13 @@ def gpuwatch_serve(tmp: Path, scores: Path, *extra: str) -> Iterator[str]:
                 if line.startswith("serving http://"):
                     return line.split()[1].removesuffix("/metrics")
             return None
+
         yield wait_until(bound, "gpuwatch serve to listen")
 
 
 def query(prometheus_url: str, promql: str) -> list[dict]:
-    status, body = get(prometheus_url + "/api/v1/query?" + urllib.parse.urlencode(
-        {"query": promql}))
+    status, body = get(
+        prometheus_url + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    )
     assert status == 200, body
     return json.loads(body)["data"]["result"]

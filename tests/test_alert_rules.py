@@ -14,11 +14,16 @@ RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
 RUNBOOKS = ROOT / "docs" / "runbooks"
 REQUIRED_ALERTS = {
-    "GpuwatchRestrictedTrainingSuspected", "GpuwatchHighRiskSession", "GpuwatchScoringStale",
-    "GpuwatchScoringFailing", "GpuwatchQuarantineRatioHigh", "GpuwatchEnrichmentUnknownHigh",
+    "GpuwatchRestrictedTrainingSuspected",
+    "GpuwatchHighRiskSession",
+    "GpuwatchScoringStale",
+    "GpuwatchScoringFailing",
+    "GpuwatchQuarantineRatioHigh",
+    "GpuwatchEnrichmentUnknownHigh",
 }
-needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
-                                    reason="promtool not installed (apt-get install prometheus)")
+needs_promtool = pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (apt-get install prometheus)"
+)
 
 
 def alerting_rules() -> list[dict]:
@@ -74,8 +79,11 @@ def test_every_alert_is_annotated_with_an_existing_runbook(rule):
 
 
 def test_every_alert_has_firing_and_quiet_test_cases():
-    cases = [case for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]
-             for case in group["alert_rule_test"]]
+    cases = [
+        case
+        for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+        for case in group["alert_rule_test"]
+    ]
     names = {rule["alert"] for rule in alerting_rules()}
     fires = {case["alertname"] for case in cases if case.get("exp_alerts")}
     quiet = {case["alertname"] for case in cases if not case.get("exp_alerts")}

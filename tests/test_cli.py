@@ -14,8 +14,14 @@ from detector.schema import SCORE_HEAD, SCORE_TAIL
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
-INPUTS = ["--telemetry", str(SAMPLES / "telemetry.parquet"),
-          "--access", str(SAMPLES / "access.jsonl.gz"), "--tenants", str(SAMPLES / "tenants.csv")]
+INPUTS = [
+    "--telemetry",
+    str(SAMPLES / "telemetry.parquet"),
+    "--access",
+    str(SAMPLES / "access.jsonl.gz"),
+    "--tenants",
+    str(SAMPLES / "tenants.csv"),
+]
 
 
 def run(*args: str, code: int = 0) -> str:
@@ -28,11 +34,24 @@ def run(*args: str, code: int = 0) -> str:
 def scored(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("e2e")
     run("train", *INPUTS, "--model-dir", str(tmp / "model"), "--format", "json")
-    summary = run("score", *INPUTS, "--model-dir", str(tmp / "model"),
-                  "--out", str(tmp / "scores.parquet"), "--metrics-file", str(tmp / "g.prom"),
-                  "--format", "json")
-    return {"tmp": tmp, "model": tmp / "model", "scores": tmp / "scores.parquet",
-            "summary": json.loads(summary)}
+    summary = run(
+        "score",
+        *INPUTS,
+        "--model-dir",
+        str(tmp / "model"),
+        "--out",
+        str(tmp / "scores.parquet"),
+        "--metrics-file",
+        str(tmp / "g.prom"),
+        "--format",
+        "json",
+    )
+    return {
+        "tmp": tmp,
+        "model": tmp / "model",
+        "scores": tmp / "scores.parquet",
+        "summary": json.loads(summary),
+    }
 
 
 def test_every_command_has_help_and_is_in_the_readme():
@@ -44,8 +63,17 @@ def test_every_command_has_help_and_is_in_the_readme():
 
 
 def test_restricted_training_ranks_above_every_benign_family(scored):
-    report = json.loads(run("evaluate", "--scores", str(scored["scores"]),
-                            "--truth", str(SAMPLES / "truth.csv"), "--format", "json"))
+    report = json.loads(
+        run(
+            "evaluate",
+            "--scores",
+            str(scored["scores"]),
+            "--truth",
+            str(SAMPLES / "truth.csv"),
+            "--format",
+            "json",
+        )
+    )
     assert report["average_precision"] >= 0.9
 
 
@@ -53,7 +81,7 @@ def test_scores_follow_the_contract(scored):
     scores = pd.read_parquet(scored["scores"])
     assert list(scores.columns[:4]) == list(SCORE_HEAD[:4])
     assert set(SCORE_HEAD) <= set(scores.columns)
-    assert list(scores.columns[-len(SCORE_TAIL):]) == list(SCORE_TAIL)
+    assert list(scores.columns[-len(SCORE_TAIL) :]) == list(SCORE_TAIL)
     assert scores["session_id"].is_unique and scores["risk_score"].between(0, 100).all()
     assert scores["risk_score"].is_monotonic_decreasing
     assert set(scores["severity"]) <= {"low", "medium", "high", "critical"}
@@ -87,16 +115,25 @@ def test_explain_names_what_pushed_the_score(scored):
     text = run("explain", top["session_id"][:10], "--scores", str(scored["scores"]))
     first = json.loads(top["top_features"])[0]["feature"]
     assert first in text and top["tenant_id"] in text
-    data = json.loads(run("explain", top["session_id"], "--scores", str(scored["scores"]),
-                          "--format", "json"))
+    data = json.loads(
+        run("explain", top["session_id"], "--scores", str(scored["scores"]), "--format", "json")
+    )
     assert data["session_id"] == top["session_id"] and data["top_features"]
-    assert "0 sessions match" in run("explain", "zzzz", "--scores", str(scored["scores"]),
-                                     code=1)
+    assert "0 sessions match" in run("explain", "zzzz", "--scores", str(scored["scores"]), code=1)
 
 
 def test_fail_on_alert_exits_1(scored):
-    run("-q", "score", *INPUTS, "--model-dir", str(scored["model"]),
-        "--out", str(scored["tmp"] / "x.parquet"), "--fail-on-alert", code=1)
+    run(
+        "-q",
+        "score",
+        *INPUTS,
+        "--model-dir",
+        str(scored["model"]),
+        "--out",
+        str(scored["tmp"] / "x.parquet"),
+        "--fail-on-alert",
+        code=1,
+    )
 
 
 def test_labels_keep_incidents_out_and_set_the_threshold(scored, tmp_path):
@@ -105,13 +142,26 @@ def test_labels_keep_incidents_out_and_set_the_threshold(scored, tmp_path):
     from detector.model.labels import match_truth
 
     matched = match_truth(scores, truth)
-    labels = pd.DataFrame({"session_id": scores["session_id"],
-                           "label": matched["restricted_training"].map(
-                               {True: "incident", False: "benign"}),
-                           "analyst": "test"})
+    labels = pd.DataFrame(
+        {
+            "session_id": scores["session_id"],
+            "label": matched["restricted_training"].map({True: "incident", False: "benign"}),
+            "analyst": "test",
+        }
+    )
     labels.to_csv(tmp_path / "labels.csv", index=False)
-    out = json.loads(run("train", *INPUTS, "--labels", str(tmp_path / "labels.csv"),
-                         "--model-dir", str(tmp_path / "m"), "--format", "json"))
+    out = json.loads(
+        run(
+            "train",
+            *INPUTS,
+            "--labels",
+            str(tmp_path / "labels.csv"),
+            "--model-dir",
+            str(tmp_path / "m"),
+            "--format",
+            "json",
+        )
+    )
     meta = json.loads((tmp_path / "m" / "metadata.json").read_text())
     assert meta["threshold_source"] == "labels"
     incidents = int(matched["restricted_training"].sum())
@@ -122,18 +172,45 @@ def test_labels_keep_incidents_out_and_set_the_threshold(scored, tmp_path):
 def test_bad_input_is_one_clean_line_and_exit_2(tmp_path):
     bad = tmp_path / "telemetry.csv"
     bad.write_text("timestamp,tenant_id,host,gpu\n2026-10-05T00:00:00Z,t,h,0\n")
-    result = CliRunner().invoke(main, ["train", "--telemetry", str(bad),
-                                       "--access", str(SAMPLES / "access.jsonl.gz"),
-                                       "--model-dir", str(tmp_path / "m")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--telemetry",
+            str(bad),
+            "--access",
+            str(SAMPLES / "access.jsonl.gz"),
+            "--model-dir",
+            str(tmp_path / "m"),
+        ],
+    )
     assert result.exit_code == 2
     assert "telemetry.csv" in result.output and "gpu_util" in result.output
     assert "Traceback" not in result.output
-    result = CliRunner().invoke(main, ["score", *INPUTS, "--model-dir", str(tmp_path / "none"),
-                                       "--out", str(tmp_path / "s.parquet")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "score",
+            *INPUTS,
+            "--model-dir",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "s.parquet"),
+        ],
+    )
     assert result.exit_code == 2 and "train a model" in result.output
-    missing = CliRunner().invoke(main, ["train", "--telemetry", str(tmp_path / "nope"),
-                                        "--access", str(tmp_path / "nope"),
-                                        "--model-dir", str(tmp_path / "m")])
+    missing = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--telemetry",
+            str(tmp_path / "nope"),
+            "--access",
+            str(tmp_path / "nope"),
+            "--model-dir",
+            str(tmp_path / "m"),
+        ],
+    )
     assert missing.exit_code == 2 and "nope" in missing.output
 
 
@@ -158,11 +235,20 @@ def test_no_active_session_scores_empty_and_cannot_train(tmp_path):
     from factories import telemetry
 
     telemetry("idle", 1, 2, 60, util=0.0, noise=0.0).to_parquet(tmp_path / "t.parquet")
-    (tmp_path / "a.csv").write_text("timestamp,tenant_id,src_ip,event\n"
-                                    "2026-10-05T00:00:00Z,idle,8.8.8.8,ssh\n")
+    (tmp_path / "a.csv").write_text(
+        "timestamp,tenant_id,src_ip,event\n2026-10-05T00:00:00Z,idle,8.8.8.8,ssh\n"
+    )
     inputs = ["--telemetry", str(tmp_path / "t.parquet"), "--access", str(tmp_path / "a.csv")]
-    run("-q", "score", *inputs, "--model-dir", str(ROOT / "models" / "default"),
-        "--out", str(tmp_path / "s.parquet"))
+    run(
+        "-q",
+        "score",
+        *inputs,
+        "--model-dir",
+        str(ROOT / "models" / "default"),
+        "--out",
+        str(tmp_path / "s.parquet"),
+    )
     assert pd.read_parquet(tmp_path / "s.parquet").empty
-    assert "at least 2 sessions" in run("train", *inputs, "--model-dir", str(tmp_path / "m"),
-                                        code=2)
+    assert "at least 2 sessions" in run(
+        "train", *inputs, "--model-dir", str(tmp_path / "m"), code=2
+    )

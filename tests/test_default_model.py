@@ -21,9 +21,14 @@ def test_default_model_loads_and_ranks_the_samples():
     stored = store.load(ROOT / "models" / "default")
     assert set(stored.model.features) <= set(NAMES)
     assert (ROOT / "models" / "default" / "MODEL_CARD.md").exists()
-    table = build_features(Inputs((SAMPLES / "telemetry.parquet",),
-                                  (SAMPLES / "access.jsonl.gz",), SAMPLES / "tenants.csv"),
-                           load_settings())
+    table = build_features(
+        Inputs(
+            (SAMPLES / "telemetry.parquet",),
+            (SAMPLES / "access.jsonl.gz",),
+            SAMPLES / "tenants.csv",
+        ),
+        load_settings(),
+    )
     scores = score(table.sessions, stored, table.report)
     truth = match_truth(scores, pd.read_csv(SAMPLES / "truth.csv"))["restricted_training"]
     assert average_precision(scores["risk_score"], truth) >= 0.9

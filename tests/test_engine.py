@@ -74,19 +74,18 @@ def _split_by_time(fleet: Path, folder: Path, pieces: int) -> Path:
 
 @pytest.mark.parametrize("partitions", [1, 3, 7])
 def test_partition_counts_give_the_one_table_features(fleet, one_table, partitions):
-    _same(_features(fleet, [fleet / "telemetry.parquet"], Engine(partitions=partitions)),
-          one_table)
+    _same(_features(fleet, [fleet / "telemetry.parquet"], Engine(partitions=partitions)), one_table)
 
 
 @pytest.mark.parametrize("pieces", [2, 5, 13])
-def test_files_split_inside_sessions_give_the_one_table_features(fleet, one_table, tmp_path,
-                                                                 pieces):
+def test_files_split_inside_sessions_give_the_one_table_features(
+    fleet, one_table, tmp_path, pieces
+):
     folder = _split_by_time(fleet, tmp_path / "split", pieces)
     _same(_features(fleet, [folder], Engine(partitions=4)), one_table)
 
 
-def test_hive_partitions_by_day_and_tenant_give_the_one_table_features(fleet, one_table,
-                                                                       tmp_path):
+def test_hive_partitions_by_day_and_tenant_give_the_one_table_features(fleet, one_table, tmp_path):
     frame = pq.read_table(fleet / "telemetry.parquet").to_pandas()
     frame["day"] = frame["timestamp"].dt.strftime("%Y-%m-%d")
     root = tmp_path / "hive"
@@ -109,8 +108,8 @@ def test_rows_are_accepted_or_quarantined_with_file_and_row(fleet, tmp_path):
     folder = tmp_path / "bad"
     folder.mkdir()
     first, second = table.iloc[:1000].copy(), table.iloc[1000:2000].copy()
-    first.loc[first.index[5], "gpu_util"] = 250.0          # out of range
-    second = pd.concat([second, first.iloc[[7, 8]]])         # duplicates of earlier rows
+    first.loc[first.index[5], "gpu_util"] = 250.0  # out of range
+    second = pd.concat([second, first.iloc[[7, 8]]])  # duplicates of earlier rows
     first.to_parquet(folder / "a.parquet", index=False)
     second.to_parquet(folder / "b.parquet", index=False)
     report = RunReport()
@@ -136,7 +135,7 @@ def test_window_and_partition_bookkeeping(fleet, tmp_path):
         frame, dups = read_partition(path, parts.files)
         assert dups.empty and (frame["timestamp"] >= since).all()
         for tenant in frame["tenant_id"].unique():
-            assert seen.setdefault(tenant, i) == i            # a tenant lives in one partition
+            assert seen.setdefault(tenant, i) == i  # a tenant lives in one partition
     assert sum(len(read_partition(p, parts.files)[0]) for p in parts.paths) == parts.rows_accepted
 
 
@@ -159,37 +158,76 @@ def test_engine_options_are_checked():
 
 def test_cli_partitions_and_quiet_scores_match(fleet, tmp_path):
     model = tmp_path / "model"
-    base = ["--telemetry", str(fleet / "telemetry.parquet"), "--access",
-            str(fleet / "access.jsonl.gz"), "--tenants", str(fleet / "tenants.csv")]
+    base = [
+        "--telemetry",
+        str(fleet / "telemetry.parquet"),
+        "--access",
+        str(fleet / "access.jsonl.gz"),
+        "--tenants",
+        str(fleet / "tenants.csv"),
+    ]
     runner = CliRunner()
     assert runner.invoke(main, ["-q", "train", *base, "--model-dir", str(model)]).exit_code == 0
     outs = []
     for parts in ("1", "5"):
         out = tmp_path / f"scores-{parts}.parquet"
-        result = runner.invoke(main, ["-q", "score", *base, "--model-dir", str(model),
-                                      "--out", str(out), "--partitions", parts])
+        result = runner.invoke(
+            main,
+            [
+                "-q",
+                "score",
+                *base,
+                "--model-dir",
+                str(model),
+                "--out",
+                str(out),
+                "--partitions",
+                parts,
+            ],
+        )
         assert result.exit_code == 0, result.output
-        assert result.output == ""                               # quiet: nothing printed
+        assert result.output == ""  # quiet: nothing printed
         outs.append(pd.read_parquet(out).drop(columns="run_id"))
     pd.testing.assert_frame_equal(outs[0], outs[1])
-    bad = runner.invoke(main, ["score", *base, "--model-dir", str(model), "--out",
-                               str(tmp_path / "x.parquet"), "--scheduler", "tcp://127.0.0.1:1"])
+    bad = runner.invoke(
+        main,
+        [
+            "score",
+            *base,
+            "--model-dir",
+            str(model),
+            "--out",
+            str(tmp_path / "x.parquet"),
+            "--scheduler",
+            "tcp://127.0.0.1:1",
+        ],
+    )
     assert bad.exit_code != 0 and "needs --engine dask" in bad.output
 
 
 def test_stage_seconds_are_reported(fleet, tmp_path):
     report = RunReport()
-    build_features(Inputs([fleet / "telemetry.parquet"], [fleet / "access.jsonl.gz"]),
-                   load_settings(), report, Engine(partitions=2))
-    for stage in ("ingest", "enrich", "partition", "extract", "extract_sessions",
-                  "extract_workload", "features"):
+    build_features(
+        Inputs([fleet / "telemetry.parquet"], [fleet / "access.jsonl.gz"]),
+        load_settings(),
+        report,
+        Engine(partitions=2),
+    )
+    for stage in (
+        "ingest",
+        "enrich",
+        "partition",
+        "extract",
+        "extract_sessions",
+        "extract_workload",
+        "features",
+    ):
         assert report.stage_seconds[stage] >= 0.0
     assert json.dumps(report.stage_seconds)
 
 
 def test_empty_partition_input_gives_no_sessions(tmp_path):
-    empty = pa.table({c.name: pa.array([], pa.string()) for c in TELEMETRY.columns
-                      if c.required})
+    empty = pa.table({c.name: pa.array([], pa.string()) for c in TELEMETRY.columns if c.required})
     pq.write_table(empty, tmp_path / "t.parquet")
     sessions, rejected = extract([tmp_path / "t.parquet"], load_settings(), RunReport())
     assert sessions.empty and rejected.empty
@@ -197,11 +235,11 @@ def test_empty_partition_input_gives_no_sessions(tmp_path):
 
 def test_parallel_partition_pass_keeps_input_order(fleet, one_table, tmp_path, monkeypatch):
     import detector.engine.partition as partition
+
     monkeypatch.setattr(partition, "MIN_ROWS_PARALLEL", 0)
     table = pq.read_table(fleet / "telemetry.parquet")
     pq.write_table(table, tmp_path / "t.parquet", row_group_size=3000)
     parts = partition_telemetry([tmp_path / "t.parquet"], tmp_path / "parts", 3, workers=2)
-    assert {len(files) for files in parts.paths} == {8}      # every partition: all spans
+    assert {len(files) for files in parts.paths} == {8}  # every partition: all spans
     assert parts.rows_read == table.num_rows
-    _same(_features(fleet, [tmp_path / "t.parquet"], Engine(partitions=3, workers=2)),
-          one_table)
+    _same(_features(fleet, [tmp_path / "t.parquet"], Engine(partitions=3, workers=2)), one_table)

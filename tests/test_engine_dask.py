@@ -34,20 +34,24 @@ def model(fleet, tmp_path_factory) -> Path:
 
 
 def _args(fleet: Path) -> list[str]:
-    return ["--telemetry", str(fleet / "telemetry.parquet"), "--access",
-            str(fleet / "access.jsonl.gz"), "--tenants", str(fleet / "tenants.csv")]
+    return [
+        "--telemetry",
+        str(fleet / "telemetry.parquet"),
+        "--access",
+        str(fleet / "access.jsonl.gz"),
+        "--tenants",
+        str(fleet / "tenants.csv"),
+    ]
 
 
 def _inputs(fleet: Path) -> Inputs:
-    return Inputs([fleet / "telemetry.parquet"], [fleet / "access.jsonl.gz"],
-                  fleet / "tenants.csv")
+    return Inputs([fleet / "telemetry.parquet"], [fleet / "access.jsonl.gz"], fleet / "tenants.csv")
 
 
 def test_dask_local_cluster_gives_the_local_features(fleet):
     settings = load_settings()
     local = build_features(_inputs(fleet), settings, engine=Engine("local", partitions=5))
-    dask = build_features(_inputs(fleet), settings, engine=Engine("dask", partitions=5,
-                                                                  workers=2))
+    dask = build_features(_inputs(fleet), settings, engine=Engine("dask", partitions=5, workers=2))
     assert len(local.sessions) > 10
     pd.testing.assert_frame_equal(local.sessions, dask.sessions, check_exact=True)
     assert local.report.rows_accepted == dask.report.rows_accepted
@@ -55,23 +59,51 @@ def test_dask_local_cluster_gives_the_local_features(fleet):
 
 def test_cli_scores_on_a_running_scheduler(fleet, model, tmp_path):
     base, runner = _args(fleet), CliRunner()
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
-                                  dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
         outs = []
-        for engine in (["--engine", "local"],
-                       ["--engine", "dask", "--scheduler", cluster.scheduler_address]):
+        for engine in (
+            ["--engine", "local"],
+            ["--engine", "dask", "--scheduler", cluster.scheduler_address],
+        ):
             out = tmp_path / f"{engine[1]}.parquet"
-            result = runner.invoke(main, ["-q", "score", *base, "--model-dir", str(model),
-                                          "--out", str(out), "--partitions", "3", *engine])
+            result = runner.invoke(
+                main,
+                [
+                    "-q",
+                    "score",
+                    *base,
+                    "--model-dir",
+                    str(model),
+                    "--out",
+                    str(out),
+                    "--partitions",
+                    "3",
+                    *engine,
+                ],
+            )
             assert result.exit_code == 0, result.output
             outs.append(pd.read_parquet(out).drop(columns="run_id"))
     pd.testing.assert_frame_equal(outs[0], outs[1])
 
 
 def test_unreachable_scheduler_is_one_clean_error(fleet, model, tmp_path):
-    result = CliRunner().invoke(main, [
-        "score", *_args(fleet), "--model-dir", str(model), "--out", str(tmp_path / "s.parquet"),
-        "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "score",
+            *_args(fleet),
+            "--model-dir",
+            str(model),
+            "--out",
+            str(tmp_path / "s.parquet"),
+            "--engine",
+            "dask",
+            "--scheduler",
+            "tcp://127.0.0.1:9",
+        ],
+    )
     assert result.exit_code != 0
     assert "cannot reach the Dask scheduler tcp://127.0.0.1:9" in result.output
     assert "Traceback" not in result.output

@@ -37,12 +37,24 @@ def test_dashboard_uses_only_exported_metrics():
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_dashboard_promql_parses(tmp_path):
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:expr{i}", "expr": expr.replace("$job", ".*")}
-        for i, expr in enumerate(dashboard_exprs())]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:expr{i}", "expr": expr.replace("$job", ".*")}
+                    for i, expr in enumerate(dashboard_exprs())
+                ],
+            }
+        ]
+    }
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
-    done = subprocess.run(["promtool", "check", "rules", str(tmp_path / "rules.yml")],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["promtool", "check", "rules", str(tmp_path / "rules.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -58,8 +70,10 @@ def test_cronjob_passes_real_score_flags():
     assert used <= flags("score")
 
 
-@pytest.mark.parametrize(("unit", "command"), [("gpuwatch-score.service", "score"),
-                                                ("gpuwatch-exporter.service", "serve")])
+@pytest.mark.parametrize(
+    ("unit", "command"),
+    [("gpuwatch-score.service", "score"), ("gpuwatch-exporter.service", "serve")],
+)
 def test_systemd_units_pass_real_flags(unit, command):
     text = (DEPLOY / "systemd" / unit).read_text().replace("\\\n", " ")
     exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))

@@ -57,12 +57,17 @@ def test_pushgateway_success_replaces_failure_push_adds(tmp_path):
         publish_failure(failed, options)
         after_failure = gateway_values(url, "gpuwatch-it")
         assert after_failure["gpuwatch_last_run_success[('cluster', 'eu1')]"] == 0.0
-        assert after_failure["gpuwatch_last_run_timestamp_seconds[('cluster', 'eu1')]"] \
+        assert (
+            after_failure["gpuwatch_last_run_timestamp_seconds[('cluster', 'eu1')]"]
             == 1_717_210_000.0
-        assert after_failure["gpuwatch_last_success_timestamp_seconds[('cluster', 'eu1')]"] \
+        )
+        assert (
+            after_failure["gpuwatch_last_success_timestamp_seconds[('cluster', 'eu1')]"]
             == 1_717_200_090.5
-        assert after_failure["gpuwatch_tenant_risk_score[('cluster', 'eu1'), ('tenant', 'a')]"] \
-            == 95.0
+        )
+        assert (
+            after_failure["gpuwatch_tenant_risk_score[('cluster', 'eu1'), ('tenant', 'a')]"] == 95.0
+        )
 
         quiet = scores_frame().assign(alert=False, risk_score=10.0, severity="low")
         publish(quiet, run_report(), options)
@@ -112,27 +117,48 @@ def test_prometheus_scrapes_serve_and_loads_rules(tmp_path):
     scores = tmp_path / "scores.parquet"
     write_scores(scores, scores_frame(), run_report())
     rules = ROOT / "deploy" / "prometheus" / "alerts.yml"
-    with gpuwatch_serve(tmp_path, scores) as serve_url, \
-            prometheus(tmp_path, serve_url.removeprefix("http://"), [rules]) as prom:
-        risk = wait_until(lambda: query(prom, "gpuwatch_tenant_risk_score"),
-                          "Prometheus to scrape gpuwatch_tenant_risk_score")
+    with (
+        gpuwatch_serve(tmp_path, scores) as serve_url,
+        prometheus(tmp_path, serve_url.removeprefix("http://"), [rules]) as prom,
+    ):
+        risk = wait_until(
+            lambda: query(prom, "gpuwatch_tenant_risk_score"),
+            "Prometheus to scrape gpuwatch_tenant_risk_score",
+        )
         assert {r["metric"]["tenant"]: float(r["value"][1]) for r in risk} == {
-            "a": 95.0, "b": 75.0, "c": 35.0}
+            "a": 95.0,
+            "b": 75.0,
+            "c": 35.0,
+        }
         assert {r["metric"]["job"] for r in risk} == {"gpuwatch"}
-        assert float(query(prom, "gpuwatch_last_success_timestamp_seconds")[0]["value"][1]) \
+        assert (
+            float(query(prom, "gpuwatch_last_success_timestamp_seconds")[0]["value"][1])
             == 1_717_200_090.5
-        assert float(query(prom, 'gpuwatch_tenant_gpu_seconds{tenant="a",origin="restricted"}')
-                     [0]["value"][1]) == 57600.0
+        )
+        assert (
+            float(
+                query(prom, 'gpuwatch_tenant_gpu_seconds{tenant="a",origin="restricted"}')[0][
+                    "value"
+                ][1]
+            )
+            == 57600.0
+        )
         assert query(prom, 'up{job="gpuwatch"}')[0]["value"][1] == "1"
 
         write_scores(scores, scores_frame().assign(risk_score=42.0), run_report())
-        wait_until(lambda: query(prom, 'gpuwatch_tenant_risk_score{tenant="a"} == 42'),
-                   "Prometheus to see the reloaded scores")
+        wait_until(
+            lambda: query(prom, 'gpuwatch_tenant_risk_score{tenant="a"} == 42'),
+            "Prometheus to see the reloaded scores",
+        )
 
         alerts = wait_until(
-            lambda: [a for a in query(prom, "ALERTS")
-                     if a["metric"]["alertname"] == "GpuwatchRestrictedTrainingSuspected"],
-            "GpuwatchRestrictedTrainingSuspected to fire in the real Prometheus")
+            lambda: [
+                a
+                for a in query(prom, "ALERTS")
+                if a["metric"]["alertname"] == "GpuwatchRestrictedTrainingSuspected"
+            ],
+            "GpuwatchRestrictedTrainingSuspected to fire in the real Prometheus",
+        )
         assert alerts[0]["metric"]["tenant"] == "a"
         status, body = get(prom + "/api/v1/rules")
         assert status == 200 and '"health":"err"' not in body

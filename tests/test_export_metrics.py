@@ -15,7 +15,7 @@ from detector.errors import SchemaError
 from detector.export import ExportOptions, origin_of, run_families, snapshot_families
 from detector.export.collector import registry_of
 
-EXPECTED = '''\
+EXPECTED = """\
 # HELP gpuwatch_last_run_timestamp_seconds Unix time at which the last scoring run ended.
 # TYPE gpuwatch_last_run_timestamp_seconds gauge
 gpuwatch_last_run_timestamp_seconds 1.7172000905e+09
@@ -114,7 +114,7 @@ gpuwatch_export_dropped_series{kind="session"} 1.0
 export.
 # TYPE gpuwatch_export_series_limit gauge
 gpuwatch_export_series_limit 1.0
-'''
+"""
 
 
 def exposition(scores: pd.DataFrame, options: ExportOptions, success: bool = True) -> str:
@@ -124,9 +124,12 @@ def exposition(scores: pd.DataFrame, options: ExportOptions, success: bool = Tru
 
 def samples(text: str, name: str) -> dict[tuple, float]:
     """{sorted label items: value} of one sample name in an exposition."""
-    return {tuple(sorted(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples if s.name == name}
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
 
 
 def test_exact_exposition_with_caps_hit():
@@ -136,17 +139,24 @@ def test_exact_exposition_with_caps_hit():
 def test_default_budget_keeps_every_alert_and_no_cap_metric():
     text = exposition(scores_frame(), ExportOptions(top_n=1))
     assert samples(text, "gpuwatch_tenant_risk_score") == {
-        (("tenant", "a"),): 95.0, (("tenant", "b"),): 75.0}
+        (("tenant", "a"),): 95.0,
+        (("tenant", "b"),): 75.0,
+    }
     assert {k[0][1] for k in samples(text, "gpuwatch_alert_session_risk_score")} == {"s1", "s3"}
     assert samples(text, "gpuwatch_export_dropped_series") == {
-        (("kind", "session"),): 0.0, (("kind", "tenant"),): 0.0}
+        (("kind", "session"),): 0.0,
+        (("kind", "tenant"),): 0.0,
+    }
     assert "gpuwatch_export_series_limit" not in text
 
 
 def test_top_n_adds_riskiest_tenants_without_alerts():
     text = exposition(scores_frame(), ExportOptions(top_n=3))
     assert samples(text, "gpuwatch_tenant_alert_sessions") == {
-        (("tenant", "a"),): 1.0, (("tenant", "b"),): 1.0, (("tenant", "c"),): 0.0}
+        (("tenant", "a"),): 1.0,
+        (("tenant", "b"),): 1.0,
+        (("tenant", "c"),): 0.0,
+    }
 
 
 @pytest.mark.parametrize("n_tenants", [0, 1, 50, 400])
@@ -160,19 +170,31 @@ def test_series_count_never_exceeds_documented_worst_case(n_tenants, top_n, max_
     rows["alert"] = rows["risk_score"] >= 30
     text = exposition(rows, ExportOptions(top_n=top_n, max_series=max_series))
     per_entity = sum(
-        len(family.samples) for family in text_string_to_metric_families(text)
-        if family.name.startswith(("gpuwatch_tenant_", "gpuwatch_alert_session_")))
+        len(family.samples)
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith(("gpuwatch_tenant_", "gpuwatch_alert_session_"))
+    )
     assert per_entity <= 4 * (top_n + max_series) + max_series
     report = run_report()
     total = sum(len(family.samples) for family in text_string_to_metric_families(text))
-    assert total <= (4 * top_n + 5 * max_series + 36 + len(report.stage_seconds)
-                     + 2 * len(report.rows_read) + len(report.rows_quarantined))
+    assert total <= (
+        4 * top_n
+        + 5 * max_series
+        + 36
+        + len(report.stage_seconds)
+        + 2 * len(report.rows_read)
+        + len(report.rows_quarantined)
+    )
     assert per_entity <= 4 * min(n_tenants, top_n + max_series) + min(n_tenants, max_series)
 
 
 def test_origin_rule_share_threshold_and_flag():
-    frame = pd.DataFrame({"restricted_share": [0.5, 0.49, None, 0.0],
-                          "origin_restricted": [False, False, True, None]})
+    frame = pd.DataFrame(
+        {
+            "restricted_share": [0.5, 0.49, None, 0.0],
+            "origin_restricted": [False, False, True, None],
+        }
+    )
     assert origin_of(frame).tolist() == ["restricted", "other", "restricted", "other"]
     assert origin_of(frame[[]]).tolist() == ["other"] * 4
 
@@ -188,7 +210,8 @@ def test_pseudonymized_labels_hide_ids_and_are_stable():
         assert values["session_id"].startswith("s_") and values["session_id"] not in {"s1", "s3"}
     other = exposition(scores_frame(), ExportOptions(pseudonymize_salt="other"))
     assert samples(other, "gpuwatch_tenant_risk_score") != samples(
-        text, "gpuwatch_tenant_risk_score")
+        text, "gpuwatch_tenant_risk_score"
+    )
 
 
 def test_empty_scores_give_zero_fleet_series():
@@ -216,11 +239,18 @@ def test_unknown_severity_is_a_schema_error():
         exposition(scores, ExportOptions())
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed "
-                    "(apt-get install prometheus)")
-@pytest.mark.parametrize("options", [ExportOptions(top_n=1, max_series=1),
-                                     ExportOptions(pseudonymize_salt="x")])
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (apt-get install prometheus)"
+)
+@pytest.mark.parametrize(
+    "options", [ExportOptions(top_n=1, max_series=1), ExportOptions(pseudonymize_salt="x")]
+)
 def test_promtool_check_metrics_reports_nothing(options):
-    done = subprocess.run(["promtool", "check", "metrics"], input=exposition(scores_frame(),
-                          options), capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=exposition(scores_frame(), options),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")

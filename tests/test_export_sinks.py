@@ -26,9 +26,11 @@ from detector.export.textfile import atomic_write
 
 def values(path: Path) -> dict[str, float]:
     """{sample name with labels: value} of a textfile."""
-    return {s.name + str(sorted(s.labels.items())): s.value
-            for family in text_string_to_metric_families(path.read_text())
-            for s in family.samples}
+    return {
+        s.name + str(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(path.read_text())
+        for s in family.samples
+    }
 
 
 def test_concurrent_reader_never_sees_a_partial_file(tmp_path):
@@ -85,8 +87,11 @@ def test_failure_without_previous_file_writes_run_metrics(tmp_path):
 
 def test_unwritable_target_raises_export_error(tmp_path):
     with pytest.raises(ExportError, match="missing"):
-        publish(scores_frame(), run_report(),
-                ExportOptions(metrics_file=tmp_path / "missing" / "x.prom"))
+        publish(
+            scores_frame(),
+            run_report(),
+            ExportOptions(metrics_file=tmp_path / "missing" / "x.prom"),
+        )
 
 
 def test_sidecar_round_trip(tmp_path):
@@ -111,22 +116,47 @@ def _command(export: ExportOptions) -> None:
 
 
 def test_export_options_build_the_options_object(tmp_path):
-    result = CliRunner().invoke(_command, [
-        "--metrics-file", str(tmp_path / "m.prom"), "--pushgateway", "http://127.0.0.1:9091",
-        "--job", "j", "--grouping", "cluster=eu1", "--top-n", "3", "--max-series", "7",
-        "--pseudonymize-tenants"], env={"GPUWATCH_PSEUDONYM_SALT": "pepper"})
+    result = CliRunner().invoke(
+        _command,
+        [
+            "--metrics-file",
+            str(tmp_path / "m.prom"),
+            "--pushgateway",
+            "http://127.0.0.1:9091",
+            "--job",
+            "j",
+            "--grouping",
+            "cluster=eu1",
+            "--top-n",
+            "3",
+            "--max-series",
+            "7",
+            "--pseudonymize-tenants",
+        ],
+        env={"GPUWATCH_PSEUDONYM_SALT": "pepper"},
+    )
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == repr(ExportOptions(
-        metrics_file=tmp_path / "m.prom", pushgateway="http://127.0.0.1:9091", job="j",
-        grouping={"cluster": "eu1"}, top_n=3, max_series=7, pseudonymize_salt="pepper"))
+    assert result.output.strip() == repr(
+        ExportOptions(
+            metrics_file=tmp_path / "m.prom",
+            pushgateway="http://127.0.0.1:9091",
+            job="j",
+            grouping={"cluster": "eu1"},
+            top_n=3,
+            max_series=7,
+            pseudonymize_salt="pepper",
+        )
+    )
 
 
 def test_export_options_defaults_and_errors():
     runner = CliRunner()
-    assert runner.invoke(_command, [], env={"GPUWATCH_PSEUDONYM_SALT": None}).output.strip() \
-        == repr(ExportOptions())
-    missing_salt = runner.invoke(_command, ["--pseudonymize-tenants"],
-                                 env={"GPUWATCH_PSEUDONYM_SALT": None})
+    assert runner.invoke(
+        _command, [], env={"GPUWATCH_PSEUDONYM_SALT": None}
+    ).output.strip() == repr(ExportOptions())
+    missing_salt = runner.invoke(
+        _command, ["--pseudonymize-tenants"], env={"GPUWATCH_PSEUDONYM_SALT": None}
+    )
     assert missing_salt.exit_code == 2 and "--salt" in missing_salt.output
     bad = runner.invoke(_command, ["--grouping", "novalue"])
     assert bad.exit_code == 2 and "KEY=VALUE" in bad.output

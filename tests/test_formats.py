@@ -51,6 +51,7 @@ def lines_file(tmp_path: Path, name: str, lines: list[str | bytes]) -> Path:
 
 # --- dcgm-exporter text / OpenMetrics ------------------------------------------------------
 
+
 def test_dcgm_scrapes_become_one_row_per_gpu_and_scrape():
     t = read("dcgm-scrapes.prom").table
     assert len(t) == 6
@@ -68,15 +69,18 @@ def test_dcgm_scrapes_become_one_row_per_gpu_and_scrape():
 
 def test_openmetrics_timestamps_are_seconds_and_nvlink_rates_kept():
     t = read("dcgm-openmetrics.om").table
-    assert t["timestamp"].tolist() == [pd.Timestamp(1_760_000_000.5, unit="s", tz="UTC"),
-                                       pd.Timestamp(1_760_000_060.5, unit="s", tz="UTC")]
+    assert t["timestamp"].tolist() == [
+        pd.Timestamp(1_760_000_000.5, unit="s", tz="UTC"),
+        pd.Timestamp(1_760_000_060.5, unit="s", tz="UTC"),
+    ]
     assert t["nvlink_tx_bps"].tolist() == [1.2e10, 1.3e10]
     assert t["tenant_id"].tolist() == ["tenant-17"] * 2
 
 
 def test_counter_rates_treat_a_drop_as_a_reset():
-    samples = pd.DataFrame({"ts": [0.0, 10.0, 20.0, 30.0, 0.0, 10.0],
-                            "value": [100.0, 200.0, 50.0, 150.0, 5.0, 5.0]})
+    samples = pd.DataFrame(
+        {"ts": [0.0, 10.0, 20.0, 30.0, 0.0, 10.0], "value": [100.0, 200.0, 50.0, 150.0, 5.0, 5.0]}
+    )
     got = rates(samples, np.array([0, 0, 0, 0, 1, 1]))
     assert np.isnan(got[0]) and np.isnan(got[4])
     assert got[[1, 2, 3, 5]].tolist() == [10.0, 5.0, 10.0, 0.0]
@@ -84,7 +88,9 @@ def test_counter_rates_treat_a_drop_as_a_reset():
 
 def test_tenant_from_another_label_or_the_tenant_map():
     assert set(read("dcgm-scrapes.prom", tenant_label="pod").table["tenant_id"]) == {
-        "llm-pretrain-0", "sd-serve-7d9f"}
+        "llm-pretrain-0",
+        "sd-serve-7d9f",
+    }
     mapped = read("dcgm-scrapes.prom", tenant_label="nope", tenant_map=TENANT_MAP)
     # pod sd-serve-7d9f is in the map; the other GPU falls back to its host's entry
     assert set(mapped.table["tenant_id"]) == {"blue-sky-media", "acme-research"}
@@ -94,9 +100,14 @@ def test_tenant_from_another_label_or_the_tenant_map():
 
 
 def test_a_scrape_without_timestamps_takes_the_file_time(tmp_path):
-    path = lines_file(tmp_path, "scrape.prom", [
-        "# TYPE DCGM_FI_DEV_GPU_UTIL gauge",
-        'DCGM_FI_DEV_GPU_UTIL{gpu="0",Hostname="n1",namespace="t1"} 42'])
+    path = lines_file(
+        tmp_path,
+        "scrape.prom",
+        [
+            "# TYPE DCGM_FI_DEV_GPU_UTIL gauge",
+            'DCGM_FI_DEV_GPU_UTIL{gpu="0",Hostname="n1",namespace="t1"} 42',
+        ],
+    )
     os.utime(path, (1_760_000_123, 1_760_000_123))
     t = read_table([path], TELEMETRY).table
     assert t["timestamp"].tolist() == [pd.Timestamp(1_760_000_123, unit="s", tz="UTC")]
@@ -104,21 +115,28 @@ def test_a_scrape_without_timestamps_takes_the_file_time(tmp_path):
 
 def test_bad_prometheus_lines_are_quarantined(tmp_path):
     good = 'DCGM_FI_DEV_GPU_UTIL{gpu="0",Hostname="n1",namespace="t1"} 42 1760000000000'
-    path = lines_file(tmp_path, "bad.prom", [
-        good,
-        'DCGM_FI_DEV_GPU_UTIL{gpu="1",Hostname="n1",namespace="t1"',       # truncated
-        'DCGM_FI_DEV_GPU_UTIL{gpu="2",Hostname="n1",namespace="t1"} busy 1760000000000',
-        'DCGM_FI_DEV_GPU_UTIL{gpu="3",Hostname="n1",namespace="t1"} 7 yesterday',
-        b'DCGM_FI_DEV_GPU_UTIL{gpu="4",Hostname="n\xff1",namespace="t1"} 7 1760000000000',
-        'DCGM_FI_DEV_GPU_UTIL{gpu="5",Hostname="n1",namespace="t1"} 170 1760000000000',
-        'node_cpu_seconds_total{cpu="0"} 1234.5',                             # not DCGM: no row
-    ])
+    path = lines_file(
+        tmp_path,
+        "bad.prom",
+        [
+            good,
+            'DCGM_FI_DEV_GPU_UTIL{gpu="1",Hostname="n1",namespace="t1"',  # truncated
+            'DCGM_FI_DEV_GPU_UTIL{gpu="2",Hostname="n1",namespace="t1"} busy 1760000000000',
+            'DCGM_FI_DEV_GPU_UTIL{gpu="3",Hostname="n1",namespace="t1"} 7 yesterday',
+            b'DCGM_FI_DEV_GPU_UTIL{gpu="4",Hostname="n\xff1",namespace="t1"} 7 1760000000000',
+            'DCGM_FI_DEV_GPU_UTIL{gpu="5",Hostname="n1",namespace="t1"} 170 1760000000000',
+            'node_cpu_seconds_total{cpu="0"} 1234.5',  # not DCGM: no row
+        ],
+    )
     loaded = read_table([path], TELEMETRY)
     assert loaded.rows_read == 6 and loaded.rows_accepted == 1
     assert dict(zip(loaded.quarantine["row"], loaded.quarantine["reason"], strict=True)) == {
-        2: "malformed sample line", 3: "sample value is not a number",
-        4: "sample timestamp is not a number", 5: "not UTF-8",
-        6: "gpu_util: above maximum 100"}
+        2: "malformed sample line",
+        3: "sample value is not a number",
+        4: "sample timestamp is not a number",
+        5: "not UTF-8",
+        6: "gpu_util: above maximum 100",
+    }
 
 
 def test_a_file_that_is_not_prometheus_text_is_an_input_error(tmp_path):
@@ -130,6 +148,7 @@ def test_a_file_that_is_not_prometheus_text_is_an_input_error(tmp_path):
 
 
 # --- NVML / Alibaba column mappings ----------------------------------------------------------
+
 
 def test_nvml_mapping_converts_names_and_units():
     t = read("nvml-spar.csv", fmt="nvml", columns="nvml-spar").table
@@ -146,14 +165,20 @@ def test_nvml_mapping_converts_names_and_units():
 
 def test_nvml_bad_rows_and_sentinels(tmp_path):
     text = (FIX / "nvml-spar.csv").read_text().splitlines()
-    rows = [text[0], text[1], text[2].replace(",26,", ",lots,").replace(",98,", ",lots,"),
-            text[3].rsplit(",", 2)[0], text[4].replace("10.251953125", "-1")]
+    rows = [
+        text[0],
+        text[1],
+        text[2].replace(",26,", ",lots,").replace(",98,", ",lots,"),
+        text[3].rsplit(",", 2)[0],
+        text[4].replace("10.251953125", "-1"),
+    ]
     path = lines_file(tmp_path, "nvml.csv", rows)
-    loaded = read_table([path], TELEMETRY, fmt="nvml",
-                        options=SourceOptions(columns="nvml-spar"))
+    loaded = read_table([path], TELEMETRY, fmt="nvml", options=SourceOptions(columns="nvml-spar"))
     assert loaded.rows_read == 4 and loaded.rows_accepted == 2
-    assert sorted(loaded.quarantine["reason"]) == ["gpu_util: not a number",
-                                                   "malformed row: wrong number of fields"]
+    assert sorted(loaded.quarantine["reason"]) == [
+        "gpu_util: not a number",
+        "malformed row: wrong number of fields",
+    ]
     assert loaded.table["pcie_tx_bps"].isna().tolist() == [False, True]  # -1 = no value
 
 
@@ -163,16 +188,22 @@ def test_nvml_mapping_errors(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[columns]\ngpu_util = { column = "u", unit = "furlongs" }\n')
     with pytest.raises(ConfigError, match="furlongs"):
-        read_table([FIX / "nvml-spar.csv"], TELEMETRY, fmt="nvml",
-                   options=SourceOptions(columns=bad))
+        read_table(
+            [FIX / "nvml-spar.csv"], TELEMETRY, fmt="nvml", options=SourceOptions(columns=bad)
+        )
     other = tmp_path / "other.toml"
     other.write_text('[columns]\ntimestamp = "ts"\ngpu_util = "util"\n')
     with pytest.raises(InputError, match="needs source column"):
-        read_table([FIX / "nvml-spar.csv"], TELEMETRY, fmt="nvml",
-                   options=SourceOptions(columns=other))
+        read_table(
+            [FIX / "nvml-spar.csv"], TELEMETRY, fmt="nvml", options=SourceOptions(columns=other)
+        )
     with pytest.raises(ConfigError, match="cannot read column mapping"):
-        read_table([FIX / "nvml-spar.csv"], TELEMETRY, fmt="nvml",
-                   options=SourceOptions(columns="no-such-mapping"))
+        read_table(
+            [FIX / "nvml-spar.csv"],
+            TELEMETRY,
+            fmt="nvml",
+            options=SourceOptions(columns="no-such-mapping"),
+        )
 
 
 def test_long_layout_merges_the_metric_files():
@@ -187,6 +218,7 @@ def test_long_layout_merges_the_metric_files():
 
 
 # --- CloudTrail ------------------------------------------------------------------------------
+
 
 def test_cloudtrail_records_skip_aws_service_principals():
     loaded = read("cloudtrail.json", ACCESS)
@@ -215,17 +247,22 @@ def test_cloudtrail_gzip_folder_and_cut_file(tmp_path):
 
 def test_cloudtrail_bad_records(tmp_path):
     path = tmp_path / "ct.json"
-    path.write_bytes(b'{"Records": [{"eventTime": "2026-03-09T18:20:11Z", "eventName": "X", '
-                     b'"sourceIPAddress": "300.1.1.1", "userIdentity": {"accountId": "1"}}, 7, '
-                     b'{"eventTime": "yesterday", "eventName": "X", "sourceIPAddress": '
-                     b'"1.2.3.4", "userIdentity": {"accountId": "1"}}, {"eventTime": '
-                     b'"2026-03-09T18:20:11Z", "eventName": "X", "sourceIPAddress": "1.2.3.4", '
-                     b'"userAgent": "\xff", "userIdentity": {"accountId": "1"}}]}')
+    path.write_bytes(
+        b'{"Records": [{"eventTime": "2026-03-09T18:20:11Z", "eventName": "X", '
+        b'"sourceIPAddress": "300.1.1.1", "userIdentity": {"accountId": "1"}}, 7, '
+        b'{"eventTime": "yesterday", "eventName": "X", "sourceIPAddress": '
+        b'"1.2.3.4", "userIdentity": {"accountId": "1"}}, {"eventTime": '
+        b'"2026-03-09T18:20:11Z", "eventName": "X", "sourceIPAddress": "1.2.3.4", '
+        b'"userAgent": "\xff", "userIdentity": {"accountId": "1"}}]}'
+    )
     loaded = read_table([path], ACCESS, fmt="cloudtrail")
     assert loaded.rows_read == 4 and loaded.rows_accepted == 0
     assert sorted(loaded.quarantine["reason"]) == [
-        "not UTF-8", "not a JSON object", "src_ip: invalid IP address",
-        "timestamp: unparsable timestamp"]
+        "not UTF-8",
+        "not a JSON object",
+        "src_ip: invalid IP address",
+        "timestamp: unparsable timestamp",
+    ]
     other = tmp_path / "other.json"
     other.write_text('{"Records": 3')
     with pytest.raises(InputError, match="not a CloudTrail log file"):
@@ -233,6 +270,7 @@ def test_cloudtrail_bad_records(tmp_path):
 
 
 # --- VPC Flow Logs -----------------------------------------------------------------------------
+
 
 def test_vpc_flow_v2_keeps_inbound_accepted_flows():
     loaded = read("vpcflow-v2.log", ACCESS)
@@ -253,20 +291,32 @@ def test_vpc_flow_custom_fields_use_flow_direction_and_instance():
 
 def test_vpc_flow_bad_records(tmp_path):
     head, *rows = (FIX / "vpcflow-v2.log").read_text().splitlines()
-    path = lines_file(tmp_path, "flows.log", [
-        head, rows[0], rows[0].rsplit(" ", 3)[0],
-        rows[0].replace("198.51.100.23", "198.51.100.300"),
-        rows[0].replace("1760000000", "soon", 1), rows[0].encode().replace(b"ACCEPT", b"\xff")])
+    path = lines_file(
+        tmp_path,
+        "flows.log",
+        [
+            head,
+            rows[0],
+            rows[0].rsplit(" ", 3)[0],
+            rows[0].replace("198.51.100.23", "198.51.100.300"),
+            rows[0].replace("1760000000", "soon", 1),
+            rows[0].encode().replace(b"ACCEPT", b"\xff"),
+        ],
+    )
     loaded = read_table([path], ACCESS)
     assert loaded.rows_accepted == 1
     assert sorted(loaded.quarantine["reason"]) == [
-        "malformed record: wrong number of fields", "not UTF-8", "src_ip: invalid IP address",
-        "timestamp: unparsable timestamp"]
+        "malformed record: wrong number of fields",
+        "not UTF-8",
+        "src_ip: invalid IP address",
+        "timestamp: unparsable timestamp",
+    ]
     with pytest.raises(InputError, match="not a VPC Flow Log"):
         read_table([lines_file(tmp_path, "x.log", ["hello world"])], ACCESS, fmt="vpcflow")
 
 
 # --- sshd ------------------------------------------------------------------------------------
+
 
 def test_sshd_syslog_lines_with_the_year_of_the_file(tmp_path):
     path = copy(tmp_path, "auth.log", mtime=MAR_2026)
@@ -278,39 +328,58 @@ def test_sshd_syslog_lines_with_the_year_of_the_file(tmp_path):
     assert t["principal"].tolist() == ["alice", "bob", "deploy"]
     assert t["tenant_id"].tolist() == ["acme-research", "blue-sky-media", "blue-sky-media"]
     # a file written in January holds last year's March
-    early = copy(tmp_path, "auth.log",
-                 mtime=pd.Timestamp("2027-01-15", tz="UTC").timestamp())
+    early = copy(tmp_path, "auth.log", mtime=pd.Timestamp("2027-01-15", tz="UTC").timestamp())
     assert read_table([early], ACCESS).table["timestamp"].dt.year.unique().tolist() == [2026]
 
 
 def test_sshd_journal_short_iso_with_offsets():
     t = read("sshd-journal.log", ACCESS).table
-    assert t["timestamp"].tolist() == [pd.Timestamp("2026-03-09 18:21:13", tz="UTC"),
-                                       pd.Timestamp("2026-03-09 18:05:52", tz="UTC")]
+    assert t["timestamp"].tolist() == [
+        pd.Timestamp("2026-03-09 18:21:13", tz="UTC"),
+        pd.Timestamp("2026-03-09 18:05:52", tz="UTC"),
+    ]
     assert t["tenant_id"].tolist() == ["gpu-node-07", "gpu-node-09"]
 
 
 def test_sshd_bad_lines(tmp_path):
     ok = "2026-03-09T18:21:13+0000 n1 sshd[1]: Accepted publickey for a from 1.2.3.4 port 5 ssh2"
-    path = lines_file(tmp_path, "auth.log", [
-        ok, ok.replace("1.2.3.4", "1.2.3.400"), ok.replace("2026-03-09T18", "2026-13-09T18"),
-        ok[:60], ok.encode().replace(b"for a", b"for \xff"),
-        "2026-03-09T18:21:14+0000 n1 sshd[1]: Failed password for b from 5.6.7.8 port 6 ssh2"])
+    path = lines_file(
+        tmp_path,
+        "auth.log",
+        [
+            ok,
+            ok.replace("1.2.3.4", "1.2.3.400"),
+            ok.replace("2026-03-09T18", "2026-13-09T18"),
+            ok[:60],
+            ok.encode().replace(b"for a", b"for \xff"),
+            "2026-03-09T18:21:14+0000 n1 sshd[1]: Failed password for b from 5.6.7.8 port 6 ssh2",
+        ],
+    )
     loaded = read_table([path], ACCESS)
     assert loaded.rows_accepted == 1
     assert sorted(loaded.quarantine["reason"]) == [
-        "malformed record: sshd Accepted line", "not UTF-8", "src_ip: invalid IP address",
-        "timestamp: unparsable timestamp"]
+        "malformed record: sshd Accepted line",
+        "not UTF-8",
+        "src_ip: invalid IP address",
+        "timestamp: unparsable timestamp",
+    ]
     with pytest.raises(InputError, match="not a syslog or journald auth log"):
         read_table([lines_file(tmp_path, "x.log", ["hello"])], ACCESS, fmt="sshd")
 
 
 # --- auto ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "schema", "fmt"), [
-    ("dcgm-scrapes.prom", TELEMETRY, "prometheus"), ("cloudtrail.json", ACCESS, "cloudtrail"),
-    ("vpcflow-v2.log", ACCESS, "vpcflow"), ("vpcflow-v5.log", ACCESS, "vpcflow"),
-    ("sshd-journal.log", ACCESS, "sshd")])
+
+@pytest.mark.parametrize(
+    ("name", "schema", "fmt"),
+    [
+        ("dcgm-scrapes.prom", TELEMETRY, "prometheus"),
+        ("cloudtrail.json", ACCESS, "cloudtrail"),
+        ("vpcflow-v2.log", ACCESS, "vpcflow"),
+        ("vpcflow-v5.log", ACCESS, "vpcflow"),
+        ("sshd-journal.log", ACCESS, "sshd"),
+    ],
+)
 def test_auto_tells_formats_apart(tmp_path, name, schema, fmt):
     bare = copy(tmp_path, name)
     renamed = bare.rename(tmp_path / "noextension")
@@ -326,30 +395,37 @@ def test_auto_rejects_unknown_content(tmp_path):
 
 # --- property tests: no traceback, read = accepted + quarantined -----------------------------
 
+
 def _mutations(name: str) -> st.SearchStrategy[bytes]:
     lines = (FIX / name).read_bytes().splitlines()
     line = st.one_of(
         st.sampled_from(lines),
         st.tuples(st.sampled_from(lines), st.integers(0, 200)).map(lambda t: t[0][: t[1]]),
         st.binary(max_size=40),
-        st.tuples(st.sampled_from(lines), st.binary(min_size=1, max_size=4),
-                  st.integers(0, 200)).map(lambda t: t[0][: t[2]] + t[1] + t[0][t[2]:]))
+        st.tuples(
+            st.sampled_from(lines), st.binary(min_size=1, max_size=4), st.integers(0, 200)
+        ).map(lambda t: t[0][: t[2]] + t[1] + t[0][t[2] :]),
+    )
     return st.lists(line, min_size=0, max_size=12).map(lambda ls: b"\n".join(ls))
 
 
-@pytest.mark.parametrize(("name", "schema", "fmt", "options"), [
-    ("dcgm-scrapes.prom", TELEMETRY, "prometheus", {}),
-    ("dcgm-openmetrics.om", TELEMETRY, "prometheus", {}),
-    ("nvml-spar.csv", TELEMETRY, "nvml", {"columns": "nvml-spar"}),
-    ("cloudtrail.json", ACCESS, "cloudtrail", {}),
-    ("vpcflow-v2.log", ACCESS, "vpcflow", {}),
-    ("vpcflow-v5.log", ACCESS, "vpcflow", {}),
-    ("auth.log", ACCESS, "sshd", {}),
-    ("sshd-journal.log", ACCESS, "sshd", {}),
-])
+@pytest.mark.parametrize(
+    ("name", "schema", "fmt", "options"),
+    [
+        ("dcgm-scrapes.prom", TELEMETRY, "prometheus", {}),
+        ("dcgm-openmetrics.om", TELEMETRY, "prometheus", {}),
+        ("nvml-spar.csv", TELEMETRY, "nvml", {"columns": "nvml-spar"}),
+        ("cloudtrail.json", ACCESS, "cloudtrail", {}),
+        ("vpcflow-v2.log", ACCESS, "vpcflow", {}),
+        ("vpcflow-v5.log", ACCESS, "vpcflow", {}),
+        ("auth.log", ACCESS, "sshd", {}),
+        ("sshd-journal.log", ACCESS, "sshd", {}),
+    ],
+)
 def test_parsers_never_crash_and_account_for_every_row(tmp_path, name, schema, fmt, options):
-    @settings(max_examples=40, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
     @given(_mutations(name))
     def check(data: bytes) -> None:
         path = tmp_path / ("input" + Path(name).suffix)
@@ -366,6 +442,7 @@ def test_parsers_never_crash_and_account_for_every_row(tmp_path, name, schema, f
 
 # --- command line ----------------------------------------------------------------------------
 
+
 def test_cli_reads_foreign_formats(tmp_path):
     from click.testing import CliRunner
 
@@ -377,6 +454,16 @@ def test_cli_reads_foreign_formats(tmp_path):
     assert result.exit_code == 2 and "give --telemetry or --prometheus-url" in result.output
     result = runner.invoke(main, [*args, "--prometheus-url", "http://127.0.0.1:9"])
     assert result.exit_code == 2 and "--prometheus-url needs --since" in result.output
-    result = runner.invoke(main, [*args, "--telemetry", str(FIX / "dcgm-scrapes.prom"),
-                                  "--access-format", "vpcflow", "--format", "json"])
+    result = runner.invoke(
+        main,
+        [
+            *args,
+            "--telemetry",
+            str(FIX / "dcgm-scrapes.prom"),
+            "--access-format",
+            "vpcflow",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 2 and "not a VPC Flow Log" in result.output

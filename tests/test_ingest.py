@@ -16,12 +16,33 @@ from detector.ingest import expand, jsonl, read_table
 from detector.schema import ACCESS, TELEMETRY
 
 ROWS = [
-    {"timestamp": "2024-01-01T00:00:00Z", "tenant_id": "t1", "host": "h1", "gpu": 0,
-     "gpu_util": 50.0, "power_w": 300.0, "extra": "dropped"},
-    {"timestamp": "2024-01-01T00:01:00Z", "tenant_id": "t1", "host": "h1", "gpu": 1,
-     "gpu_util": 75.5, "power_w": None, "extra": "dropped"},
-    {"timestamp": "2024-01-01T00:02:00Z", "tenant_id": "t2", "host": "h2", "gpu": 0,
-     "gpu_util": 0.0, "power_w": 120.0, "extra": "dropped"},
+    {
+        "timestamp": "2024-01-01T00:00:00Z",
+        "tenant_id": "t1",
+        "host": "h1",
+        "gpu": 0,
+        "gpu_util": 50.0,
+        "power_w": 300.0,
+        "extra": "dropped",
+    },
+    {
+        "timestamp": "2024-01-01T00:01:00Z",
+        "tenant_id": "t1",
+        "host": "h1",
+        "gpu": 1,
+        "gpu_util": 75.5,
+        "power_w": None,
+        "extra": "dropped",
+    },
+    {
+        "timestamp": "2024-01-01T00:02:00Z",
+        "tenant_id": "t2",
+        "host": "h2",
+        "gpu": 0,
+        "gpu_util": 0.0,
+        "power_w": 120.0,
+        "extra": "dropped",
+    },
 ]
 
 
@@ -49,8 +70,9 @@ def write_text(path: Path, text: str | bytes) -> Path:
 
 
 def check_counts(loaded) -> None:
-    assert loaded.rows_read == (loaded.rows_accepted + loaded.rows_quarantined
-                                + loaded.rows_out_of_window)
+    assert loaded.rows_read == (
+        loaded.rows_accepted + loaded.rows_quarantined + loaded.rows_out_of_window
+    )
     assert loaded.rows_accepted == len(loaded.table)
     assert loaded.rows_quarantined == len(loaded.quarantine)
     assert list(loaded.quarantine.columns) == quarantine.COLUMNS
@@ -58,8 +80,19 @@ def check_counts(loaded) -> None:
         json.loads(raw)
 
 
-@pytest.mark.parametrize("name", ["t.parquet", "t.parquet.gz", "t.csv", "t.csv.gz", "t.jsonl",
-                                  "t.jsonl.gz", "t.json", "t.json.gz"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "t.parquet",
+        "t.parquet.gz",
+        "t.csv",
+        "t.csv.gz",
+        "t.jsonl",
+        "t.jsonl.gz",
+        "t.json",
+        "t.json.gz",
+    ],
+)
 def test_every_format_gives_the_same_typed_table(tmp_path, name):
     loaded = read_table([write(tmp_path / name, ROWS)], TELEMETRY)
     check_counts(loaded)
@@ -78,12 +111,14 @@ def test_every_format_gives_the_same_typed_table(tmp_path, name):
 
 
 def test_timestamp_forms(tmp_path):
-    text = ("timestamp,tenant_id,host,gpu,gpu_util\n"
-            "2024-01-01T01:00:00+01:00,t,h,0,1\n"      # offset
-            "2024-01-01 00:00:01,t,h,0,1\n"            # naive means UTC
-            "1704067202,t,h,0,1\n"                     # epoch seconds
-            "1704067203.5,t,h,0,1\n"
-            "2024-01-01T00:00:04.250Z,t,h,0,1\n")
+    text = (
+        "timestamp,tenant_id,host,gpu,gpu_util\n"
+        "2024-01-01T01:00:00+01:00,t,h,0,1\n"  # offset
+        "2024-01-01 00:00:01,t,h,0,1\n"  # naive means UTC
+        "1704067202,t,h,0,1\n"  # epoch seconds
+        "1704067203.5,t,h,0,1\n"
+        "2024-01-01T00:00:04.250Z,t,h,0,1\n"
+    )
     table = read_table([write_text(tmp_path / "t.csv", text)], TELEMETRY).table
     base = pd.Timestamp("2024-01-01", tz="UTC")
     assert (table["timestamp"] - base).dt.total_seconds().tolist() == [0, 1, 2, 3.5, 4.25]
@@ -94,28 +129,34 @@ def test_parquet_timestamps_and_epoch_numbers(tmp_path, tz):
     ts = pd.Series(pd.to_datetime(["2024-01-01 01:00", "2024-01-01 02:00"]))
     if tz:
         ts = ts.dt.tz_localize(tz)
-    frame = pd.DataFrame({"timestamp": ts, "tenant_id": "t", "host": "h", "gpu": [0, 1],
-                          "gpu_util": [1, 2]})
+    frame = pd.DataFrame(
+        {"timestamp": ts, "tenant_id": "t", "host": "h", "gpu": [0, 1], "gpu_util": [1, 2]}
+    )
     table = read_table([write(tmp_path / "t.parquet", frame)], TELEMETRY).table
-    assert table["timestamp"].tolist() == list(ts.dt.tz_localize("UTC") if tz is None
-                                               else ts.dt.tz_convert("UTC"))
+    assert table["timestamp"].tolist() == list(
+        ts.dt.tz_localize("UTC") if tz is None else ts.dt.tz_convert("UTC")
+    )
     epoch = frame.assign(timestamp=[1704067200, 1704067260.0])
     table = read_table([write(tmp_path / "e.jsonl", epoch)], TELEMETRY).table
-    assert table["timestamp"].astype("int64").tolist() == [1704067200 * 10**9,
-                                                           1704067260 * 10**9]
+    assert table["timestamp"].astype("int64").tolist() == [1704067200 * 10**9, 1704067260 * 10**9]
 
 
 def test_out_of_range_and_unparsable_timestamps_are_quarantined(tmp_path):
-    text = ("timestamp,tenant_id,host,gpu,gpu_util\n1704067200000000,t,h,0,1\n"
-            "9999-99-99,t,h,0,1\n2024-01-01,t,h,0,1\n")
+    text = (
+        "timestamp,tenant_id,host,gpu,gpu_util\n1704067200000000,t,h,0,1\n"
+        "9999-99-99,t,h,0,1\n2024-01-01,t,h,0,1\n"
+    )
     loaded = read_table([write_text(tmp_path / "t.csv", text)], TELEMETRY)
     check_counts(loaded)
-    assert loaded.quarantine["reason"].tolist() == ["timestamp: timestamp out of range",
-                                                    "timestamp: unparsable timestamp"]
+    assert loaded.quarantine["reason"].tolist() == [
+        "timestamp: timestamp out of range",
+        "timestamp: unparsable timestamp",
+    ]
     assert loaded.quarantine["row"].tolist() == [1, 2]
 
 
 # --- paths and formats ---------------------------------------------------------------------
+
 
 def test_missing_path_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no such file") as err:
@@ -159,8 +200,9 @@ def test_files_are_concatenated_in_the_order_given(tmp_path):
     assert read_table(a, TELEMETRY).rows_accepted == 1  # one path alone is fine too
 
 
-@pytest.mark.parametrize("name", ["t.parquet", "t.csv", "t.csv.gz", "t.jsonl", "t.jsonl.gz",
-                                  "t.json"])
+@pytest.mark.parametrize(
+    "name", ["t.parquet", "t.csv", "t.csv.gz", "t.jsonl", "t.jsonl.gz", "t.json"]
+)
 def test_missing_required_column_is_a_schema_error(tmp_path, name):
     rows = [{k: v for k, v in r.items() if k != "gpu_util"} for r in ROWS]
     path = write(tmp_path / name, rows)
@@ -171,6 +213,7 @@ def test_missing_required_column_is_a_schema_error(tmp_path, name):
 
 
 # --- Parquet -------------------------------------------------------------------------------
+
 
 def test_truncated_parquet_is_an_input_error(tmp_path):
     good = write(tmp_path / "good.parquet", ROWS)
@@ -193,44 +236,54 @@ def test_parquet_bad_cells_are_quarantined(tmp_path):
     check_counts(loaded)
     assert loaded.quarantine[["row", "column", "reason"]].values.tolist() == [
         [2, "tenant_id", "tenant_id: missing required value"],
-        [3, "gpu_util", "gpu_util: below minimum 0"]]
+        [3, "gpu_util", "gpu_util: below minimum 0"],
+    ]
     assert json.loads(loaded.quarantine["raw"].iloc[1])["gpu_util"] == -1.0
 
 
 # --- CSV -----------------------------------------------------------------------------------
 
+
 def test_csv_malformed_rows_are_quarantined_with_their_row_numbers(tmp_path):
-    text = ("timestamp,tenant_id,host,gpu,gpu_util\n"
-            "2024-01-01T00:00:00Z,t,h,0,1\n"
-            "2024-01-01T00:00:01Z,t,h,0\n"            # too few fields
-            "2024-01-01T00:00:02Z,t,\"multi\nline host\",0,2\n"
-            "2024-01-01T00:00:03Z,t,h,0,3,surplus\n"  # too many fields
-            "2024-01-01T00:00:04Z,t,h,0,400\n")       # row 5: out of range
+    text = (
+        "timestamp,tenant_id,host,gpu,gpu_util\n"
+        "2024-01-01T00:00:00Z,t,h,0,1\n"
+        "2024-01-01T00:00:01Z,t,h,0\n"  # too few fields
+        '2024-01-01T00:00:02Z,t,"multi\nline host",0,2\n'
+        "2024-01-01T00:00:03Z,t,h,0,3,surplus\n"  # too many fields
+        "2024-01-01T00:00:04Z,t,h,0,400\n"
+    )  # row 5: out of range
     loaded = read_table([write_text(tmp_path / "t.csv", text)], TELEMETRY)
     check_counts(loaded)
     assert loaded.rows_read == 5
     assert loaded.quarantine[["row", "reason"]].values.tolist() == [
         [2, "malformed row: wrong number of fields"],
         [4, "malformed row: wrong number of fields"],
-        [5, "gpu_util: above maximum 100"]]
+        [5, "gpu_util: above maximum 100"],
+    ]
     assert json.loads(loaded.quarantine["raw"].iloc[0]) == "2024-01-01T00:00:01Z,t,h,0"
     assert loaded.table["host"].tolist() == ["h", "multi\nline host"]
 
 
 def test_csv_non_utf8_row_is_quarantined_and_the_rest_read(tmp_path):
     path = tmp_path / "t.csv"
-    path.write_bytes(b"timestamp,tenant_id,host,gpu,gpu_util\n"
-                     b"2024-01-01T00:00:00Z,t,h,0,1\n2024-01-01T00:00:01Z,t\xff\xfe,h,0,1\n"
-                     b"2024-01-01T00:00:02Z,t,h,0,1,extra\n2024-01-01T00:00:03Z,t,h,0,2\n")
+    path.write_bytes(
+        b"timestamp,tenant_id,host,gpu,gpu_util\n"
+        b"2024-01-01T00:00:00Z,t,h,0,1\n2024-01-01T00:00:01Z,t\xff\xfe,h,0,1\n"
+        b"2024-01-01T00:00:02Z,t,h,0,1,extra\n2024-01-01T00:00:03Z,t,h,0,2\n"
+    )
     loaded = read_table([path], TELEMETRY)
     check_counts(loaded)
     assert loaded.quarantine[["row", "reason"]].values.tolist() == [
-        [2, "not UTF-8"], [3, "malformed row: wrong number of fields"]]
+        [2, "not UTF-8"],
+        [3, "malformed row: wrong number of fields"],
+    ]
     assert loaded.table["gpu_util"].tolist() == [1.0, 2.0]
 
 
-@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n\x00\x00\xff\xd8binary", b"",
-                                     b"PAR1\x15\x04\x15\x00\x00"])
+@pytest.mark.parametrize(
+    "content", [b"\x89PNG\r\n\x1a\n\x00\x00\xff\xd8binary", b"", b"PAR1\x15\x04\x15\x00\x00"]
+)
 def test_csv_that_is_not_csv_is_an_input_error(tmp_path, content):
     path = tmp_path / "t.csv"
     path.write_bytes(content)
@@ -260,9 +313,11 @@ def test_invalid_and_truncated_gzip_are_input_errors(tmp_path, name):
 
 
 def test_csv_keeps_namibia_and_reads_blank_cells_as_missing(tmp_path):
-    text = ("timestamp,tenant_id,src_ip,event,country,principal\n"
-            "2024-01-01T00:00:00Z,t,192.0.2.1,login,NA,\n"
-            "2024-01-01T00:00:01Z,t,192.0.2.1,login,  ,  \n")
+    text = (
+        "timestamp,tenant_id,src_ip,event,country,principal\n"
+        "2024-01-01T00:00:00Z,t,192.0.2.1,login,NA,\n"
+        "2024-01-01T00:00:01Z,t,192.0.2.1,login,  ,  \n"
+    )
     loaded = read_table([write_text(tmp_path / "a.csv", text)], ACCESS)
     assert loaded.table["country"].tolist()[0] == "NA"
     assert loaded.table["country"].isna().tolist() == [False, True]
@@ -275,13 +330,15 @@ def test_csv_header_names_are_stripped_and_bom_skipped(tmp_path):
 
 
 def test_csv_with_only_a_header_reads_no_rows(tmp_path):
-    loaded = read_table([write_text(tmp_path / "t.csv", "timestamp,tenant_id,host,gpu,"
-                                                        "gpu_util\n")], TELEMETRY)
+    loaded = read_table(
+        [write_text(tmp_path / "t.csv", "timestamp,tenant_id,host,gpu,gpu_util\n")], TELEMETRY
+    )
     assert loaded.rows_read == 0 and list(loaded.table.columns) == TELEMETRY.names
     assert str(loaded.table["timestamp"].dtype) == "datetime64[ns, UTC]"
 
 
 # --- JSON Lines and JSON -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["t.jsonl", "t.jsonl.gz"])
 def test_jsonl_bad_lines_are_quarantined_with_line_numbers(tmp_path, name):
@@ -291,7 +348,9 @@ def test_jsonl_bad_lines_are_quarantined_with_line_numbers(tmp_path, name):
     check_counts(loaded)
     assert loaded.rows_read == 5 and loaded.rows_accepted == 3
     assert loaded.quarantine[["row", "reason"]].values.tolist() == [
-        [4, "not a JSON object"], [6, "invalid JSON"]]
+        [4, "not a JSON object"],
+        [6, "invalid JSON"],
+    ]
     assert json.loads(loaded.quarantine["raw"].iloc[1]) == lines[2][:30]
 
 
@@ -306,13 +365,12 @@ def test_jsonl_mixed_types_quarantine_only_the_bad_cells(tmp_path):
     rows = [dict(ROWS[0]), dict(ROWS[1], gpu_util="busy"), dict(ROWS[2], gpu="GPU-3a1b")]
     loaded = read_table([write(tmp_path / "t.jsonl", rows)], TELEMETRY)
     check_counts(loaded)
-    assert loaded.quarantine[["row", "reason"]].values.tolist() == [
-        [2, "gpu_util: not a number"]]
+    assert loaded.quarantine[["row", "reason"]].values.tolist() == [[2, "gpu_util: not a number"]]
     assert loaded.table["gpu"].tolist() == ["0", "GPU-3a1b"]
 
 
 def test_jsonl_without_one_valid_line_is_an_input_error(tmp_path):
-    path = write_text(tmp_path / "t.jsonl", "{\"timestamp\": \n{broken\n")
+    path = write_text(tmp_path / "t.jsonl", '{"timestamp": \n{broken\n')
     with pytest.raises(InputError, match="no line is a valid JSON object") as err:
         read_table([path], TELEMETRY)
     assert (err.value.path, err.value.row) == (str(path), 1)
@@ -336,9 +394,14 @@ def test_json_lines_in_a_json_file_are_read_as_lines(tmp_path):
     assert read_table([write_text(tmp_path / "t.json", text)], TELEMETRY).rows_accepted == 3
 
 
-@pytest.mark.parametrize("text,match", [("[{\"timestamp\": 1,", "invalid JSON"),
-                                        ("42", "expected an array"),
-                                        (b"[\"\xff\"]", "not UTF-8")])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ('[{"timestamp": 1,', "invalid JSON"),
+        ("42", "expected an array"),
+        (b'["\xff"]', "not UTF-8"),
+    ],
+)
 def test_unreadable_json_is_an_input_error(tmp_path, text, match):
     path = write_text(tmp_path / "t.json", text)
     with pytest.raises(InputError, match=match) as err:
@@ -348,10 +411,15 @@ def test_unreadable_json_is_an_input_error(tmp_path, text, match):
 
 # --- window, duplicates, source ------------------------------------------------------------
 
+
 def test_window_drops_rows_outside_since_until(tmp_path):
     path = write(tmp_path / "t.csv", ROWS)
-    loaded = read_table([path], TELEMETRY, since=pd.Timestamp("2024-01-01T00:01:00"),
-                        until=pd.Timestamp("2024-01-01T00:02:00Z"))
+    loaded = read_table(
+        [path],
+        TELEMETRY,
+        since=pd.Timestamp("2024-01-01T00:01:00"),
+        until=pd.Timestamp("2024-01-01T00:02:00Z"),
+    )
     check_counts(loaded)
     assert loaded.table["gpu_util"].tolist() == [75.5]
     assert (loaded.rows_out_of_window, loaded.rows_quarantined) == (2, 0)
@@ -364,7 +432,8 @@ def test_duplicates_across_files_are_quarantined_with_values_as_read(tmp_path):
     check_counts(loaded)
     q = loaded.quarantine
     assert q[["source", "file", "row", "column", "reason"]].values.tolist() == [
-        ["dcgm", str(b), 1, "timestamp,tenant_id,host,gpu", "duplicate"]]
+        ["dcgm", str(b), 1, "timestamp,tenant_id,host,gpu", "duplicate"]
+    ]
     raw = json.loads(q["raw"].iloc[0])
     assert pd.Timestamp(raw["timestamp"]) == pd.Timestamp("2024-01-01T00:01:00")
     assert raw["gpu_util"] == 99.0
@@ -380,16 +449,19 @@ def test_source_defaults_to_schema_name(tmp_path):
 def test_jsonl_bad_lines_in_large_files_are_found_by_bisection(tmp_path, monkeypatch):
     monkeypatch.setattr(jsonl, "PER_LINE", 4)  # small pieces, so that a small file bisects
     lines = [json.dumps(dict(ROWS[0], timestamp=1709251200 + i, gpu_util=i)) for i in range(60)]
-    lines[6] = lines[6][:25]                                  # line 7: truncated
-    lines[20] = json.dumps(dict(ROWS[0], gpu_util="busy"))    # line 21: type changes
-    lines[32] = "   "                                         # line 33: blank, not a row
-    lines[40] = "[1, 2]"                                      # line 41: not an object
+    lines[6] = lines[6][:25]  # line 7: truncated
+    lines[20] = json.dumps(dict(ROWS[0], gpu_util="busy"))  # line 21: type changes
+    lines[32] = "   "  # line 33: blank, not a row
+    lines[40] = "[1, 2]"  # line 41: not an object
     path = write_text(tmp_path / "t.jsonl", "\r\n".join(lines))
     loaded = read_table([path], TELEMETRY)
     check_counts(loaded)
     assert loaded.rows_read == 59
-    assert reasons_by_row(loaded) == [[7, "invalid JSON"], [21, "gpu_util: not a number"],
-                                      [41, "not a JSON object"]]
+    assert reasons_by_row(loaded) == [
+        [7, "invalid JSON"],
+        [21, "gpu_util: not a number"],
+        [41, "not a JSON object"],
+    ]
     kept = [i for i in range(60) if i not in (6, 20, 32, 40)]
     assert loaded.table["gpu_util"].tolist() == [float(i) for i in kept]
     assert str(loaded.table["timestamp"].dtype) == "datetime64[ns, UTC]"

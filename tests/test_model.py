@@ -41,9 +41,9 @@ def test_planted_outliers_rank_first_and_risk_is_bounded_and_monotone():
     assert risk.min() >= 0 and risk.max() <= 100
     order = np.argsort(anomaly)
     assert (np.diff(risk[order]) >= 0).all()
-    assert np.median(risk) == pytest.approx(0, abs=1)        # the training median maps to 0
+    assert np.median(risk) == pytest.approx(0, abs=1)  # the training median maps to 0
     assert model.to_risk([0.5, model.score_top_, 1.0]).tolist() == [40.0, 100.0, 100.0]
-    assert risk[y].min() > 40                                 # clear anomalies: s > 0.5
+    assert risk[y].min() > 40  # clear anomalies: s > 0.5
     assert model.score_top_ == pytest.approx(2 ** (-1 / average_path_length(256)))
 
 
@@ -60,7 +60,15 @@ def test_missing_values_are_imputed_and_missing_columns_refused():
 
 def test_severity_bands():
     assert severity(np.array([0, 39.9, 40, 69.9, 70, 89.9, 90, 100])).tolist() == [
-        "low", "low", "medium", "medium", "high", "high", "critical", "critical"]
+        "low",
+        "low",
+        "medium",
+        "medium",
+        "high",
+        "high",
+        "critical",
+        "critical",
+    ]
 
 
 def test_explanations_name_the_planted_feature():
@@ -70,8 +78,10 @@ def test_explanations_name_the_planted_feature():
     assert (contrib.loc[y].idxmax(axis=1) == "restricted_compute").all()
     top = [json.loads(t) for t in top_features(contrib, X)[y]]
     assert all(t[0]["feature"] == "restricted_compute" and t[0]["contribution"] > 0 for t in top)
-    assert all(t[0]["value"] == pytest.approx(X.loc[i, "restricted_compute"], rel=1e-5)
-               for i, t in zip(np.flatnonzero(y), top, strict=True))
+    assert all(
+        t[0]["value"] == pytest.approx(X.loc[i, "restricted_compute"], rel=1e-5)
+        for i, t in zip(np.flatnonzero(y), top, strict=True)
+    )
 
 
 def test_save_load_roundtrip_gives_identical_scores(tmp_path):
@@ -113,29 +123,47 @@ def test_calibration_picks_best_f1_threshold():
 
 def sessions_frame() -> pd.DataFrame:
     t = pd.Timestamp("2026-10-05", tz="UTC")
-    return pd.DataFrame({"session_id": ["s1", "s2", "s3"], "tenant_id": ["a", "a", "b"],
-                         "start": [t, t + pd.Timedelta(days=1), t],
-                         "end": [t + pd.Timedelta(hours=5), t + pd.Timedelta(days=1, hours=5),
-                                 t + pd.Timedelta(hours=2)]})
+    return pd.DataFrame(
+        {
+            "session_id": ["s1", "s2", "s3"],
+            "tenant_id": ["a", "a", "b"],
+            "start": [t, t + pd.Timedelta(days=1), t],
+            "end": [
+                t + pd.Timedelta(hours=5),
+                t + pd.Timedelta(days=1, hours=5),
+                t + pd.Timedelta(hours=2),
+            ],
+        }
+    )
 
 
 def test_labels_by_id_and_by_tenant_range_incident_wins():
     s = sessions_frame()
     t = pd.Timestamp("2026-10-05", tz="UTC")
-    labels = pd.DataFrame({
-        "session_id": ["s3", None, None], "tenant_id": [None, "a", "a"],
-        "start": [pd.NaT, t - pd.Timedelta(hours=1), t + pd.Timedelta(hours=1)],
-        "end": [pd.NaT, t + pd.Timedelta(hours=2), t + pd.Timedelta(hours=3)],
-        "label": ["benign", "benign", "incident"]})
+    labels = pd.DataFrame(
+        {
+            "session_id": ["s3", None, None],
+            "tenant_id": [None, "a", "a"],
+            "start": [pd.NaT, t - pd.Timedelta(hours=1), t + pd.Timedelta(hours=1)],
+            "end": [pd.NaT, t + pd.Timedelta(hours=2), t + pd.Timedelta(hours=3)],
+            "label": ["benign", "benign", "incident"],
+        }
+    )
     assert label_sessions(s, labels).tolist() == ["incident", pd.NA, "benign"]
 
 
 def test_truth_matching_takes_the_largest_overlap():
     s = sessions_frame()
     t = pd.Timestamp("2026-10-05", tz="UTC")
-    truth = pd.DataFrame({"tenant_id": ["a", "a"], "start": [t, t + pd.Timedelta(hours=20)],
-                          "end": [t + pd.Timedelta(hours=4), t + pd.Timedelta(days=2)],
-                          "scenario": ["x", "y"], "restricted_training": ["false", "true"]})
+    truth = pd.DataFrame(
+        {
+            "tenant_id": ["a", "a"],
+            "start": [t, t + pd.Timedelta(hours=20)],
+            "end": [t + pd.Timedelta(hours=4), t + pd.Timedelta(days=2)],
+            "scenario": ["x", "y"],
+            "restricted_training": ["false", "true"],
+        }
+    )
     m = match_truth(s, truth)
     assert m["scenario"].tolist() == ["x", "y", "unmatched"]
     assert m["restricted_training"].tolist() == [False, True, False]

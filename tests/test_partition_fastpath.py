@@ -30,22 +30,28 @@ def _messy(n: int, unit: str, tz: str | None) -> pa.Table:
     fb[[8, 9, 10]] = [-1.0, -np.inf, np.nan]
     tenants = np.array(["t1", " t2 ", "t3\t", "", "  "], dtype=object)[rng.integers(0, 5, n)]
     jobs = np.array(["j1", None, " ", "j2 "], dtype=object)[rng.integers(0, 4, n)]
-    return pa.table({
-        "timestamp": pa.array(np.where(np.arange(n) == 11, 0, ts), pa.timestamp(unit, tz=tz),
-                              mask=np.arange(n) == 12),
-        "tenant_id": pa.array(tenants, pa.string()),
-        "host": pa.array([f"h{i % 3}" for i in range(n)], pa.large_string()),
-        "gpu": pa.array([str(i % 4) for i in range(n)], pa.string()),
-        "gpu_util": pa.array(util, mask=np.arange(n) == 13),
-        "fb_used_mib": pa.array(fb),
-        "power_w": pa.array(np.where(np.arange(n) == 14, 6000.0, 300.0)),
-        "nvlink_tx_bps": pa.array(np.where(np.arange(n) == 15, np.inf, 1e9)),
-        "job_id": pa.array(jobs, pa.string()),
-    })
+    return pa.table(
+        {
+            "timestamp": pa.array(
+                np.where(np.arange(n) == 11, 0, ts),
+                pa.timestamp(unit, tz=tz),
+                mask=np.arange(n) == 12,
+            ),
+            "tenant_id": pa.array(tenants, pa.string()),
+            "host": pa.array([f"h{i % 3}" for i in range(n)], pa.large_string()),
+            "gpu": pa.array([str(i % 4) for i in range(n)], pa.string()),
+            "gpu_util": pa.array(util, mask=np.arange(n) == 13),
+            "fb_used_mib": pa.array(fb),
+            "power_w": pa.array(np.where(np.arange(n) == 14, 6000.0, 300.0)),
+            "nvlink_tx_bps": pa.array(np.where(np.arange(n) == 15, np.inf, 1e9)),
+            "job_id": pa.array(jobs, pa.string()),
+        }
+    )
 
 
-@pytest.mark.parametrize(("unit", "tz"), [("us", "UTC"), ("s", None), ("ns", "Europe/Berlin"),
-                                          ("ms", None)])
+@pytest.mark.parametrize(
+    ("unit", "tz"), [("us", "UTC"), ("s", None), ("ns", "Europe/Berlin"), ("ms", None)]
+)
 def test_pass_accepts_types_and_quarantines_as_read_table(tmp_path: Path, unit, tz):
     path = tmp_path / "t.parquet"
     pq.write_table(_messy(400, unit, tz), path, row_group_size=150)
@@ -58,18 +64,31 @@ def test_pass_accepts_types_and_quarantines_as_read_table(tmp_path: Path, unit, 
     key = ["timestamp", "tenant_id", "host", "gpu"]
     pd.testing.assert_frame_equal(
         got.sort_values(key).reset_index(drop=True),
-        want.table.sort_values(key).reset_index(drop=True)[got.columns], check_dtype=False)
+        want.table.sort_values(key).reset_index(drop=True)[got.columns],
+        check_dtype=False,
+    )
     columns = ["file", "row", "column", "reason", "raw"]
     pd.testing.assert_frame_equal(
         parts.quarantine.sort_values("row")[columns].reset_index(drop=True),
-        want.quarantine.sort_values("row")[columns].reset_index(drop=True))
+        want.quarantine.sort_values("row")[columns].reset_index(drop=True),
+    )
 
 
 def test_other_types_take_the_general_path():
-    table = pa.table({"timestamp": pa.array(["2026-01-01T00:00:00Z"]), "tenant_id": ["t"],
-                      "host": ["h"], "gpu": ["0"], "gpu_util": pa.array([50], pa.int64())})
+    table = pa.table(
+        {
+            "timestamp": pa.array(["2026-01-01T00:00:00Z"]),
+            "tenant_id": ["t"],
+            "host": ["h"],
+            "gpu": ["0"],
+            "gpu_util": pa.array([50], pa.int64()),
+        }
+    )
     assert validate_arrow(table, TELEMETRY) is None
-    typed, ok = validate_arrow(table.set_column(0, "timestamp", pa.array(
-        [pd.Timestamp("2026-01-01", tz="UTC")])).set_column(4, "gpu_util", pa.array([50.0])),
-        TELEMETRY)
+    typed, ok = validate_arrow(
+        table.set_column(
+            0, "timestamp", pa.array([pd.Timestamp("2026-01-01", tz="UTC")])
+        ).set_column(4, "gpu_util", pa.array([50.0])),
+        TELEMETRY,
+    )
     assert ok.tolist() == [True] and typed.schema.field("timestamp").type.unit == "ns"

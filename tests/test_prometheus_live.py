@@ -20,16 +20,19 @@ from detector.schema import ACCESS, TELEMETRY
 from detector.sessions import cut_sessions
 
 ROOT = Path(__file__).resolve().parent.parent
-SINCE, UNTIL = pd.Timestamp("2026-10-06 00:00", tz="UTC"), pd.Timestamp("2026-10-06 06:00",
-                                                                          tz="UTC")
+SINCE, UNTIL = (
+    pd.Timestamp("2026-10-06 00:00", tz="UTC"),
+    pd.Timestamp("2026-10-06 06:00", tz="UTC"),
+)
 TENANTS = ["tn-fe45a1", "tn-442a3d", "tn-e1c06c", "tn-8281a3"]
 
 
 def features(telemetry: pd.DataFrame) -> pd.DataFrame:
     settings = load_settings()
     sessions, samples = cut_sessions(telemetry, settings.sessions)
-    access = read_table([ROOT / "data/samples/access.jsonl.gz"], ACCESS, since=SINCE,
-                        until=UNTIL).table
+    access = read_table(
+        [ROOT / "data/samples/access.jsonl.gz"], ACCESS, since=SINCE, until=UNTIL
+    ).table
     access = access[access["tenant_id"].isin(TENANTS)].reset_index(drop=True)
     access, _ = enrich_access(access, open_database(()), settings)
     table = session_features(sessions, samples, access, settings)
@@ -37,8 +40,9 @@ def features(telemetry: pd.DataFrame) -> pd.DataFrame:
 
 
 def subset() -> pd.DataFrame:
-    table = read_table([ROOT / "data/samples/telemetry.parquet"], TELEMETRY, since=SINCE,
-                       until=UNTIL).table
+    table = read_table(
+        [ROOT / "data/samples/telemetry.parquet"], TELEMETRY, since=SINCE, until=UNTIL
+    ).table
     return table[table["tenant_id"].isin(TENANTS)].reset_index(drop=True)
 
 
@@ -75,16 +79,27 @@ def test_live_prometheus_errors_are_input_errors(tmp_path):
         with pytest.raises(InputError, match="needs --since"):
             read_prometheus(PrometheusSource(url), UNTIL, SINCE)
         with pytest.raises(InputError, match="bearer token"):
-            read_prometheus(PrometheusSource(url, bearer_token_file=tmp_path / "none"),
-                            SINCE, UNTIL)
+            read_prometheus(
+                PrometheusSource(url, bearer_token_file=tmp_path / "none"), SINCE, UNTIL
+            )
         token = tmp_path / "token"
         token.write_text("s3cret\n")
         # Prometheus ignores the header; the query still works with it
-        assert read_prometheus(PrometheusSource(url, step=15, bearer_token_file=token),
-                               SINCE, UNTIL).rows_accepted == 50
+        assert (
+            read_prometheus(
+                PrometheusSource(url, step=15, bearer_token_file=token), SINCE, UNTIL
+            ).rows_accepted
+            == 50
+        )
         # a step too fine for the range in one query is split, never refused
-        assert read_prometheus(PrometheusSource(url, step=1, max_points=11_000),
-                               SINCE, SINCE + pd.Timedelta(hours=4)).rows_read > 0
+        assert (
+            read_prometheus(
+                PrometheusSource(url, step=1, max_points=11_000),
+                SINCE,
+                SINCE + pd.Timedelta(hours=4),
+            ).rows_read
+            > 0
+        )
     with pytest.raises(InputError, match="cannot query Prometheus"):
         read_prometheus(PrometheusSource(url), SINCE, UNTIL)
 

@@ -22,19 +22,36 @@ from detector.sessions import cut_sessions
 REAL = Path(__file__).resolve().parent.parent.parent / "shared" / "realdata"
 NVML = REAL / "nvml-a100-workloads"
 ALIBABA = REAL / "alibaba-genai-serving"
-ALIBABA_FILES = [ALIBABA / "pod_gpu_duty_cycle_anon.csv.gz",
-                 ALIBABA / "pod_gpu_memory_used_bytes_anon.csv.gz"]
+ALIBABA_FILES = [
+    ALIBABA / "pod_gpu_duty_cycle_anon.csv.gz",
+    ALIBABA / "pod_gpu_memory_used_bytes_anon.csv.gz",
+]
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} not present")
 
 # 1 Hz runs of under a minute: sessions of at least 10 s on a 1 s grid.
 SHORT_RUNS = load_settings().override("sessions", min_duration_seconds=10, grid_seconds=1)
 # Workload features a trace without the metric leaves NaN (no profiling, NVLink, PCIe, ...).
-NEEDS = {"sm_active_mean": "sm_active", "tensor_active_mean": "tensor_active",
-         "tensor_share": "tensor_active", "dram_active_mean": "dram_active",
-         "mem_fill": "fb_free_mib", "power_mean_w": "power_w", "nvlink_bps": "nvlink_tx_bps",
-         "pcie_bps": "pcie_tx_bps"}
-ALWAYS = ["duration_s", "n_gpus", "gpu_hours", "util_mean", "util_std", "util_p95",
-          "busy_frac", "idle_frac", "training_gpu_share"]
+NEEDS = {
+    "sm_active_mean": "sm_active",
+    "tensor_active_mean": "tensor_active",
+    "tensor_share": "tensor_active",
+    "dram_active_mean": "dram_active",
+    "mem_fill": "fb_free_mib",
+    "power_mean_w": "power_w",
+    "nvlink_bps": "nvlink_tx_bps",
+    "pcie_bps": "pcie_tx_bps",
+}
+ALWAYS = [
+    "duration_s",
+    "n_gpus",
+    "gpu_hours",
+    "util_mean",
+    "util_std",
+    "util_p95",
+    "busy_frac",
+    "idle_frac",
+    "training_gpu_share",
+]
 
 
 def features(telemetry: pd.DataFrame, settings) -> pd.DataFrame:
@@ -69,8 +86,9 @@ def test_nvml_a100_runs_every_row_read_and_one_session_per_run():
 
 
 def test_alibaba_serving_pods_every_row_read_or_quarantined():
-    loaded = read_table(ALIBABA_FILES, TELEMETRY, fmt="nvml",
-                        options=SourceOptions(columns="alibaba-genai"))
+    loaded = read_table(
+        ALIBABA_FILES, TELEMETRY, fmt="nvml", options=SourceOptions(columns="alibaba-genai")
+    )
     raw = sum(len(pd.read_csv(p, usecols=["value"])) for p in ALIBABA_FILES)
     # rows sharing (time, pod) across the two files are one row; memory samples without a
     # utilisation sample are quarantined

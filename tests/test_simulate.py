@@ -28,8 +28,15 @@ from detector.simulate import (
 )
 
 N_TENANTS, DAYS, SEED, INTERVAL = 20, 1, 3, 300
-TRUTH_COLUMNS = ["tenant_id", "start", "end", "scenario", "workload", "origin",
-                 "restricted_training"]
+TRUTH_COLUMNS = [
+    "tenant_id",
+    "start",
+    "end",
+    "scenario",
+    "workload",
+    "origin",
+    "restricted_training",
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +68,19 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(sim, tmp_path
         assert (out / name).read_bytes() == (tmp_path / "a" / name).read_bytes(), name
     assert again["rows"] == summary["rows"]
     simulate(tmp_path / "b", N_TENANTS, DAYS, SEED + 1, interval_s=INTERVAL)
-    assert (out / "telemetry.parquet").read_bytes() != (tmp_path / "b" / "telemetry.parquet"
-                                                        ).read_bytes()
+    assert (out / "telemetry.parquet").read_bytes() != (
+        tmp_path / "b" / "telemetry.parquet"
+    ).read_bytes()
 
 
 def test_summary_counts_match_files(sim, tables):
     _, summary = sim
-    assert summary["rows"] == {"telemetry.parquet": len(tables["telemetry"]),
-                               "access.jsonl.gz": len(tables["access"]),
-                               "tenants.csv": N_TENANTS, "truth.csv": len(tables["truth"])}
+    assert summary["rows"] == {
+        "telemetry.parquet": len(tables["telemetry"]),
+        "access.jsonl.gz": len(tables["access"]),
+        "tenants.csv": N_TENANTS,
+        "truth.csv": len(tables["truth"]),
+    }
     assert sum(summary["scenarios"].values()) == N_TENANTS
     assert summary["messiness"]["hosts_without_dcp"] > 0
 
@@ -90,8 +101,11 @@ def test_telemetry_follows_the_canonical_schema(sim, tables):
         if col.max is not None:
             assert (values <= col.max).all(), col.name
     assert set(tel["gpu"]) <= {str(i) for i in range(8)}
-    assert set(tel["model_name"]) <= {"NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB",
-                                      "NVIDIA L40S"}
+    assert set(tel["model_name"]) <= {
+        "NVIDIA H100 80GB HBM3",
+        "NVIDIA A100-SXM4-80GB",
+        "NVIDIA L40S",
+    }
     # job_id is known for every row of a Kubernetes tenant and for none of a bare-metal one
     per_tenant = tel["job_id"].notna().groupby(tel["tenant_id"]).agg(["all", "any"])
     assert (per_tenant["all"] == per_tenant["any"]).all()
@@ -135,8 +149,11 @@ def test_restricted_training_means_training_driven_from_a_country_of_concern(tab
 def test_scenario_mix(n):
     counts = scenario_counts(n)
     assert sum(counts.values()) == n
-    restricted = sum(c for name, c in counts.items()
-                     if next(s for s in SCENARIOS if s.name == name).restricted_training)
+    restricted = sum(
+        c
+        for name, c in counts.items()
+        if next(s for s in SCENARIOS if s.name == name).restricted_training
+    )
     assert 0.15 <= restricted / n <= 0.2 if n >= 40 else restricted >= 1
     if n >= len(SCENARIOS):
         assert len(counts) == len(SCENARIOS)
@@ -149,8 +166,9 @@ def test_truth_covers_every_active_sample(tables):
     slots = truth.assign(host=truth["hosts"].str.split(" ")).explode("host")
     joined = active.reset_index().merge(slots, on=["tenant_id", "host"])
     slack = pd.Timedelta(seconds=INTERVAL + 10)
-    inside = (joined["timestamp"] >= joined["start"]) & (joined["timestamp"] <= joined["end"]
-                                                         + slack)
+    inside = (joined["timestamp"] >= joined["start"]) & (
+        joined["timestamp"] <= joined["end"] + slack
+    )
     covered = inside.groupby(joined["index"]).any()
     assert covered.reindex(active.index, fill_value=False).all()
     # with a scheduler, the job id names the truth row
@@ -192,8 +210,7 @@ def test_restricted_training_access_enriches_to_concern_or_hosting(tables, geo):
     for tenant in tenants:
         ips = acc.loc[acc["tenant_id"] == tenant, "src_ip"]
         answers = [geo.lookup(ip) for ip in ips]
-        drivers = [r.country_code in concern or asn_of.get(r.asn_name) in hosting
-                   for r in answers]
+        drivers = [r.country_code in concern or asn_of.get(r.asn_name) in hosting for r in answers]
         # the reseller's own admin logs in from its declared country; everyone else is driven
         # from a country of concern, directly or through hosting exits
         by_tenant[tenant] = np.mean(drivers)
@@ -229,9 +246,9 @@ def test_exporter_mess_is_present(tables):
     assert (step.between(2 * INTERVAL, 3600)).any()  # short silences
     t = truth.assign(start=pd.to_datetime(truth["start"]), end=pd.to_datetime(truth["end"]))
     t = t.sort_values(["tenant_id", "start"])
-    overlap = t.groupby("tenant_id").apply(lambda g: (g["start"].iloc[1:].to_numpy()
-                                                      < g["end"].cummax().iloc[:-1].to_numpy()
-                                                      ).any())
+    overlap = t.groupby("tenant_id").apply(
+        lambda g: (g["start"].iloc[1:].to_numpy() < g["end"].cummax().iloc[:-1].to_numpy()).any()
+    )
     assert overlap.any()  # two jobs of one tenant at once
     ends = t[t["job_id"] != ""].set_index("job_id")["end"]
     jobs = tel.dropna(subset=["job_id"])

@@ -31,9 +31,19 @@ from .partition import (
     streamable,
 )
 
-__all__ = ["ENGINES", "Engine", "PartResult", "Partitions", "auto_partitions", "extract",
-           "partition_features", "partition_of", "partition_telemetry", "run_local",
-           "streamable"]
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "PartResult",
+    "Partitions",
+    "auto_partitions",
+    "extract",
+    "partition_features",
+    "partition_of",
+    "partition_telemetry",
+    "run_local",
+    "streamable",
+]
 
 ENGINES = ("local", "dask")
 SESSION_ORDER = ["tenant_id", "start", "job_id", "session_id"]
@@ -47,11 +57,11 @@ class Engine:
     """Where and how finely feature extraction runs."""
 
     name: str = "local"
-    scheduler: str | None = None     # dask: tcp://HOST:PORT; None starts a LocalCluster
-    partitions: int | None = None    # None: one per ROWS_PER_PARTITION input rows
-    work_dir: Path | None = None     # partition files (shared with dask workers); None: temp
-    workers: int | None = None       # processes for the partition pass, the local engine
-                                     # and a LocalCluster; None: one per core
+    scheduler: str | None = None  # dask: tcp://HOST:PORT; None starts a LocalCluster
+    partitions: int | None = None  # None: one per ROWS_PER_PARTITION input rows
+    work_dir: Path | None = None  # partition files (shared with dask workers); None: temp
+    workers: int | None = None  # processes for the partition pass, the local engine
+    # and a LocalCluster; None: one per core
 
     def __post_init__(self) -> None:
         if self.name not in ENGINES:
@@ -62,10 +72,18 @@ class Engine:
             raise ConfigError("--scheduler needs --engine dask")
 
 
-def extract(paths: Sequence[Path], settings: Settings, report: RunReport, *,
-            engine: Engine = Engine(), fmt: str = "auto", since: pd.Timestamp | None = None,
-            until: pd.Timestamp | None = None, loaded: Sequence[pd.DataFrame] = (),
-            progress: Progress | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def extract(
+    paths: Sequence[Path],
+    settings: Settings,
+    report: RunReport,
+    *,
+    engine: Engine = Engine(),
+    fmt: str = "auto",
+    since: pd.Timestamp | None = None,
+    until: pd.Timestamp | None = None,
+    loaded: Sequence[pd.DataFrame] = (),
+    progress: Progress | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(sessions with workload features, quarantine) for the telemetry in `paths` and `loaded`.
 
     Rows read, accepted and quarantined from `paths` are added to `report`; `loaded` tables
@@ -76,20 +94,38 @@ def extract(paths: Sequence[Path], settings: Settings, report: RunReport, *,
     with tempfile.TemporaryDirectory(prefix="gpuwatch-parts-", dir=engine.work_dir) as tmp:
         with report.stage("partition"):
             advance = progress("reading telemetry", rows) if progress and rows else None
-            parts = partition_telemetry(paths, Path(tmp), n_parts, fmt=fmt, since=since,
-                                        until=until, loaded=loaded, progress=advance,
-                                        workers=engine.workers or os.cpu_count() or 1)
-        _log_stage(report, "partition", f"{parts.rows_read} rows into {len(parts.paths)} "
-                   f"of {n_parts} partitions")
+            parts = partition_telemetry(
+                paths,
+                Path(tmp),
+                n_parts,
+                fmt=fmt,
+                since=since,
+                until=until,
+                loaded=loaded,
+                progress=advance,
+                workers=engine.workers or os.cpu_count() or 1,
+            )
+        _log_stage(
+            report,
+            "partition",
+            f"{parts.rows_read} rows into {len(parts.paths)} of {n_parts} partitions",
+        )
         advance = progress("features", len(parts.paths)) if progress else None
         with report.stage("extract"):
             if engine.name == "dask":
                 from .dask import run_dask
-                results = run_dask(parts.paths, parts.files, settings, engine.scheduler,
-                                   engine.workers, advance)
+
+                results = run_dask(
+                    parts.paths, parts.files, settings, engine.scheduler, engine.workers, advance
+                )
             else:
-                results = run_local(parts.paths, parts.files, settings, advance,
-                                    workers=engine.workers or os.cpu_count() or 1)
+                results = run_local(
+                    parts.paths,
+                    parts.files,
+                    settings,
+                    advance,
+                    workers=engine.workers or os.cpu_count() or 1,
+                )
     for name in ("read", "sessions", "workload"):
         report.stage_seconds[f"extract_{name}"] = sum(r.seconds[name] for r in results)
     dup = quarantine.combine([r.quarantine for r in results])
@@ -98,8 +134,7 @@ def extract(paths: Sequence[Path], settings: Settings, report: RunReport, *,
     report.rows_accepted[TELEMETRY.name] += parts.rows_accepted - len(dup)
     for reason, count in rejected["reason"].value_counts().items():
         report.rows_quarantined[(TELEMETRY.name, str(reason))] += int(count)
-    _log_stage(report, "extract", f"{sum(r.rows for r in results)} rows, "
-               f"engine {engine.name}")
+    _log_stage(report, "extract", f"{sum(r.rows for r in results)} rows, engine {engine.name}")
     return combine([r.features for r in results]), rejected
 
 

@@ -20,19 +20,29 @@ from .local import PartResult, partition_features
 CONNECT_TIMEOUT = "10s"  # to reach a --scheduler
 
 
-def run_dask(paths: Sequence[Sequence[Path]], files: Sequence[str], settings: Settings,
-             scheduler: str | None = None, workers: int | None = None,
-             progress: Callable[[int], None] | None = None) -> list[PartResult]:
+def run_dask(
+    paths: Sequence[Sequence[Path]],
+    files: Sequence[str],
+    settings: Settings,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[PartResult]:
     """Every partition as a task on the cluster; results in partition order."""
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:  # pragma: no cover - dask is an optional extra
-        raise GpuwatchError("--engine dask needs the dask extra: pip install 'gpuwatch[dask]'"
-                            ) from exc
+        raise GpuwatchError(
+            "--engine dask needs the dask extra: pip install 'gpuwatch[dask]'"
+        ) from exc
     cluster = None
     if scheduler is None:
-        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                               processes=True, dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=workers or os.cpu_count() or 1,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        )
     try:
         client = Client(cluster if cluster is not None else scheduler, timeout=CONNECT_TIMEOUT)
     except OSError as exc:
@@ -40,9 +50,17 @@ def run_dask(paths: Sequence[Sequence[Path]], files: Sequence[str], settings: Se
     try:
         run = uuid.uuid4().hex[:8]
         settings_f = client.scatter(settings, broadcast=True)
-        futures = [client.submit(partition_features, path, list(files), settings_f,
-                                 pure=False, key=f"gpuwatch-part-{run}-{i}")
-                   for i, path in enumerate(paths)]
+        futures = [
+            client.submit(
+                partition_features,
+                path,
+                list(files),
+                settings_f,
+                pure=False,
+                key=f"gpuwatch-part-{run}-{i}",
+            )
+            for i, path in enumerate(paths)
+        ]
         for _ in as_completed(futures):
             if progress:
                 progress(1)

@@ -28,8 +28,9 @@ class PartResult:
     seconds: dict[str, float]
 
 
-def partition_features(paths: Sequence[Path], files: Sequence[str], settings: Settings
-                       ) -> PartResult:
+def partition_features(
+    paths: Sequence[Path], files: Sequence[str], settings: Settings
+) -> PartResult:
     """Read one partition, cut its sessions and compute their workload features."""
     t0 = time.perf_counter()
     telemetry, rejected = read_partition(paths, files)
@@ -38,13 +39,21 @@ def partition_features(paths: Sequence[Path], files: Sequence[str], settings: Se
     t2 = time.perf_counter()
     workload = workload_features(sessions, samples, settings)
     t3 = time.perf_counter()
-    return PartResult(pd.concat([sessions, workload], axis=1), rejected, len(telemetry),
-                      {"read": t1 - t0, "sessions": t2 - t1, "workload": t3 - t2})
+    return PartResult(
+        pd.concat([sessions, workload], axis=1),
+        rejected,
+        len(telemetry),
+        {"read": t1 - t0, "sessions": t2 - t1, "workload": t3 - t2},
+    )
 
 
-def run_local(paths: Sequence[Sequence[Path]], files: Sequence[str], settings: Settings,
-              progress: Callable[[int], None] | None = None, workers: int = 1
-              ) -> list[PartResult]:
+def run_local(
+    paths: Sequence[Sequence[Path]],
+    files: Sequence[str],
+    settings: Settings,
+    progress: Callable[[int], None] | None = None,
+    workers: int = 1,
+) -> list[PartResult]:
     """Every partition, in partition order: in this process, or with `workers` > 1 in that
     many forked processes (each partition is independent, so the results are the same)."""
     if workers <= 1 or len(paths) <= 1:
@@ -56,11 +65,12 @@ def run_local(paths: Sequence[Sequence[Path]], files: Sequence[str], settings: S
         return results
     # fork: workers share the parent's imported modules and settings (as in the partition pass)
     ctx = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(min(workers, len(paths)), mp_context=ctx,
-                             initializer=one_thread) as pool:
-        futures = [pool.submit(partition_features, path, list(files), settings)
-                   for path in paths]
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
+    with ProcessPoolExecutor(
+        min(workers, len(paths)), mp_context=ctx, initializer=one_thread
+    ) as pool:
+        futures = [pool.submit(partition_features, path, list(files), settings) for path in paths]
         results = []
         for future in futures:
             results.append(future.result())

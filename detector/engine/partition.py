@@ -35,11 +35,11 @@ from ..ingest.validate import check_columns, raw_json, validate, validate_arrow
 from ..schema import FLOAT, STRING, TELEMETRY, TIMESTAMP
 from ..timeutil import epoch_ns
 
-BATCH_ROWS = 1 << 18          # rows decoded and validated at a time (no more are read ahead)
-MIN_ROWS_PARALLEL = 1 << 22   # smaller inputs are not worth starting processes for
-SPANS_PER_WORKER = 4          # spans per pass worker: progress, and balance
+BATCH_ROWS = 1 << 18  # rows decoded and validated at a time (no more are read ahead)
+MIN_ROWS_PARALLEL = 1 << 22  # smaller inputs are not worth starting processes for
+SPANS_PER_WORKER = 4  # spans per pass worker: progress, and balance
 ROWS_PER_PARTITION = 1 << 18  # default partition size: two in work at once (one per core)
-_ORIGIN = ("_file", "_row")   # where an accepted row came from, for duplicate quarantine
+_ORIGIN = ("_file", "_row")  # where an accepted row came from, for duplicate quarantine
 LOADED = "(telemetry read whole: CSV, JSON, exporter text or Prometheus)"  # _file -1
 # Partition files are uncompressed Arrow IPC: written and read back much faster than Parquet
 # (or LZ4-compressed IPC, which cost a third of the pass), and they only live for one run
@@ -56,8 +56,10 @@ def arrow_schema(float32: Collection[str] = ()) -> pa.Schema:
     Columns in `float32` hold only float32 values (every input stores them so) and are kept
     so on disk (half the bytes); they are float64 again when read."""
     kinds = {TIMESTAMP: pa.timestamp("ns", tz="UTC"), FLOAT: pa.float64(), STRING: _TEXT}
-    fields = [pa.field(c.name, pa.float32() if c.name in float32 else kinds[c.kind])
-              for c in TELEMETRY.columns]
+    fields = [
+        pa.field(c.name, pa.float32() if c.name in float32 else kinds[c.kind])
+        for c in TELEMETRY.columns
+    ]
     return pa.schema([*fields, pa.field("_file", pa.int32()), pa.field("_row", pa.int64())])
 
 
@@ -66,10 +68,10 @@ class Partitions:
     """Partition files (per non-empty partition, one per span) and what happened to every row
     read."""
 
-    paths: list[tuple[Path, ...]]          # per partition: its files, in input order
-    files: list[str]                       # input file names, indexed by `_file`
+    paths: list[tuple[Path, ...]]  # per partition: its files, in input order
+    files: list[str]  # input file names, indexed by `_file`
     rows_read: int = 0
-    rows_accepted: int = 0                 # streamed rows, before duplicates (per partition)
+    rows_accepted: int = 0  # streamed rows, before duplicates (per partition)
     rows_out_of_window: int = 0
     rejected: list[pd.DataFrame] = field(default_factory=list)
 
@@ -89,12 +91,13 @@ def _hash_partition(names: np.ndarray, n_partitions: int) -> np.ndarray:
     return (hashed % np.uint64(n_partitions)).astype(np.int64)
 
 
-
-
 def streamable(paths: Sequence[Path], fmt: str) -> bool:
     """True when every input is plain (not gzip) Parquet, which the pass streams."""
-    return bool(paths) and fmt in ("auto", "parquet") and all(
-        f.fmt == "parquet" and not f.gzip for f in expand(paths, fmt))
+    return (
+        bool(paths)
+        and fmt in ("auto", "parquet")
+        and all(f.fmt == "parquet" and not f.gzip for f in expand(paths, fmt))
+    )
 
 
 def count_rows(paths: Sequence[Path]) -> int:
@@ -123,12 +126,17 @@ class _Writer:
         if not table.num_rows:
             return
         table = pa.Table.from_arrays(
-            [self._recode(name, table.column(name)) if name in self.codes else
-             table.column(name).combine_chunks() for name in self.schema.names],
-            schema=self.schema)
+            [
+                self._recode(name, table.column(name))
+                if name in self.codes
+                else table.column(name).combine_chunks()
+                for name in self.schema.names
+            ],
+            schema=self.schema,
+        )
         names = self.codes["tenant_id"]
         if len(names) > len(self.tenant_part):
-            new = np.asarray(list(names)[len(self.tenant_part):], dtype=object)
+            new = np.asarray(list(names)[len(self.tenant_part) :], dtype=object)
             self.tenant_part = np.r_[self.tenant_part, _hash_partition(new, self.n)]
         part = self.tenant_part[table.column("tenant_id").combine_chunks().indices.to_numpy()]
         part = part.astype(np.int16) if self.n < 1 << 15 else part  # int16: a radix sort
@@ -146,14 +154,22 @@ class _Writer:
         values come: earlier codes never change, so each file gets dictionary deltas)."""
         codes, parts = self.codes[name], []
         for chunk in column.chunks:
-            mapping = np.array([codes.setdefault(v, len(codes)) for v in
-                                chunk.dictionary.to_pylist()] or [0], dtype=np.int32)
+            mapping = np.array(
+                [codes.setdefault(v, len(codes)) for v in chunk.dictionary.to_pylist()] or [0],
+                dtype=np.int32,
+            )
             if np.array_equal(mapping, np.arange(len(mapping))):  # same codes: keep them
                 parts.append(chunk.indices.cast(pa.int32()))
             else:
                 index = mapping[chunk.indices.fill_null(0).to_numpy()]
-                parts.append(pa.array(index, mask=chunk.is_null().to_numpy(
-                    zero_copy_only=False) if chunk.null_count else None))
+                parts.append(
+                    pa.array(
+                        index,
+                        mask=chunk.is_null().to_numpy(zero_copy_only=False)
+                        if chunk.null_count
+                        else None,
+                    )
+                )
         if name not in self.values or len(self.values[name]) < len(codes):
             self.values[name] = pa.array(list(codes), pa.string())
         index = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
@@ -171,19 +187,26 @@ class _Writer:
 class _Unit:
     """Row groups of one input file, read by one pass worker."""
 
-    file: int            # index into Partitions.files
+    file: int  # index into Partitions.files
     path: Path
     name: str
     row_groups: tuple[int, ...]
-    first_row: int       # 1-based row number of the first row, within its file
+    first_row: int  # 1-based row number of the first row, within its file
     rows: int
 
 
-def partition_telemetry(paths: Sequence[Path], out_dir: Path, n_partitions: int, *,
-                        fmt: str = "auto", since: pd.Timestamp | None = None,
-                        until: pd.Timestamp | None = None,
-                        loaded: Sequence[pd.DataFrame] = (), workers: int = 1,
-                        progress: Callable[[int], None] | None = None) -> Partitions:
+def partition_telemetry(
+    paths: Sequence[Path],
+    out_dir: Path,
+    n_partitions: int,
+    *,
+    fmt: str = "auto",
+    since: pd.Timestamp | None = None,
+    until: pd.Timestamp | None = None,
+    loaded: Sequence[pd.DataFrame] = (),
+    workers: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> Partitions:
     """Stream `paths` (Parquet) and already validated tables (`loaded`) into partitions.
 
     With `workers` > 1 the row groups are split into contiguous spans, each read by one of
@@ -201,16 +224,23 @@ def partition_telemetry(paths: Sequence[Path], out_dir: Path, n_partitions: int,
         # fork: workers share the parent's imported modules (spawn would re-import the whole
         # CLI, ~250 MB, in each); Arrow re-creates its thread pools in a forked child.
         ctx = multiprocessing.get_context(
-            "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(min(workers, len(spans)), mp_context=ctx,
-                                 initializer=one_thread) as pool:
-            futures = [pool.submit(_pass, span, out_dir / f"w{i:03d}", n_partitions, schema,
-                                   since, until) for i, span in enumerate(spans)]
+            "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        )
+        with ProcessPoolExecutor(
+            min(workers, len(spans)), mp_context=ctx, initializer=one_thread
+        ) as pool:
+            futures = [
+                pool.submit(_pass, span, out_dir / f"w{i:03d}", n_partitions, schema, since, until)
+                for i, span in enumerate(spans)
+            ]
             for future in futures:
                 _add(result, future.result(), progress)
     elif spans:
-        _add(result, _pass(spans[0], out_dir / "w000", n_partitions, schema, since, until,
-                           progress), None)
+        _add(
+            result,
+            _pass(spans[0], out_dir / "w000", n_partitions, schema, since, until, progress),
+            None,
+        )
     writer = _Writer(out_dir / "loaded", n_partitions, schema)
     for table in loaded:
         writer.write(_to_arrow(table, np.zeros(len(table), dtype=np.int64), -1, schema))
@@ -281,9 +311,15 @@ def _add(result: Partitions, got: Partitions, progress: Callable[[int], None] | 
         progress(got.rows_read)
 
 
-def _pass(units: Sequence[_Unit], out_dir: Path, n_partitions: int, schema: pa.Schema,
-          since: pd.Timestamp | None, until: pd.Timestamp | None,
-          progress: Callable[[int], None] | None = None) -> Partitions:
+def _pass(
+    units: Sequence[_Unit],
+    out_dir: Path,
+    n_partitions: int,
+    schema: pa.Schema,
+    since: pd.Timestamp | None,
+    until: pd.Timestamp | None,
+    progress: Callable[[int], None] | None = None,
+) -> Partitions:
     """Validate the units' rows and append the accepted ones to partition files in `out_dir`."""
     writer = _Writer(out_dir, n_partitions, schema)
     result = Partitions([], [])
@@ -305,8 +341,9 @@ def _pass(units: Sequence[_Unit], out_dir: Path, n_partitions: int, schema: pa.S
     return result
 
 
-def _validated_batches(unit: _Unit, schema: pa.Schema
-                       ) -> Iterator[tuple[pa.Table, pd.DataFrame, int]]:
+def _validated_batches(
+    unit: _Unit, schema: pa.Schema
+) -> Iterator[tuple[pa.Table, pd.DataFrame, int]]:
     """(accepted rows in the partition schema, quarantine, rows read) per batch of a unit;
     hive keys become columns.
 
@@ -316,19 +353,28 @@ def _validated_batches(unit: _Unit, schema: pa.Schema
     """
     try:
         stored = pq.read_schema(str(unit.path))
-        pfile = pq.ParquetFile(str(unit.path), read_dictionary=[  # text as codes from the start
-            f.name for f in stored if f.name in _TEXT_COLUMNS and pa.types.is_string(f.type)])
+        pfile = pq.ParquetFile(
+            str(unit.path),
+            read_dictionary=[  # text as codes from the start
+                f.name for f in stored if f.name in _TEXT_COLUMNS and pa.types.is_string(f.type)
+            ],
+        )
         names = pfile.schema_arrow.names
         keys = {k: v for k, v in hive_keys(unit.path).items() if k not in names}
         present = check_columns(TELEMETRY, [*names, *keys], unit.name)
         columns = [c for c in present if c not in keys]
         row = unit.first_row
-        for batch in pfile.iter_batches(batch_size=BATCH_ROWS, row_groups=list(unit.row_groups),
-                                        columns=columns, use_threads=_ARROW_THREADS):
+        for batch in pfile.iter_batches(
+            batch_size=BATCH_ROWS,
+            row_groups=list(unit.row_groups),
+            columns=columns,
+            use_threads=_ARROW_THREADS,
+        ):
             table = pa.Table.from_batches([batch])
             for key, value in keys.items():
-                table = table.append_column(key, pa.array(np.full(len(table), value, object),
-                                                          pa.string()))
+                table = table.append_column(
+                    key, pa.array(np.full(len(table), value, object), pa.string())
+                )
             rows = np.arange(row, row + len(table))
             row += len(table)
             yield *_validated(table, rows, unit, schema), len(table)
@@ -336,35 +382,51 @@ def _validated_batches(unit: _Unit, schema: pa.Schema
         raise InputError(f"cannot read Parquet: {exc}", path=unit.name) from exc
 
 
-def _validated(table: pa.Table, rows: np.ndarray, unit: _Unit, schema: pa.Schema
-               ) -> tuple[pa.Table, pd.DataFrame]:
+def _validated(
+    table: pa.Table, rows: np.ndarray, unit: _Unit, schema: pa.Schema
+) -> tuple[pa.Table, pd.DataFrame]:
     """(accepted rows in input order, quarantine) of one batch."""
     fast = validate_arrow(table, TELEMETRY)
     if fast is None:
-        typed, ok, rejected = validate(_arrow_to_pandas(table, TELEMETRY), rows, TELEMETRY,
-                                       source=TELEMETRY.name, file=unit.name)
+        typed, ok, rejected = validate(
+            _arrow_to_pandas(table, TELEMETRY),
+            rows,
+            TELEMETRY,
+            source=TELEMETRY.name,
+            file=unit.name,
+        )
         return _to_arrow(typed[ok], rows[ok], unit.file, schema), rejected
     typed, ok = fast
     if ok.all():
         return _with_origin(typed, rows, unit.file, schema), quarantine.empty()
     accepted = _with_origin(typed.filter(ok), rows[ok], unit.file, schema)
     rest = ~ok
-    typed, ok, rejected = validate(_arrow_to_pandas(table.filter(rest), TELEMETRY), rows[rest],
-                                   TELEMETRY, source=TELEMETRY.name, file=unit.name)
+    typed, ok, rejected = validate(
+        _arrow_to_pandas(table.filter(rest), TELEMETRY),
+        rows[rest],
+        TELEMETRY,
+        source=TELEMETRY.name,
+        file=unit.name,
+    )
     if ok.any():  # the general path accepts what the fast one did not: keep input order
-        both = pa.concat_tables([accepted, _to_arrow(typed[ok], rows[rest][ok], unit.file,
-                                                     schema)]
-                                ).unify_dictionaries().combine_chunks()
+        both = (
+            pa.concat_tables([accepted, _to_arrow(typed[ok], rows[rest][ok], unit.file, schema)])
+            .unify_dictionaries()
+            .combine_chunks()
+        )
         accepted = both.take(np.argsort(both.column("_row").to_numpy(), kind="stable"))
     return accepted, rejected
 
 
-def _with_origin(typed: pa.Table, rows: np.ndarray, file: int, schema: pa.Schema
-                 ) -> pa.Table:
+def _with_origin(typed: pa.Table, rows: np.ndarray, file: int, schema: pa.Schema) -> pa.Table:
     """Typed canonical columns plus `_file` and `_row`, in the partition schema (text
     dictionary-encoded)."""
-    columns = [_dictionary(typed.column(n)) if n in _TEXT_COLUMNS else
-               typed.column(n).cast(schema.field(n).type) for n in TELEMETRY.names]
+    columns = [
+        _dictionary(typed.column(n))
+        if n in _TEXT_COLUMNS
+        else typed.column(n).cast(schema.field(n).type)
+        for n in TELEMETRY.names
+    ]
     origin = [pa.array(np.full(len(rows), file, dtype=np.int32)), pa.array(rows, pa.int64())]
     return pa.Table.from_arrays([*columns, *origin], schema=schema)
 
@@ -375,12 +437,19 @@ def _dictionary(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.dictionary_encode(column.cast(pa.string()))
 
 
-def _to_arrow(typed: pd.DataFrame, rows: np.ndarray, file: int, schema: pa.Schema
-              ) -> pa.Table:
+def _to_arrow(typed: pd.DataFrame, rows: np.ndarray, file: int, schema: pa.Schema) -> pa.Table:
     """Validated pandas rows in the partition schema."""
-    plain = pa.Table.from_pandas(typed[TELEMETRY.names], preserve_index=False, schema=pa.schema(
-        [pa.field(f.name, pa.string() if f.type == _TEXT else f.type)
-         for f in arrow_schema() if f.name in TELEMETRY.names]))
+    plain = pa.Table.from_pandas(
+        typed[TELEMETRY.names],
+        preserve_index=False,
+        schema=pa.schema(
+            [
+                pa.field(f.name, pa.string() if f.type == _TEXT else f.type)
+                for f in arrow_schema()
+                if f.name in TELEMETRY.names
+            ]
+        ),
+    )
     return _with_origin(plain, rows, file, schema)
 
 
@@ -390,8 +459,9 @@ def hive_keys(path: Path) -> dict[str, str]:
     return {key: unquote(value) for key, value in pairs if key in TELEMETRY.names}
 
 
-def _outside(ts: pa.ChunkedArray, since: pd.Timestamp | None, until: pd.Timestamp | None
-             ) -> np.ndarray:
+def _outside(
+    ts: pa.ChunkedArray, since: pd.Timestamp | None, until: pd.Timestamp | None
+) -> np.ndarray:
     """Accepted timestamps (ns UTC, no nulls) before `since` or from `until` on."""
     ns = ts.combine_chunks().view(pa.int64()).to_numpy()
     outside = np.zeros(len(ns), dtype=bool)
@@ -428,8 +498,9 @@ def duplicates(frame: pd.DataFrame) -> np.ndarray:
     return frame.duplicated(subset=list(TELEMETRY.key), keep="first").to_numpy()
 
 
-def read_partition(paths: Sequence[Path], files: Sequence[str]
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_partition(
+    paths: Sequence[Path], files: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(telemetry, quarantine) of one partition (its files in input order): duplicates of an
     earlier row are quarantined."""
     tables = []
@@ -450,9 +521,16 @@ def read_partition(paths: Sequence[Path], files: Sequence[str]
         for index, group in dups.groupby("_file", sort=True):
             name = files[index] if index >= 0 else LOADED
             mask = np.ones(len(group), dtype=bool)
-            parts.append(quarantine.rejected(
-                TELEMETRY.name, name, group["_row"], "duplicate", column=",".join(TELEMETRY.key),
-                raw=raw_json(group[TELEMETRY.names], mask)))
+            parts.append(
+                quarantine.rejected(
+                    TELEMETRY.name,
+                    name,
+                    group["_row"],
+                    "duplicate",
+                    column=",".join(TELEMETRY.key),
+                    raw=raw_json(group[TELEMETRY.names], mask),
+                )
+            )
         frame = frame[~dup]
     telemetry = frame.drop(columns=list(_ORIGIN)).reset_index(drop=True)
     return telemetry, quarantine.combine(parts)

@@ -16,8 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-IP_CLASSES = ("public", "private", "loopback", "link_local", "reserved", "multicast",
-              "unspecified")
+IP_CLASSES = ("public", "private", "loopback", "link_local", "reserved", "multicast", "unspecified")
 
 # Special-purpose ranges (IANA IPv4/IPv6 special-purpose registries, RFC 1918, RFC 6598,
 # RFC 4193, RFC 4291). Within one family the longest matching prefix wins, so a range can
@@ -76,20 +75,22 @@ class Addresses:
 def text_v4(keys: np.ndarray) -> list[str]:
     """Dotted text of uint32 keys."""
     raw = keys.astype(">u4").tobytes()
-    return [socket.inet_ntoa(raw[i:i + 4]) for i in range(0, len(raw), 4)]
+    return [socket.inet_ntoa(raw[i : i + 4]) for i in range(0, len(raw), 4)]
 
 
 def text_v6(keys: np.ndarray) -> list[str]:
     """Canonical text of S16 keys."""
     raw = keys.astype("S16").tobytes()
-    return [socket.inet_ntop(socket.AF_INET6, raw[i:i + 16]) for i in range(0, len(raw), 16)]
+    return [socket.inet_ntop(socket.AF_INET6, raw[i : i + 16]) for i in range(0, len(raw), 16)]
 
 
 def _pack6(texts: list) -> tuple[bytes, np.ndarray]:
     """Packed binary IPv6 addresses (zeros where invalid) and a validity mask."""
     try:
-        return (b"".join([socket.inet_pton(socket.AF_INET6, t) for t in texts]),
-                np.ones(len(texts), bool))
+        return (
+            b"".join([socket.inet_pton(socket.AF_INET6, t) for t in texts]),
+            np.ones(len(texts), bool),
+        )
     except (OSError, TypeError, ValueError):
         pass
     valid = np.ones(len(texts), bool)
@@ -171,8 +172,10 @@ _BOUNDS_V4, _BOUNDS_V6 = _bounds()
 def classify(addresses: Addresses) -> np.ndarray:
     """Index into ``IP_CLASSES`` per input position, -1 for unparseable text."""
     out = np.full(addresses.n, -1, np.int8)
-    for pos, keys, bounds, dtype in ((addresses.v4_pos, addresses.v4, _BOUNDS_V4, np.uint32),
-                                     (addresses.v6_pos, addresses.v6, _BOUNDS_V6, "S16")):
+    for pos, keys, bounds, dtype in (
+        (addresses.v4_pos, addresses.v4, _BOUNDS_V4, np.uint32),
+        (addresses.v6_pos, addresses.v6, _BOUNDS_V6, "S16"),
+    ):
         cls = np.zeros(len(keys), np.int8)
         for lo, hi, code in bounds:  # shortest prefix first: longer prefixes overwrite
             lo, hi = np.array(lo, dtype), np.array(hi, dtype)

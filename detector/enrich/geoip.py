@@ -64,8 +64,9 @@ class IpDatabase(ABC):
         codes, uniques = pd.factorize(ips)
         return take_rows(self.lookup_distinct(uniques), codes)
 
-    def lookup_distinct(self, ips: Sequence[str] | np.ndarray | pd.api.extensions.ExtensionArray
-                        ) -> pd.DataFrame:
+    def lookup_distinct(
+        self, ips: Sequence[str] | np.ndarray | pd.api.extensions.ExtensionArray
+    ) -> pd.DataFrame:
         """``lookup`` for addresses already known to be distinct (no factorising)."""
         addresses = parse(ips)
         classes = classify(addresses)
@@ -78,13 +79,15 @@ class IpDatabase(ABC):
         asn, rejected = np.full(n, -1, np.int64), np.zeros(n, bool)
         country[where], org[where] = answer.country, answer.org
         asn[where], rejected[where] = answer.asn, answer.rejected
-        return pd.DataFrame({
-            "country": _decode(country, answer.countries),
-            "asn": pd.arrays.IntegerArray(asn, asn < 0),
-            "as_org": _decode(org, answer.orgs),
-            "ip_class": _decode(classes.astype(np.int64), IP_CLASSES),
-            "asn_rejected": rejected,
-        })
+        return pd.DataFrame(
+            {
+                "country": _decode(country, answer.countries),
+                "asn": pd.arrays.IntegerArray(asn, asn < 0),
+                "as_org": _decode(org, answer.orgs),
+                "ip_class": _decode(classes.astype(np.int64), IP_CLASSES),
+                "asn_rejected": rejected,
+            }
+        )
 
     @abstractmethod
     def _find(self, v4: np.ndarray, v6: np.ndarray) -> Answer:
@@ -100,14 +103,17 @@ def _decode(index: np.ndarray, vocabulary: Sequence[str]) -> pd.api.extensions.E
 def take_rows(info: pd.DataFrame, codes: np.ndarray) -> pd.DataFrame:
     """Rows of ``info`` by factorised codes; code -1 (missing address) gives an all-NA row."""
     if len(info) == 0 or (codes < 0).any():
-        blank = pd.DataFrame({c: pd.array([None], dtype=info[c].dtype) for c in INFO_COLUMNS
-                              if c != "asn_rejected"} | {"asn_rejected": [False]})
+        blank = pd.DataFrame(
+            {c: pd.array([None], dtype=info[c].dtype) for c in INFO_COLUMNS if c != "asn_rejected"}
+            | {"asn_rejected": [False]}
+        )
         info = pd.concat([info, blank], ignore_index=True)
         codes = np.where(codes < 0, len(info) - 1, codes)
     return info.take(codes).reset_index(drop=True)
 
 
 # --- bundled geoip2fast data ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Ranges:
@@ -162,8 +168,7 @@ class BundledDatabase(IpDatabase):
     def _find(self, v4: np.ndarray, v6: np.ndarray) -> Answer:
         t = self._tables
         country, org, rejected = [], [], []
-        for keys, country_table, org_table in ((v4, t.country4, t.org4),
-                                               (v6, t.country6, t.org6)):
+        for keys, country_table, org_table in ((v4, t.country4, t.org4), (v6, t.country6, t.org6)):
             order = np.argsort(keys, kind="stable")  # sorted keys: cache-friendly searches
             ordered = keys[order]
             c, _ = country_table.find(ordered)
@@ -197,12 +202,14 @@ def _bundled_tables() -> _BundledTables:
         with gzip.open(path, "rb") as fh:
             version, source, _, data = pickle.load(fh)  # trusted: shipped in the package
     except (OSError, pickle.UnpicklingError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read the bundled geoip2fast data ({exc})", path=str(path)) \
-            from exc
+        raise InputError(
+            f"cannot read the bundled geoip2fast data ({exc})", path=str(path)
+        ) from exc
     if version != 120 or not (source.get("country") and source.get("asn")):
         raise InputError(f"unexpected geoip2fast data format {version} {source}", path=str(path))
-    (_, _, country_names, org_names, first, first_asn, country_id, org_id, netlen,
-     netlen_asn) = data
+    (_, _, country_names, org_names, first, first_asn, country_id, org_id, netlen, netlen_asn) = (
+        data
+    )
     countries = [name.split(":")[0] for name in country_names[_BUNDLED_NO_COUNTRY:]]
     country_value = np.array(_flat(country_id), np.int64) - _BUNDLED_NO_COUNTRY
     country_value[country_value < 0] = -1
@@ -212,11 +219,11 @@ def _bundled_tables() -> _BundledTables:
     country4, country6 = _ranges(_flat(first), _flat(netlen), country_value)
     org4, org6 = _ranges(_flat(first_asn), _flat(netlen_asn), org_value)
     description = f"geoip2fast {geoip2fast.__version__} ({source['info']})"
-    return _BundledTables(description, countries, list(org_names), country4, country6, org4,
-                          org6)
+    return _BundledTables(description, countries, list(org_names), country4, country6, org4, org6)
 
 
 # --- MaxMind / DB-IP .mmdb files -----------------------------------------------------------
+
 
 class MmdbDatabase(IpDatabase):
     """One or more .mmdb files (country/city and/or ASN); the first file with an answer wins."""
@@ -238,7 +245,7 @@ class MmdbDatabase(IpDatabase):
         countries: dict[str, int] = {}
         orgs: dict[str, int] = {}
         for reader in self._readers:
-            todo = texts if reader.metadata().ip_version == 6 else texts[:len(v4)]
+            todo = texts if reader.metadata().ip_version == 6 else texts[: len(v4)]
             get = reader.get
             for i, record in enumerate(get(t) for t in todo):
                 if not record:
@@ -258,8 +265,11 @@ def _fields(record: dict) -> tuple[str | None, int | None, str | None]:
     place = record.get("country") or record.get("registered_country")
     code = place.get("iso_code") if isinstance(place, dict) else place
     number = record.get("autonomous_system_number")
-    return code, int(number) if number is not None else None, \
-        record.get("autonomous_system_organization")
+    return (
+        code,
+        int(number) if number is not None else None,
+        record.get("autonomous_system_organization"),
+    )
 
 
 _COUNTRY_TYPES = ("country", "city", "enterprise")
@@ -276,8 +286,9 @@ def _open_mmdb(path: Path) -> maxminddb.Reader:
     kind = reader.metadata().database_type.lower()
     if not any(word in kind for word in _COUNTRY_TYPES + _ASN_TYPES):
         reader.close()
-        raise InputError(f"database_type {kind!r} is neither a country/city nor an ASN database",
-                         path=str(path))
+        raise InputError(
+            f"database_type {kind!r} is neither a country/city nor an ASN database", path=str(path)
+        )
     return reader
 
 

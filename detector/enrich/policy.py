@@ -33,8 +33,9 @@ class EnrichStats:
     asn_rejected_not_containing: int
 
 
-def enrich_access(access: pd.DataFrame, db: IpDatabase, settings: Settings,
-                  tenants: pd.DataFrame | None = None) -> tuple[pd.DataFrame, EnrichStats]:
+def enrich_access(
+    access: pd.DataFrame, db: IpDatabase, settings: Settings, tenants: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, EnrichStats]:
     """Add country, asn, as_org (pre-enriched values kept), ip_class and the policy flags
     restricted, hosting, declared_country, reseller, kyc_mismatch. The input is not changed."""
     if "src_ip" not in access.columns:
@@ -51,9 +52,16 @@ def enrich_access(access: pd.DataFrame, db: IpDatabase, settings: Settings,
     restricted = country.isin(settings.jurisdiction.countries_of_concern).to_numpy(bool)
     kyc_mismatch = (country.notna() & declared.notna() & (country != declared)).to_numpy(bool)
     enriched = access.assign(
-        country=country, asn=asn, as_org=as_org, ip_class=found["ip_class"],
-        restricted=restricted, hosting=_hosting(asn, as_org, settings),
-        declared_country=declared, reseller=reseller, kyc_mismatch=kyc_mismatch)
+        country=country,
+        asn=asn,
+        as_org=as_org,
+        ip_class=found["ip_class"],
+        restricted=restricted,
+        hosting=_hosting(asn, as_org, settings),
+        declared_country=declared,
+        reseller=reseller,
+        kyc_mismatch=kyc_mismatch,
+    )
     return enriched, stats
 
 
@@ -79,8 +87,9 @@ def _keep(access: pd.DataFrame, column: str, found: pd.Series, dtype: str) -> pd
     return given.fillna(found)
 
 
-def _tenant_columns(tenant_ids: pd.Series | None,
-                    tenants: pd.DataFrame | None) -> tuple[pd.Series, pd.Series]:
+def _tenant_columns(
+    tenant_ids: pd.Series | None, tenants: pd.DataFrame | None
+) -> tuple[pd.Series, pd.Series]:
     """declared_country and reseller of each event's tenant (NA when unknown)."""
     index = tenant_ids.index if tenant_ids is not None else None
     out = []
@@ -103,6 +112,7 @@ def _hosting(asn: pd.Series, as_org: pd.Series, settings: Settings) -> np.ndarra
     org_hit = np.zeros(len(orgs), bool)
     for keyword in settings.hosting.org_keywords:
         org_hit |= pc.match_substring(names, keyword, ignore_case=True).to_numpy(
-            zero_copy_only=False)
+            zero_copy_only=False
+        )
     by_org = np.append(org_hit, False)[np.where(codes < 0, len(orgs), codes)]
     return by_number | by_org

@@ -47,15 +47,17 @@ def origin_of(scores: pd.DataFrame) -> pd.Series:
 def score_families(scores: pd.DataFrame, options: ExportOptions) -> Iterator[Metric]:
     """Fleet, per-tenant and per-alerting-session families of one scores table."""
     _check(scores)
-    frame = pd.DataFrame({
-        "tenant": scores["tenant_id"].astype(str),
-        "session": scores["session_id"].astype(str),
-        "risk": pd.to_numeric(scores["risk_score"], errors="coerce"),
-        "severity": scores["severity"].astype(str),
-        "alert": scores["alert"].fillna(False).astype(bool),
-        "gpu_seconds": pd.to_numeric(scores["gpu_hours"], errors="coerce").fillna(0.0) * 3600.0,
-        "origin": origin_of(scores),
-    })
+    frame = pd.DataFrame(
+        {
+            "tenant": scores["tenant_id"].astype(str),
+            "session": scores["session_id"].astype(str),
+            "risk": pd.to_numeric(scores["risk_score"], errors="coerce"),
+            "severity": scores["severity"].astype(str),
+            "alert": scores["alert"].fillna(False).astype(bool),
+            "gpu_seconds": pd.to_numeric(scores["gpu_hours"], errors="coerce").fillna(0.0) * 3600.0,
+            "origin": origin_of(scores),
+        }
+    )
     yield from _fleet(frame)
     tenants, dropped_tenants = _chosen_tenants(frame, options)
     yield from _tenants(frame, tenants, options)
@@ -66,7 +68,8 @@ def score_families(scores: pd.DataFrame, options: ExportOptions) -> Iterator[Met
     dropped = GaugeMetricFamily(
         "gpuwatch_export_dropped_series",
         "Alerting tenants or sessions left out of the per-entity series by --max-series.",
-        labels=["kind"])
+        labels=["kind"],
+    )
     dropped.add_metric(["tenant"], dropped_tenants)
     dropped.add_metric(["session"], dropped_sessions)
     yield dropped
@@ -74,49 +77,67 @@ def score_families(scores: pd.DataFrame, options: ExportOptions) -> Iterator[Met
         yield GaugeMetricFamily(
             "gpuwatch_export_series_limit",
             "The --max-series cap; present only when it was hit in this export.",
-            value=options.max_series)
+            value=options.max_series,
+        )
 
 
 def run_families(report: RunReport) -> Iterator[Metric]:
     """What the last run did, whether it succeeded or failed."""
-    yield GaugeMetricFamily("gpuwatch_last_run_timestamp_seconds",
-                            "Unix time at which the last scoring run ended.",
-                            value=report.finished_at or report.started_at)
-    yield GaugeMetricFamily("gpuwatch_last_run_success",
-                            "1 if the last scoring run succeeded, 0 if it failed.",
-                            value=float(report.success))
-    duration = GaugeMetricFamily("gpuwatch_run_duration_seconds",
-                                 "Wall time of each pipeline stage in the last run.",
-                                 labels=["stage"])
+    yield GaugeMetricFamily(
+        "gpuwatch_last_run_timestamp_seconds",
+        "Unix time at which the last scoring run ended.",
+        value=report.finished_at or report.started_at,
+    )
+    yield GaugeMetricFamily(
+        "gpuwatch_last_run_success",
+        "1 if the last scoring run succeeded, 0 if it failed.",
+        value=float(report.success),
+    )
+    duration = GaugeMetricFamily(
+        "gpuwatch_run_duration_seconds",
+        "Wall time of each pipeline stage in the last run.",
+        labels=["stage"],
+    )
     for stage, seconds in sorted(report.stage_seconds.items()):
         duration.add_metric([stage], seconds)
     yield duration
-    for name, counter, what in (("gpuwatch_rows_read", report.rows_read, "read"),
-                                ("gpuwatch_rows_accepted", report.rows_accepted, "accepted")):
-        family = CounterMetricFamily(name, f"Input rows {what} by the last run, by source.",
-                                     labels=["source"])
+    for name, counter, what in (
+        ("gpuwatch_rows_read", report.rows_read, "read"),
+        ("gpuwatch_rows_accepted", report.rows_accepted, "accepted"),
+    ):
+        family = CounterMetricFamily(
+            name, f"Input rows {what} by the last run, by source.", labels=["source"]
+        )
         for source, rows in sorted(counter.items()):
             family.add_metric([source], rows)
         yield family
     quarantined = CounterMetricFamily(
         "gpuwatch_rows_quarantined",
         "Input rows rejected by the last run, by source and reason.",
-        labels=["source", "reason"])
+        labels=["source", "reason"],
+    )
     for (source, reason), rows in sorted(report.rows_quarantined.items()):
         quarantined.add_metric([source, reason], rows)
     yield quarantined
-    yield GaugeMetricFamily("gpuwatch_enrichment_unknown_ratio",
-                            "Share (0-1) of source IPs with no country or ASN in the last run.",
-                            value=report.enrichment_unknown_ratio)
+    yield GaugeMetricFamily(
+        "gpuwatch_enrichment_unknown_ratio",
+        "Share (0-1) of source IPs with no country or ASN in the last run.",
+        value=report.enrichment_unknown_ratio,
+    )
 
 
 def success_families(report: RunReport) -> Iterator[Metric]:
     """Kept from the last successful run: its time, its session count and its model."""
-    yield GaugeMetricFamily("gpuwatch_last_success_timestamp_seconds",
-                            "Unix time at which the last successful scoring run ended.",
-                            value=report.finished_at or report.started_at)
-    yield GaugeMetricFamily("gpuwatch_sessions_scored",
-                            "Sessions scored by the last successful run.", value=report.sessions)
+    yield GaugeMetricFamily(
+        "gpuwatch_last_success_timestamp_seconds",
+        "Unix time at which the last successful scoring run ended.",
+        value=report.finished_at or report.started_at,
+    )
+    yield GaugeMetricFamily(
+        "gpuwatch_sessions_scored",
+        "Sessions scored by the last successful run.",
+        value=report.sessions,
+    )
     info = InfoMetricFamily("gpuwatch_model", "The model that scored the last successful run.")
     info.add_metric([], {"version": report.model_version, "trained_at": report.model_trained_at})
     yield info
@@ -125,35 +146,47 @@ def success_families(report: RunReport) -> Iterator[Metric]:
 def _check(scores: pd.DataFrame) -> None:
     for column in REQUIRED:
         if column not in scores:
-            raise SchemaError(f"scores lack the column {column!r} needed for metrics",
-                              column=column)
+            raise SchemaError(
+                f"scores lack the column {column!r} needed for metrics", column=column
+            )
     unknown = sorted(set(scores["severity"].dropna().astype(str)) - set(SEVERITIES))
     if unknown:
-        raise SchemaError(f"unknown severity {unknown[0]!r}, expected one of {SEVERITIES}",
-                          column="severity")
+        raise SchemaError(
+            f"unknown severity {unknown[0]!r}, expected one of {SEVERITIES}", column="severity"
+        )
 
 
 def _fleet(frame: pd.DataFrame) -> Iterator[Metric]:
     by_severity = frame["severity"].value_counts().reindex(SEVERITIES, fill_value=0)
-    sessions = GaugeMetricFamily("gpuwatch_sessions",
-                                 "Sessions in the last successful run, by severity.",
-                                 labels=["severity"])
+    sessions = GaugeMetricFamily(
+        "gpuwatch_sessions",
+        "Sessions in the last successful run, by severity.",
+        labels=["severity"],
+    )
     for severity, count in by_severity.items():
         sessions.add_metric([severity], count)
     yield sessions
-    yield GaugeMetricFamily("gpuwatch_alert_sessions",
-                            "Sessions in alert in the last successful run.",
-                            value=int(frame["alert"].sum()))
-    yield GaugeMetricFamily("gpuwatch_tenants",
-                            "Tenants with at least one session in the last successful run.",
-                            value=frame["tenant"].nunique())
-    gpu = (frame.groupby(["severity", "origin"])["gpu_seconds"].sum()
-           .reindex(pd.MultiIndex.from_product([SEVERITIES, ORIGINS]), fill_value=0.0))
+    yield GaugeMetricFamily(
+        "gpuwatch_alert_sessions",
+        "Sessions in alert in the last successful run.",
+        value=int(frame["alert"].sum()),
+    )
+    yield GaugeMetricFamily(
+        "gpuwatch_tenants",
+        "Tenants with at least one session in the last successful run.",
+        value=frame["tenant"].nunique(),
+    )
+    gpu = (
+        frame.groupby(["severity", "origin"])["gpu_seconds"]
+        .sum()
+        .reindex(pd.MultiIndex.from_product([SEVERITIES, ORIGINS]), fill_value=0.0)
+    )
     gpu_family = GaugeMetricFamily(
         "gpuwatch_gpu_seconds",
         "GPU time (GPU-seconds) of the sessions in the last successful run, by severity and "
         "access origin (restricted: restricted_share >= 0.5 or origin_restricted).",
-        labels=["severity", "origin"])
+        labels=["severity", "origin"],
+    )
     for (severity, origin), seconds in gpu.items():
         gpu_family.add_metric([severity, origin], seconds)
     yield gpu_family
@@ -161,62 +194,80 @@ def _fleet(frame: pd.DataFrame) -> Iterator[Metric]:
     counts = np.searchsorted(np.sort(risk.to_numpy()), RISK_BUCKETS, side="right")
     buckets = [(floatToGoString(le), int(n)) for le, n in zip(RISK_BUCKETS, counts, strict=True)]
     buckets.append(("+Inf", len(risk)))
-    yield HistogramMetricFamily("gpuwatch_session_risk_score",
-                                "Risk scores (0-100) of the sessions in the last successful run.",
-                                buckets=buckets, sum_value=float(risk.sum()))
+    yield HistogramMetricFamily(
+        "gpuwatch_session_risk_score",
+        "Risk scores (0-100) of the sessions in the last successful run.",
+        buckets=buckets,
+        sum_value=float(risk.sum()),
+    )
 
 
 def _chosen_tenants(frame: pd.DataFrame, options: ExportOptions) -> tuple[pd.DataFrame, int]:
-    per_tenant = (frame.groupby("tenant")
-                  .agg(risk=("risk", "max"), alerts=("alert", "sum"))
-                  .reset_index()
-                  .sort_values(["risk", "tenant"], ascending=[False, True], na_position="last"))
+    per_tenant = (
+        frame.groupby("tenant")
+        .agg(risk=("risk", "max"), alerts=("alert", "sum"))
+        .reset_index()
+        .sort_values(["risk", "tenant"], ascending=[False, True], na_position="last")
+    )
     alerting = per_tenant[per_tenant["alerts"] > 0]
     keep = set(per_tenant["tenant"].head(options.top_n)) | set(
-        alerting["tenant"].head(options.max_series))
+        alerting["tenant"].head(options.max_series)
+    )
     dropped = max(len(alerting) - options.max_series, 0)
     return per_tenant[per_tenant["tenant"].isin(keep)], dropped
 
 
-def _tenants(frame: pd.DataFrame, tenants: pd.DataFrame,
-             options: ExportOptions) -> Iterator[Metric]:
+def _tenants(
+    frame: pd.DataFrame, tenants: pd.DataFrame, options: ExportOptions
+) -> Iterator[Metric]:
     names = pseudonymize(tenants["tenant"], options.pseudonymize_salt, "t_").tolist()
-    risk = GaugeMetricFamily("gpuwatch_tenant_risk_score",
-                             "Highest session risk score (0-100) of the tenant.",
-                             labels=["tenant"])
-    alerts = GaugeMetricFamily("gpuwatch_tenant_alert_sessions",
-                               "Sessions of the tenant in alert.", labels=["tenant"])
+    risk = GaugeMetricFamily(
+        "gpuwatch_tenant_risk_score",
+        "Highest session risk score (0-100) of the tenant.",
+        labels=["tenant"],
+    )
+    alerts = GaugeMetricFamily(
+        "gpuwatch_tenant_alert_sessions", "Sessions of the tenant in alert.", labels=["tenant"]
+    )
     for name, value, count in zip(names, tenants["risk"], tenants["alerts"], strict=True):
         risk.add_metric([name], value)
         alerts.add_metric([name], count)
     yield risk
     yield alerts
-    gpu = (frame[frame["tenant"].isin(tenants["tenant"])]
-           .groupby(["tenant", "origin"])["gpu_seconds"].sum()
-           .unstack(fill_value=0.0).reindex(index=tenants["tenant"], columns=list(ORIGINS),
-                                            fill_value=0.0))
+    gpu = (
+        frame[frame["tenant"].isin(tenants["tenant"])]
+        .groupby(["tenant", "origin"])["gpu_seconds"]
+        .sum()
+        .unstack(fill_value=0.0)
+        .reindex(index=tenants["tenant"], columns=list(ORIGINS), fill_value=0.0)
+    )
     gpu_family = GaugeMetricFamily(
         "gpuwatch_tenant_gpu_seconds",
         "GPU time (GPU-seconds) of the tenant's sessions, by access origin.",
-        labels=["tenant", "origin"])
+        labels=["tenant", "origin"],
+    )
     for name, row in zip(names, gpu.itertuples(index=False), strict=True):
         for origin, seconds in zip(ORIGINS, row, strict=True):
             gpu_family.add_metric([name, origin], seconds)
     yield gpu_family
 
 
-def _alert_sessions(sessions: pd.DataFrame, scores: pd.DataFrame,
-                    options: ExportOptions) -> Metric:
+def _alert_sessions(sessions: pd.DataFrame, scores: pd.DataFrame, options: ExportOptions) -> Metric:
     family = GaugeMetricFamily(
         "gpuwatch_alert_session_risk_score",
         "Risk score (0-100) of each session in alert, with its strongest feature.",
-        labels=["tenant", "session_id", "severity", "top_feature"])
+        labels=["tenant", "session_id", "severity", "top_feature"],
+    )
     tenants = pseudonymize(sessions["tenant"], options.pseudonymize_salt, "t_")
     ids = pseudonymize(sessions["session"], options.pseudonymize_salt, "s_")
-    explained = (scores["top_features"].reindex(sessions.index) if "top_features" in scores
-                 else pd.Series("", index=sessions.index))
+    explained = (
+        scores["top_features"].reindex(sessions.index)
+        if "top_features" in scores
+        else pd.Series("", index=sessions.index)
+    )
     for tenant, session, severity, risk, features in zip(
-            tenants, ids, sessions["severity"], sessions["risk"], explained, strict=True):
+        tenants, ids, sessions["severity"], sessions["risk"], explained, strict=True
+    ):
         family.add_metric([tenant, session, severity, _top_feature(features)], risk)
     return family
 

@@ -29,16 +29,35 @@ class ExportOptions:
 def series_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Add --top-n, --max-series, --pseudonymize-tenants and --salt (shared by score and serve)."""
     options = [
-        click.option("--top-n", "_x_top_n", type=click.IntRange(min=0), default=10,
-                     show_default=True,
-                     help="Per-tenant series for the N riskiest tenants (plus all in alert)."),
-        click.option("--max-series", "_x_max_series", type=click.IntRange(min=1), default=500,
-                     show_default=True,
-                     help="Cap on alerting-session series and on alerting-tenant series."),
-        click.option("--pseudonymize-tenants", "_x_pseudonymize", is_flag=True,
-                     help="Replace tenant and session ids in labels by salted HMAC pseudonyms."),
-        click.option("--salt", "_x_salt", envvar=SALT_ENV, show_envvar=True,
-                     help="Secret salt for --pseudonymize-tenants."),
+        click.option(
+            "--top-n",
+            "_x_top_n",
+            type=click.IntRange(min=0),
+            default=10,
+            show_default=True,
+            help="Per-tenant series for the N riskiest tenants (plus all in alert).",
+        ),
+        click.option(
+            "--max-series",
+            "_x_max_series",
+            type=click.IntRange(min=1),
+            default=500,
+            show_default=True,
+            help="Cap on alerting-session series and on alerting-tenant series.",
+        ),
+        click.option(
+            "--pseudonymize-tenants",
+            "_x_pseudonymize",
+            is_flag=True,
+            help="Replace tenant and session ids in labels by salted HMAC pseudonyms.",
+        ),
+        click.option(
+            "--salt",
+            "_x_salt",
+            envvar=SALT_ENV,
+            show_envvar=True,
+            help="Secret salt for --pseudonymize-tenants.",
+        ),
     ]
     return _apply(f, options)
 
@@ -46,15 +65,32 @@ def series_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def export_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Add the metrics sink options; the command receives them as ``export: ExportOptions``."""
     options = [
-        click.option("--metrics-file", "_x_metrics_file", type=click.Path(dir_okay=False,
-                     path_type=Path),
-                     help="Write metrics atomically to this file (node_exporter textfile)."),
-        click.option("--pushgateway", "_x_pushgateway", metavar="URL",
-                     help="Push metrics to this Pushgateway (e.g. http://pushgateway:9091)."),
-        click.option("--job", "_x_job", default="gpuwatch", show_default=True,
-                     help="Pushgateway job name (grouping key)."),
-        click.option("--grouping", "_x_grouping", multiple=True, metavar="KEY=VALUE",
-                     help="Extra Pushgateway grouping-key label; repeatable."),
+        click.option(
+            "--metrics-file",
+            "_x_metrics_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write metrics atomically to this file (node_exporter textfile).",
+        ),
+        click.option(
+            "--pushgateway",
+            "_x_pushgateway",
+            metavar="URL",
+            help="Push metrics to this Pushgateway (e.g. http://pushgateway:9091).",
+        ),
+        click.option(
+            "--job",
+            "_x_job",
+            default="gpuwatch",
+            show_default=True,
+            help="Pushgateway job name (grouping key).",
+        ),
+        click.option(
+            "--grouping",
+            "_x_grouping",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Extra Pushgateway grouping-key label; repeatable.",
+        ),
     ]
     return series_options(_apply(f, options, build=True))
 
@@ -82,14 +118,17 @@ def options_from_params(params: dict[str, Any]) -> ExportOptions:
     )
 
 
-def _apply(f: Callable[..., Any], options: list[Callable[..., Any]], *,
-           build: bool = False) -> Callable[..., Any]:
+def _apply(
+    f: Callable[..., Any], options: list[Callable[..., Any]], *, build: bool = False
+) -> Callable[..., Any]:
     command = f
     if build:
+
         @functools.wraps(f)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             kwargs["export"] = options_from_params(kwargs)
             return f(*args, **kwargs)
+
         command = wrapper
     for option in reversed(options):
         command = option(command)

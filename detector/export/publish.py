@@ -16,11 +16,13 @@ from .push import push
 from .textfile import merge_textfile, write_textfile
 
 
-def snapshot_families(scores: pd.DataFrame, report: RunReport,
-                      options: ExportOptions) -> list[Metric]:
+def snapshot_families(
+    scores: pd.DataFrame, report: RunReport, options: ExportOptions
+) -> list[Metric]:
     """Every family of a successful run."""
-    return list(chain(run_families(report), success_families(report),
-                      score_families(scores, options)))
+    return list(
+        chain(run_families(report), success_families(report), score_families(scores, options))
+    )
 
 
 def publish(scores: pd.DataFrame, report: RunReport, options: ExportOptions) -> None:

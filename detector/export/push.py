@@ -13,14 +13,20 @@ from .errors import ExportError
 TIMEOUT_SECONDS = 10.0
 
 
-def push(gateway: str, job: str, grouping: Mapping[str, str], families: Iterable[Metric], *,
-         add: bool) -> None:
+def push(
+    gateway: str, job: str, grouping: Mapping[str, str], families: Iterable[Metric], *, add: bool
+) -> None:
     """PUT (``add=False``: the group becomes exactly these families) or POST (``add=True``:
     only families of the same name are replaced, so the last success timestamp survives)."""
     metrics = list(families)
     send = pushadd_to_gateway if add else push_to_gateway
     try:
-        send(gateway, job=job, registry=registry_of(lambda: metrics),
-             grouping_key=dict(grouping), timeout=TIMEOUT_SECONDS)
+        send(
+            gateway,
+            job=job,
+            registry=registry_of(lambda: metrics),
+            grouping_key=dict(grouping),
+            timeout=TIMEOUT_SECONDS,
+        )
     except (OSError, ValueError) as exc:  # URLError/HTTPError are OSErrors; bad URL: ValueError
         raise ExportError(f"Pushgateway {gateway} (job {job!r}): push failed: {exc}") from exc

@@ -46,16 +46,26 @@ class Rescorer:
         self._stop.set()
 
     def run_once(self) -> bool:
-        command = [sys.executable, "-c", "from detector.cli import main; main()",
-                   "score", *self.args, "--out", str(self.out)]
+        command = [
+            sys.executable,
+            "-c",
+            "from detector.cli import main; main()",
+            "score",
+            *self.args,
+            "--out",
+            str(self.out),
+        ]
         report = RunReport()
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         report.finished_at = time.time()
         if done.returncode == 0:
             self.failure = None
             return True
-        log.error("scheduled scoring failed (exit %d): %s", done.returncode,
-                  done.stderr.strip().splitlines()[-1:] or "")
+        log.error(
+            "scheduled scoring failed (exit %d): %s",
+            done.returncode,
+            done.stderr.strip().splitlines()[-1:] or "",
+        )
         self.failure = report
         return False
 
@@ -65,16 +75,18 @@ class Rescorer:
             self._stop.wait(self.minutes * 60.0)
 
 
-def served_families(source: ScoresSource,
-                    rescorer: Rescorer | None = None) -> Callable[[], Iterator[Metric]]:
+def served_families(
+    source: ScoresSource, rescorer: Rescorer | None = None
+) -> Callable[[], Iterator[Metric]]:
     """The scrape-time family producer of the exporter."""
 
     def produce() -> Iterator[Metric]:
         snapshot = source.current()
         failure = rescorer.failure if rescorer else None
         report = snapshot.report if snapshot else None
-        if failure is not None and (report is None
-                                    or failure.finished_at > (report.finished_at or 0.0)):
+        if failure is not None and (
+            report is None or failure.finished_at > (report.finished_at or 0.0)
+        ):
             yield from run_families(failure)
         elif report is not None:
             yield from run_families(report)
@@ -108,8 +120,9 @@ def make_app(source: ScoresSource, rescorer: Rescorer | None = None) -> Callable
 
 def _text(start_response: Callable[..., Any], status: str, body: str) -> list[bytes]:
     data = body.encode()
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
-                            ("Content-Length", str(len(data)))])
+    start_response(
+        status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))]
+    )
     return [data]
 
 
@@ -122,8 +135,13 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug(format, *args)
 
 
-def serve(source: ScoresSource, host: str, port: int, rescorer: Rescorer | None = None,
-          ready: Callable[[str, int], None] | None = None) -> None:
+def serve(
+    source: ScoresSource,
+    host: str,
+    port: int,
+    rescorer: Rescorer | None = None,
+    ready: Callable[[str, int], None] | None = None,
+) -> None:
     """Serve until SIGTERM/SIGINT; ``ready(host, port)`` is called once listening."""
     try:
         server = make_server(host, port, make_app(source, rescorer), _Server, _QuietHandler)
@@ -146,18 +164,42 @@ def serve(source: ScoresSource, host: str, port: int, rescorer: Rescorer | None 
 
 
 @click.command("serve", context_settings={"ignore_unknown_options": True})
-@click.option("--scores", "scores", required=True, type=click.Path(path_type=Path),
-              help="Scores Parquet file, or a folder whose newest *.parquet is served.")
-@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
-              help="TCP port (0: any free port, printed at start).")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind; loopback by default, 0.0.0.0 to expose.")
-@click.option("--schedule", type=click.FloatRange(min=0, min_open=True), metavar="MINUTES",
-              help="Also rescore every MINUTES with `gpuwatch score SCORE_ARGS --out SCORES`.")
+@click.option(
+    "--scores",
+    "scores",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Scores Parquet file, or a folder whose newest *.parquet is served.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="TCP port (0: any free port, printed at start).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; loopback by default, 0.0.0.0 to expose.",
+)
+@click.option(
+    "--schedule",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="MINUTES",
+    help="Also rescore every MINUTES with `gpuwatch score SCORE_ARGS --out SCORES`.",
+)
 @series_options
 @click.argument("score_args", nargs=-1, type=click.UNPROCESSED)
-def serve_command(scores: Path, port: int, host: str, schedule: float | None,
-                  score_args: tuple[str, ...], **params: Any) -> None:
+def serve_command(
+    scores: Path,
+    port: int,
+    host: str,
+    schedule: float | None,
+    score_args: tuple[str, ...],
+    **params: Any,
+) -> None:
     """Serve Prometheus metrics of the newest scores (reloaded when the file changes)."""
     options = options_from_params(params)
     if score_args and schedule is None:
@@ -175,5 +217,3 @@ def serve_command(scores: Path, port: int, host: str, schedule: float | None,
         serve(source, host, port, rescorer, ready)
     except GpuwatchError as exc:
         raise click.ClickException(str(exc)) from exc
-
-

@@ -30,8 +30,10 @@ def write_run_sidecar(scores: Path, report: RunReport) -> Path:
         "stage_seconds": report.stage_seconds,
         "rows_read": dict(report.rows_read),
         "rows_accepted": dict(report.rows_accepted),
-        "rows_quarantined": [{"source": source, "reason": reason, "rows": rows}
-                             for (source, reason), rows in sorted(report.rows_quarantined.items())],
+        "rows_quarantined": [
+            {"source": source, "reason": reason, "rows": rows}
+            for (source, reason), rows in sorted(report.rows_quarantined.items())
+        ],
         "ips_total": report.ips_total,
         "ips_unknown": report.ips_unknown,
         "sessions": report.sessions,
@@ -63,8 +65,12 @@ def read_run_sidecar(scores: Path) -> RunReport | None:
             stage_seconds={str(k): float(v) for k, v in data["stage_seconds"].items()},
             rows_read=Counter({str(k): int(v) for k, v in data["rows_read"].items()}),
             rows_accepted=Counter({str(k): int(v) for k, v in data["rows_accepted"].items()}),
-            rows_quarantined=Counter({(str(q["source"]), str(q["reason"])): int(q["rows"])
-                                      for q in data["rows_quarantined"]}),
+            rows_quarantined=Counter(
+                {
+                    (str(q["source"]), str(q["reason"])): int(q["rows"])
+                    for q in data["rows_quarantined"]
+                }
+            ),
             ips_total=int(data["ips_total"]),
             ips_unknown=int(data["ips_unknown"]),
             sessions=int(data["sessions"]),

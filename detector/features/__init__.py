@@ -10,19 +10,29 @@ from .registry import BY_NAME, FEATURES, NAMES, Feature
 from .risk import risk_features
 from .workload import workload_features
 
-__all__ = ["BY_NAME", "FEATURES", "NAMES", "Feature", "complete_features",
-           "session_features"]
+__all__ = ["BY_NAME", "FEATURES", "NAMES", "Feature", "complete_features", "session_features"]
 
 
-def session_features(sessions: pd.DataFrame, samples: pd.DataFrame, access: pd.DataFrame,
-                     settings: Settings, tenants: pd.DataFrame | None = None) -> pd.DataFrame:
+def session_features(
+    sessions: pd.DataFrame,
+    samples: pd.DataFrame,
+    access: pd.DataFrame,
+    settings: Settings,
+    tenants: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Sessions with every registered feature, in registry order."""
-    return complete_features(sessions, workload_features(sessions, samples, settings), access,
-                             settings, tenants)
+    return complete_features(
+        sessions, workload_features(sessions, samples, settings), access, settings, tenants
+    )
 
 
-def complete_features(sessions: pd.DataFrame, workload: pd.DataFrame, access: pd.DataFrame,
-                      settings: Settings, tenants: pd.DataFrame | None = None) -> pd.DataFrame:
+def complete_features(
+    sessions: pd.DataFrame,
+    workload: pd.DataFrame,
+    access: pd.DataFrame,
+    settings: Settings,
+    tenants: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Sessions with their workload features (computed per partition by an engine) plus the
     origin and risk features, in registry order."""
     origin = origin_features(sessions, access, settings, tenants)

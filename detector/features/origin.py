@@ -20,14 +20,19 @@ OBSCURED_WEIGHT = 0.6
 _SHARES = ("restricted", "hosting", "unknown", "kyc_mismatch", "concern_hours", "declared_hours")
 
 
-def origin_features(sessions: pd.DataFrame, access: pd.DataFrame, settings: Settings,
-                    tenants: pd.DataFrame | None = None) -> pd.DataFrame:
+def origin_features(
+    sessions: pd.DataFrame,
+    access: pd.DataFrame,
+    settings: Settings,
+    tenants: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """One row per session (same index) of origin features. `access` is enriched."""
     events = _event_indicators(access, settings)
     tenant_codes, tenant_names = pd.factorize(
-        pd.concat([sessions["tenant_id"], events["tenant_id"]], ignore_index=True).astype(str))
+        pd.concat([sessions["tenant_id"], events["tenant_id"]], ignore_index=True).astype(str)
+    )
     sess_tenant = tenant_codes[: len(sessions)]
-    ev_tenant = tenant_codes[len(sessions):]
+    ev_tenant = tenant_codes[len(sessions) :]
 
     order = np.lexsort((events["t"].to_numpy(), ev_tenant))
     ev_key = _key(ev_tenant[order], events["t"].to_numpy()[order])
@@ -52,8 +57,12 @@ def origin_features(sessions: pd.DataFrame, access: pd.DataFrame, settings: Sett
         cnt = np.r_[0.0, np.cumsum(valid)]
         with np.errstate(invalid="ignore", divide="ignore"):
             out[name + "_share"] = (cum[b] - cum[a]) / (cnt[b] - cnt[a])
-    out = out.rename(columns={"concern_hours_share": "concern_hours_fit",
-                              "declared_hours_share": "declared_hours_fit"})
+    out = out.rename(
+        columns={
+            "concern_hours_share": "concern_hours_fit",
+            "declared_hours_share": "declared_hours_fit",
+        }
+    )
 
     per_tenant = _tenant_summary(events, tenants, settings).reindex(tenant_names[sess_tenant])
     for col in per_tenant:
@@ -65,14 +74,16 @@ def origin_features(sessions: pd.DataFrame, access: pd.DataFrame, settings: Sett
 def origin_evidence(f: pd.DataFrame) -> pd.Series:
     """Restricted-origin evidence in 0-1 that survives VPNs: the strongest of its parts."""
     tz_excess = (f["concern_hours_fit"] - f["declared_hours_fit"]).clip(lower=0)
-    parts = pd.DataFrame({
-        "direct": f["restricted_share"],
-        "declared": f["declared_restricted"],
-        "vpn_clock": f["hosting_share"] * tz_excess,
-        "vpn_leak": f["restricted_leak"] * f["hosting_share"],
-        "reseller": f["reseller"] * f["kyc_mismatch_share"],
-        "hidden": OBSCURED_WEIGHT * f["hosting_share"] * f["kyc_mismatch_share"],
-    })
+    parts = pd.DataFrame(
+        {
+            "direct": f["restricted_share"],
+            "declared": f["declared_restricted"],
+            "vpn_clock": f["hosting_share"] * tz_excess,
+            "vpn_leak": f["restricted_leak"] * f["hosting_share"],
+            "reseller": f["reseller"] * f["kyc_mismatch_share"],
+            "hidden": OBSCURED_WEIGHT * f["hosting_share"] * f["kyc_mismatch_share"],
+        }
+    )
     return parts.max(axis=1, skipna=True).fillna(0.0).clip(0, 1)
 
 
@@ -87,26 +98,38 @@ def _event_indicators(access: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     """Per event: time in seconds and 0/1 indicators (NaN where unknowable)."""
     ts = access["timestamp"]
     known = access["country"].notna()
-    declared = access["declared_country"] if "declared_country" in access else pd.Series(
-        pd.NA, index=access.index)
-    return pd.DataFrame({
-        "tenant_id": access["tenant_id"].astype(str),
-        "t": epoch_s(ts),
-        "restricted": access["restricted"].astype(float),
-        "hosting": access["hosting"].astype(float),
-        "unknown": (~known).astype(float),
-        "kyc_mismatch": access["kyc_mismatch"].astype(float).where(known & declared.notna()),
-        "concern_hours": _best_working_hours(ts, access["tenant_id"], settings),
-        "declared_hours": _working_hours_in(ts, declared.map(
-            {c: settings.jurisdiction.zone_of(c) for c in declared.dropna().unique()}), settings),
-        "country": access["country"],
-        "network": access["asn"].astype("string").fillna(access["as_org"].astype("string")),
-    }, index=access.index)
+    declared = (
+        access["declared_country"]
+        if "declared_country" in access
+        else pd.Series(pd.NA, index=access.index)
+    )
+    return pd.DataFrame(
+        {
+            "tenant_id": access["tenant_id"].astype(str),
+            "t": epoch_s(ts),
+            "restricted": access["restricted"].astype(float),
+            "hosting": access["hosting"].astype(float),
+            "unknown": (~known).astype(float),
+            "kyc_mismatch": access["kyc_mismatch"].astype(float).where(known & declared.notna()),
+            "concern_hours": _best_working_hours(ts, access["tenant_id"], settings),
+            "declared_hours": _working_hours_in(
+                ts,
+                declared.map(
+                    {c: settings.jurisdiction.zone_of(c) for c in declared.dropna().unique()}
+                ),
+                settings,
+            ),
+            "country": access["country"],
+            "network": access["asn"].astype("string").fillna(access["as_org"].astype("string")),
+        },
+        index=access.index,
+    )
 
 
 def _in_working_hours(local: pd.Series, hours: tuple[int, int]) -> np.ndarray:
-    return ((local.dt.hour >= hours[0]) & (local.dt.hour < hours[1])
-            & (local.dt.day_of_week < 5)).to_numpy(float)
+    return (
+        (local.dt.hour >= hours[0]) & (local.dt.hour < hours[1]) & (local.dt.day_of_week < 5)
+    ).to_numpy(float)
 
 
 def _working_hours_in(ts: pd.Series, zones: pd.Series, settings: Settings) -> np.ndarray:
@@ -125,32 +148,39 @@ def _best_working_hours(ts: pd.Series, tenant: pd.Series, settings: Settings) ->
     zones = sorted({jurisdiction.zone_of(c) for c in jurisdiction.countries_of_concern})
     if not zones or ts.empty:
         return np.full(len(ts), np.nan)
-    fits = np.column_stack([
-        _in_working_hours(ts.dt.tz_convert(zone), settings.jurisdiction.working_hours)
-        for zone in zones])
+    fits = np.column_stack(
+        [
+            _in_working_hours(ts.dt.tz_convert(zone), settings.jurisdiction.working_hours)
+            for zone in zones
+        ]
+    )
     per_tenant = pd.DataFrame(fits).groupby(tenant.to_numpy()).mean()
     best = per_tenant.to_numpy().argmax(axis=1)
     best_of_event = pd.Series(best, index=per_tenant.index).reindex(tenant.to_numpy()).to_numpy()
     return fits[np.arange(len(ts)), best_of_event]
 
 
-def _tenant_summary(events: pd.DataFrame, tenants: pd.DataFrame | None,
-                    settings: Settings) -> pd.DataFrame:
+def _tenant_summary(
+    events: pd.DataFrame, tenants: pd.DataFrame | None, settings: Settings
+) -> pd.DataFrame:
     by = events.groupby("tenant_id")
-    summary = pd.DataFrame({
-        "restricted_leak": by["restricted"].max(),
-        "tenant_restricted_share": by["restricted"].mean(),
-        "distinct_countries": by["country"].nunique(),
-        "distinct_asns": by["network"].nunique(),
-    })
+    summary = pd.DataFrame(
+        {
+            "restricted_leak": by["restricted"].max(),
+            "tenant_restricted_share": by["restricted"].mean(),
+            "distinct_countries": by["country"].nunique(),
+            "distinct_asns": by["network"].nunique(),
+        }
+    )
     if tenants is not None and len(tenants):
         concern = settings.jurisdiction.countries_of_concern
         t = tenants.drop_duplicates("tenant_id")
         t = t.set_index(t["tenant_id"].astype(str))
-        declared = (t["declared_country"].isin(concern) | t["billing_country"].isin(concern))
+        declared = t["declared_country"].isin(concern) | t["billing_country"].isin(concern)
         reseller = t["reseller"].fillna("").astype(str).str.len().gt(0)
-        info = pd.DataFrame({"declared_restricted": declared.astype(float),
-                             "reseller": reseller.astype(float)})
+        info = pd.DataFrame(
+            {"declared_restricted": declared.astype(float), "reseller": reseller.astype(float)}
+        )
         summary = summary.join(info, how="outer")
     else:
         summary["declared_restricted"] = np.nan

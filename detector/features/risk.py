@@ -14,7 +14,10 @@ import pandas as pd
 def risk_features(features: pd.DataFrame) -> pd.DataFrame:
     """Interaction columns computed from workload and origin features (same index)."""
     evidence = features["origin_evidence"]
-    return pd.DataFrame({
-        "restricted_compute": np.log10(1.0 + features["training_flop"] / 1e18) * evidence,
-        "restricted_gpu_hours": np.log10(1.0 + features["training_gpu_hours"]) * evidence,
-    }, index=features.index)
+    return pd.DataFrame(
+        {
+            "restricted_compute": np.log10(1.0 + features["training_flop"] / 1e18) * evidence,
+            "restricted_gpu_hours": np.log10(1.0 + features["training_gpu_hours"]) * evidence,
+        },
+        index=features.index,
+    )

@@ -19,8 +19,9 @@ WORKLOAD_NAMES = [name for name, f in BY_NAME.items() if f.family == WORKLOAD]
 DEFAULT_PEAK_TFLOPS = 312.0  # an A100: the model name is unknown or not in the table
 
 
-def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
-                      settings: Settings) -> pd.DataFrame:
+def workload_features(
+    sessions: pd.DataFrame, samples: pd.DataFrame, settings: Settings
+) -> pd.DataFrame:
     """One row per session (same index as `sessions`) of the workload features."""
     n = len(sessions)
     if n == 0:
@@ -36,23 +37,33 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
     out: dict[str, np.ndarray] = {}  # one DataFrame at the end: no per-column insertion cost
     out["duration_s"] = (sessions["end"] - sessions["start"]).dt.total_seconds().to_numpy()
     out["n_gpus"] = np.bincount(gpu_session, minlength=n)
-    out["n_hosts"] = _count_distinct(gpu_session.to_numpy(),
-                                     factorize_rows(gpu_session, gpu_host)[0], n)
+    out["n_hosts"] = _count_distinct(
+        gpu_session.to_numpy(), factorize_rows(gpu_session, gpu_host)[0], n
+    )
 
     # Per GPU: time in the session (span plus one sampling interval), activity, and whether
     # the GPU itself runs training (settings.features): mostly busy, with tensor work (or,
     # without profiling metrics, a mostly full framebuffer), for long enough. Mining, FP64
     # HPC, serving, notebook bursts and idle GPUs do not.
-    mem_fill = (samples["fb_used_mib"] / (samples["fb_used_mib"] + samples["fb_free_mib"])
-                ).to_numpy(float)
+    mem_fill = (
+        samples["fb_used_mib"] / (samples["fb_used_mib"] + samples["fb_free_mib"])
+    ).to_numpy(float)
     k = len(by_gpu.starts)
     first, last = by_gpu.reduce(np.minimum, ts), by_gpu.reduce(np.maximum, ts)
     gpu_seconds = pd.Series((last - first + by_gpu.median_interval()) / _NS)
     rows = np.diff(np.r_[by_gpu.starts, len(gpu_key)])  # samples per GPU
     act = pd.Series(mean_by(gpu_key, _tensor_activity(samples), k, rows)).fillna(0)
     flop = gpu_seconds * act * _peak_flops(samples["model_name"].iloc[by_gpu.first_row])
-    gpu_means = pd.DataFrame({c: mean_by(gpu_key, v, k, rows) for c, v in (
-        ("busy", util >= 80.0), ("tensor", samples["tensor_active"]), ("mem", mem_fill))})
+    gpu_means = pd.DataFrame(
+        {
+            c: mean_by(gpu_key, v, k, rows)
+            for c, v in (
+                ("busy", util >= 80.0),
+                ("tensor", samples["tensor_active"]),
+                ("mem", mem_fill),
+            )
+        }
+    )
     training = _training_gpus(gpu_means, gpu_seconds, settings)
     out["gpu_hours"] = _sum_by(gpu_session, gpu_seconds / 3600.0, n)
     out["est_flop"] = _sum_by(gpu_session, flop, n)
@@ -62,13 +73,20 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
     out["training_flop"] = _sum_by(gpu_session, flop.where(training, 0), n)
 
     by = pd.Series(util).groupby(s, sort=True)
-    spread = pd.DataFrame({"util_std": by.std(ddof=0), "util_p95": by.quantile(0.95),
-                           "util_max": by.max()}).reindex(range(n))
+    spread = pd.DataFrame(
+        {"util_std": by.std(ddof=0), "util_p95": by.quantile(0.95), "util_max": by.max()}
+    ).reindex(range(n))
     means = {
-        "util_mean": util, "util_std": None, "util_p95": None, "util_max": None,
-        "busy_frac": util >= 90.0, "idle_frac": util <= settings.sessions.active_util_pct,
-        "sm_active_mean": samples["sm_active"], "tensor_active_mean": samples["tensor_active"],
-        "dram_active_mean": samples["dram_active"], "mem_fill": mem_fill,
+        "util_mean": util,
+        "util_std": None,
+        "util_p95": None,
+        "util_max": None,
+        "busy_frac": util >= 90.0,
+        "idle_frac": util <= settings.sessions.active_util_pct,
+        "sm_active_mean": samples["sm_active"],
+        "tensor_active_mean": samples["tensor_active"],
+        "dram_active_mean": samples["dram_active"],
+        "mem_fill": mem_fill,
         "power_mean_w": samples["power_w"],
         "nvlink_bps": samples["nvlink_tx_bps"] + samples["nvlink_rx_bps"],
         "pcie_bps": samples["pcie_tx_bps"] + samples["pcie_rx_bps"],
@@ -87,17 +105,25 @@ def workload_features(sessions: pd.DataFrame, samples: pd.DataFrame,
     return table
 
 
-def _training_gpus(gpu_means: pd.DataFrame, gpu_seconds: pd.Series,
-                   settings: Settings) -> pd.Series:
+def _training_gpus(
+    gpu_means: pd.DataFrame, gpu_seconds: pd.Series, settings: Settings
+) -> pd.Series:
     f = settings.features
-    tensor_work = gpu_means["tensor"].ge(f.training_tensor).where(
-        gpu_means["tensor"].notna(), gpu_means["mem"] >= f.training_memory)
-    return ((gpu_means["busy"] >= f.training_busy_share) & tensor_work.astype(bool)
-            & (gpu_seconds >= f.training_min_gpu_seconds))
+    tensor_work = (
+        gpu_means["tensor"]
+        .ge(f.training_tensor)
+        .where(gpu_means["tensor"].notna(), gpu_means["mem"] >= f.training_memory)
+    )
+    return (
+        (gpu_means["busy"] >= f.training_busy_share)
+        & tensor_work.astype(bool)
+        & (gpu_seconds >= f.training_min_gpu_seconds)
+    )
 
 
-def mean_by(codes: np.ndarray, values: pd.Series | np.ndarray, n: int,
-            count: np.ndarray | None = None) -> np.ndarray:
+def mean_by(
+    codes: np.ndarray, values: pd.Series | np.ndarray, n: int, count: np.ndarray | None = None
+) -> np.ndarray:
     """Mean of `values` per code 0..n-1, NaN skipped (NaN where a code has no value).
     `count`, rows per code, saves counting again when `values` has no NaN.
 
@@ -159,8 +185,12 @@ class _GpuRows:
         values, step = values.astype(float), step.astype(float)
         low, high = (count[has] - 1) // 2, count[has] // 2  # positions of the middle steps
         if k * len(values) <= 4 * len(step):  # few distinct steps: count them per GPU
-            seen = np.cumsum(np.bincount(owner * len(values) + rank, minlength=k * len(values))
-                             .reshape(k, len(values)), axis=1)[has]
+            seen = np.cumsum(
+                np.bincount(owner * len(values) + rank, minlength=k * len(values)).reshape(
+                    k, len(values)
+                ),
+                axis=1,
+            )[has]
             low = values[(seen <= low[:, None]).sum(axis=1)]
             high = values[(seen <= high[:, None]).sum(axis=1)]
         else:
@@ -202,8 +232,9 @@ def _peak_flops(model_names: pd.Series) -> np.ndarray:
     return table[codes]
 
 
-def _grid_series(session: np.ndarray, gpu: np.ndarray, ts: np.ndarray, util: np.ndarray,
-                 grid_seconds: int) -> pd.DataFrame:
+def _grid_series(
+    session: np.ndarray, gpu: np.ndarray, ts: np.ndarray, util: np.ndarray, grid_seconds: int
+) -> pd.DataFrame:
     """Per (session, bucket): mean over GPUs (`m`, with its `slot` code); and per (session,
     gpu, bucket): the GPU's mean (`util`). `gpu` holds codes 0..k-1 that each belong to one
     session (as `factorize_rows(session, host, gpu)` gives)."""
@@ -219,9 +250,16 @@ def _grid_series(session: np.ndarray, gpu: np.ndarray, ts: np.ndarray, util: np.
     c_session = of_gpu[c_gpu]
     slot, _ = pd.factorize(c_session * span + c_bucket)
     c_util = mean_by(cell, util, len(key))
-    return pd.DataFrame({"session": c_session, "gpu": c_gpu, "bucket": c_bucket + base,
-                         "util": c_util, "slot": slot,
-                         "m": mean_by(slot, c_util, slot.max() + 1 if len(slot) else 0)[slot]})
+    return pd.DataFrame(
+        {
+            "session": c_session,
+            "gpu": c_gpu,
+            "bucket": c_bucket + base,
+            "util": c_util,
+            "slot": slot,
+            "m": mean_by(slot, c_util, slot.max() + 1 if len(slot) else 0)[slot],
+        }
+    )
 
 
 def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, np.ndarray]:
@@ -231,8 +269,17 @@ def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, 
     pair, p_gpu = pd.factorize(grid["gpu"].to_numpy())  # a gpu is in one session
     p_session = grid["session"].to_numpy()[first_rows(pair)]
     k = len(p_session)
-    sums = {name: np.bincount(pair, weights=v, minlength=k) for name, v in
-            {"n": np.ones(len(x)), "x": x, "m": m, "xx": x * x, "mm": m * m, "xm": x * m}.items()}
+    sums = {
+        name: np.bincount(pair, weights=v, minlength=k)
+        for name, v in {
+            "n": np.ones(len(x)),
+            "x": x,
+            "m": m,
+            "xx": x * x,
+            "mm": m * m,
+            "xm": x * m,
+        }.items()
+    }
     cov = sums["xm"] - sums["x"] * sums["m"] / sums["n"]
     var_x = sums["xx"] - sums["x"] ** 2 / sums["n"]
     var_m = sums["mm"] - sums["m"] ** 2 / sums["n"]
@@ -252,8 +299,12 @@ def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, 
     mser = grid["m"].to_numpy(float)[first][order]
     same = np.r_[False, sess[1:] == sess[:-1]]
     prev = np.r_[np.nan, mser[:-1]]
-    autocorr = (pd.DataFrame({"session": sess[same], "a": mser[same], "b": prev[same]})
-                .groupby("session")[["a", "b"]].corr().xs("a", level=1)["b"])
+    autocorr = (
+        pd.DataFrame({"session": sess[same], "a": mser[same], "b": prev[same]})
+        .groupby("session")[["a", "b"]]
+        .corr()
+        .xs("a", level=1)["b"]
+    )
 
     # Dips: the mean falls below half the session median; count dip starts and their spacing.
     median = pd.Series(mser).groupby(sess).transform("median").to_numpy()
@@ -266,8 +317,9 @@ def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, 
     gaps[1:][follows] = np.diff(dip_bucket)[follows]
     gaps = pd.Series(gaps)
     gap_stats = gaps.groupby(dip_sess).agg(["mean", "std", "count"])
-    regularity = ((1 - gap_stats["std"] / gap_stats["mean"]).clip(0, 1)
-                  .where(gap_stats["count"] >= 2))
+    regularity = (
+        (1 - gap_stats["std"] / gap_stats["mean"]).clip(0, 1).where(gap_stats["count"] >= 2)
+    )
     hours = pd.Series(1.0, index=sess).groupby(level=0).sum() * grid_seconds / 3600.0
     dips = pd.Series(start.astype(float)).groupby(sess).sum()
     return {
@@ -279,10 +331,12 @@ def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, 
 
 
 def _training_signature(features: pd.DataFrame) -> pd.Series:
-    parts = pd.DataFrame({
-        "busy": features["busy_frac"],
-        "tensor": (features["tensor_active_mean"] / 0.4).clip(0, 1),
-        "memory": features["mem_fill"].clip(0, 1),
-        "lockstep": features["lockstep"].clip(0, 1),
-    })
+    parts = pd.DataFrame(
+        {
+            "busy": features["busy_frac"],
+            "tensor": (features["tensor_active_mean"] / 0.4).clip(0, 1),
+            "memory": features["mem_fill"].clip(0, 1),
+            "lockstep": features["lockstep"].clip(0, 1),
+        }
+    )
     return parts.mean(axis=1, skipna=True).fillna(0.0)

@@ -36,37 +36,64 @@ def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptio
     records, cut = _records(text, file)
     rows = np.arange(1, len(records) + 1)
     is_object = np.array([isinstance(r, dict) for r in records], dtype=bool)
-    rejected = [quarantine.rejected(source, file.name, rows[~is_object], NOT_OBJECT,
-                                    raw=[_raw(r) for r, ok in zip(records, is_object,
-                                                                  strict=True) if not ok])]
+    rejected = [
+        quarantine.rejected(
+            source,
+            file.name,
+            rows[~is_object],
+            NOT_OBJECT,
+            raw=[_raw(r) for r, ok in zip(records, is_object, strict=True) if not ok],
+        )
+    ]
     if cut is not None:
-        rejected.append(quarantine.rejected(source, file.name, [len(records) + 1], INVALID,
-                                            raw=[json.dumps(cut[:RAW_LIMIT])]))
+        rejected.append(
+            quarantine.rejected(
+                source, file.name, [len(records) + 1], INVALID, raw=[json.dumps(cut[:RAW_LIMIT])]
+            )
+        )
     frame = pd.json_normalize([r for r, ok in zip(records, is_object, strict=True) if ok])
     rows = rows[is_object]
-    get = lambda name: frame[name] if name in frame else pd.Series(  # noqa: E731
-        np.nan, index=frame.index, dtype=object)
+
+    def get(name: str) -> pd.Series:
+        return frame[name] if name in frame else pd.Series(np.nan, index=frame.index, dtype=object)
+
     ip = get("sourceIPAddress")
     service = ip.astype("str").str.fullmatch(_SERVICE).fillna(False).to_numpy(dtype=bool)
-    bad_bytes = frame.astype("str").apply(lambda c: c.str.contains(_REPLACED, regex=False)) \
-        .any(axis=1).to_numpy(dtype=bool) if len(frame) else np.zeros(0, dtype=bool)
-    rejected.append(quarantine.rejected(
-        source, file.name, rows[bad_bytes & ~service], NOT_UTF8,
-        raw=[_raw(r) for r in frame[bad_bytes & ~service].to_dict("records")]))
+    bad_bytes = (
+        frame.astype("str")
+        .apply(lambda c: c.str.contains(_REPLACED, regex=False))
+        .any(axis=1)
+        .to_numpy(dtype=bool)
+        if len(frame)
+        else np.zeros(0, dtype=bool)
+    )
+    rejected.append(
+        quarantine.rejected(
+            source,
+            file.name,
+            rows[bad_bytes & ~service],
+            NOT_UTF8,
+            raw=[_raw(r) for r in frame[bad_bytes & ~service].to_dict("records")],
+        )
+    )
     keep = ~service & ~bad_bytes
     frame, rows = frame[keep].reset_index(drop=True), rows[keep]
-    get = lambda name: frame[name] if name in frame else pd.Series(  # noqa: E731
-        np.nan, index=frame.index, dtype=object)
+
+    def get(name: str) -> pd.Series:
+        return frame[name] if name in frame else pd.Series(np.nan, index=frame.index, dtype=object)
+
     account = get("userIdentity.accountId").fillna(get("recipientAccountId"))
     name = get("eventName")
-    out = pd.DataFrame({
-        "timestamp": get("eventTime"),
-        "tenant_id": options.tenant([("account", account.astype("str"))], account),
-        "src_ip": get("sourceIPAddress"),
-        "event": np.where(name.eq("ConsoleLogin"), "console", "api"),
-        "principal": get("userIdentity.arn").fillna(get("userIdentity.userName")),
-        "user_agent": get("userAgent"),
-    })
+    out = pd.DataFrame(
+        {
+            "timestamp": get("eventTime"),
+            "tenant_id": options.tenant([("account", account.astype("str"))], account),
+            "src_ip": get("sourceIPAddress"),
+            "event": np.where(name.eq("ConsoleLogin"), "console", "api"),
+            "principal": get("userIdentity.arn").fillna(get("userIdentity.userName")),
+            "user_agent": get("userAgent"),
+        }
+    )
     out.loc[name.isna().to_numpy(), "event"] = np.nan
     return RawFile(file, out, rows, quarantine.combine(rejected))
 
@@ -87,8 +114,10 @@ def _records(text: str, file: InputFile) -> tuple[list, str | None]:
 def _salvage(text: str, file: InputFile) -> tuple[list, str | None]:
     start = _RECORDS.match(text)
     if start is None:
-        raise InputError('not a CloudTrail log file: invalid JSON and no {"Records": [ at the '
-                         "start", path=file.name)
+        raise InputError(
+            'not a CloudTrail log file: invalid JSON and no {"Records": [ at the start',
+            path=file.name,
+        )
     decoder = json.JSONDecoder()
     records: list = []
     pos = start.end()

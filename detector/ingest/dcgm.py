@@ -27,30 +27,40 @@ class Field:
 
 # DCGM field (dcgm-exporter metric name) -> canonical column, declared once.
 FIELDS: dict[str, Field] = {
-    "DCGM_FI_DEV_GPU_UTIL": Field("gpu_util"),                       # %
-    "DCGM_FI_PROF_SM_ACTIVE": Field("sm_active"),                    # ratio
-    "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE": Field("tensor_active"),       # ratio
-    "DCGM_FI_PROF_DRAM_ACTIVE": Field("dram_active"),                # ratio
-    "DCGM_FI_DEV_FB_USED": Field("fb_used_mib"),                     # MiB
-    "DCGM_FI_DEV_FB_FREE": Field("fb_free_mib"),                     # MiB
-    "DCGM_FI_DEV_POWER_USAGE": Field("power_w"),                     # W
-    "DCGM_FI_PROF_NVLINK_TX_BYTES": Field("nvlink_tx_bps"),          # B/s (a rate already)
+    "DCGM_FI_DEV_GPU_UTIL": Field("gpu_util"),  # %
+    "DCGM_FI_PROF_SM_ACTIVE": Field("sm_active"),  # ratio
+    "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE": Field("tensor_active"),  # ratio
+    "DCGM_FI_PROF_DRAM_ACTIVE": Field("dram_active"),  # ratio
+    "DCGM_FI_DEV_FB_USED": Field("fb_used_mib"),  # MiB
+    "DCGM_FI_DEV_FB_FREE": Field("fb_free_mib"),  # MiB
+    "DCGM_FI_DEV_POWER_USAGE": Field("power_w"),  # W
+    "DCGM_FI_PROF_NVLINK_TX_BYTES": Field("nvlink_tx_bps"),  # B/s (a rate already)
     "DCGM_FI_PROF_NVLINK_RX_BYTES": Field("nvlink_rx_bps"),
     "DCGM_FI_PROF_PCIE_TX_BYTES": Field("pcie_tx_bps"),
     "DCGM_FI_PROF_PCIE_RX_BYTES": Field("pcie_rx_bps"),
     # Counters: mJ since driver load -> W; NVLink total counter (KiB, all lanes, both
     # directions) -> B/s, half to tx and half to rx so that tx + rx is the total.
     "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": Field("power_w", 1e-3, counter=True, fallback=True),
-    "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL": Field("nvlink_tx_bps", 512.0, counter=True,
-                                                fallback=True),
+    "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL": Field(
+        "nvlink_tx_bps", 512.0, counter=True, fallback=True
+    ),
 }
 _SPLIT = {"DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL": "nvlink_rx_bps"}  # the other half
 
 # Labels dcgm-exporter writes (with Kubernetes pod mapping), in order of preference.
 HOST_LABELS = ("Hostname", "hostname", "instance")
 GPU_LABELS = ("gpu", "UUID")
-LABELS = ("Hostname", "hostname", "instance", "gpu", "UUID", "modelName", "namespace", "pod",
-          "container")
+LABELS = (
+    "Hostname",
+    "hostname",
+    "instance",
+    "gpu",
+    "UUID",
+    "modelName",
+    "namespace",
+    "pod",
+    "container",
+)
 
 
 def labels_needed(options: SourceOptions) -> list[str]:
@@ -91,49 +101,73 @@ def assemble(samples: pd.DataFrame, options: SourceOptions) -> tuple[pd.DataFram
     host = _first_of(samples, HOST_LABELS)
     gpu = _first_of(samples, GPU_LABELS)
     identity = [samples[c].astype("str").fillna("\0") for c in labels]
-    gpu_key = pd.factorize(pd.MultiIndex.from_arrays(identity))[0] if identity else \
-        np.zeros(len(samples), dtype=np.int64)
+    gpu_key = (
+        pd.factorize(pd.MultiIndex.from_arrays(identity))[0]
+        if identity
+        else np.zeros(len(samples), dtype=np.int64)
+    )
     name = samples["name"]
     value = samples["value"].astype(float) * name.map({k: f.scale for k, f in FIELDS.items()})
     counter = name.map({k: f.counter for k, f in FIELDS.items()}).astype(bool).to_numpy()
     if counter.any():
-        series = pd.factorize(pd.MultiIndex.from_arrays(
-            [gpu_key[counter], samples["name"].to_numpy()[counter]]))[0]
+        series = pd.factorize(
+            pd.MultiIndex.from_arrays([gpu_key[counter], samples["name"].to_numpy()[counter]])
+        )[0]
         value[counter] = rates(samples[counter].assign(value=value[counter]), series)
-    column = name.map({k: f.column + ("\0fallback" if f.fallback else "")
-                       for k, f in FIELDS.items()})
-    long = pd.DataFrame({"gpu": gpu_key, "ts": samples["ts"].to_numpy(float),
-                         "column": column.to_numpy(),
-                         "value": value.to_numpy(float), "row": samples["row"].to_numpy()})
+    column = name.map(
+        {k: f.column + ("\0fallback" if f.fallback else "") for k, f in FIELDS.items()}
+    )
+    long = pd.DataFrame(
+        {
+            "gpu": gpu_key,
+            "ts": samples["ts"].to_numpy(float),
+            "column": column.to_numpy(),
+            "value": value.to_numpy(float),
+            "row": samples["row"].to_numpy(),
+        }
+    )
     for name, other in _SPLIT.items():
         split = (samples["name"] == name).to_numpy()
         long.loc[split, "value"] /= 2
-        long = pd.concat([long, long[split].assign(column=other + "\0fallback")],
-                         ignore_index=True)
+        long = pd.concat([long, long[split].assign(column=other + "\0fallback")], ignore_index=True)
     record = pd.factorize(pd.MultiIndex.from_arrays([long["gpu"], long["ts"]]))[0]
     long["record"] = record
-    wide = long.pivot_table(index="record", columns="column", values="value", aggfunc="first",
-                            dropna=False)
+    wide = long.pivot_table(
+        index="record", columns="column", values="value", aggfunc="first", dropna=False
+    )
     first = long.groupby("record")["row"].min()
     for col in [c for c in wide.columns if c.endswith("\0fallback")]:
         primary = col.removesuffix("\0fallback")
         wide[primary] = wide[primary].fillna(wide[col]) if primary in wide else wide[col]
         wide = wide.drop(columns=col)
     head = long.groupby("record")[["gpu", "ts"]].first()
-    keys = samples.assign(_gpu=gpu_key, _host=host, _gpu_id=gpu).drop_duplicates("_gpu") \
+    keys = (
+        samples.assign(_gpu=gpu_key, _host=host, _gpu_id=gpu)
+        .drop_duplicates("_gpu")
         .set_index("_gpu")
+    )
     at = keys.loc[head["gpu"].to_numpy()]
-    label = at[options.tenant_label] if options.tenant_label in at else \
-        pd.Series(np.nan, index=at.index, dtype="str")
-    tenant = options.tenant([("pod", _col(at, "pod")), ("namespace", _col(at, "namespace")),
-                             ("host", at["_host"])], label)
-    frame = pd.DataFrame({
-        "timestamp": pd.to_datetime(np.round(head["ts"].to_numpy() * 1e3).astype("int64"),
-                                    unit="ms", utc=True),
-        "tenant_id": tenant.to_numpy(), "host": at["_host"].to_numpy(),
-        "gpu": at["_gpu_id"].to_numpy(),
-        "model_name": _col(at, "modelName").to_numpy(), "job_id": _col(at, "pod").to_numpy(),
-    })
+    label = (
+        at[options.tenant_label]
+        if options.tenant_label in at
+        else pd.Series(np.nan, index=at.index, dtype="str")
+    )
+    tenant = options.tenant(
+        [("pod", _col(at, "pod")), ("namespace", _col(at, "namespace")), ("host", at["_host"])],
+        label,
+    )
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.to_datetime(
+                np.round(head["ts"].to_numpy() * 1e3).astype("int64"), unit="ms", utc=True
+            ),
+            "tenant_id": tenant.to_numpy(),
+            "host": at["_host"].to_numpy(),
+            "gpu": at["_gpu_id"].to_numpy(),
+            "model_name": _col(at, "modelName").to_numpy(),
+            "job_id": _col(at, "pod").to_numpy(),
+        }
+    )
     for col in wide.columns:
         frame[col] = wide[col].to_numpy()
     return frame, first.to_numpy()

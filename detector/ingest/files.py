@@ -13,9 +13,17 @@ from ..errors import InputError
 FORMATS = ("parquet", "csv", "jsonl", "json")
 FOREIGN = ("prometheus", "nvml", "cloudtrail", "vpcflow", "sshd")  # detector/ingest/formats.py
 SNIFF = "sniff"  # the content decides (detector/ingest/sniff.py)
-_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
-             ".ndjson": "jsonl", ".json": "json", ".prom": "prometheus", ".om": "prometheus",
-             ".log": SNIFF}
+_SUFFIXES = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".prom": "prometheus",
+    ".om": "prometheus",
+    ".log": SNIFF,
+}
 
 
 @dataclass(frozen=True)
@@ -49,8 +57,9 @@ def expand(paths: Sequence[str | Path], fmt: str = "auto") -> list[InputFile]:
     format (a `.gz` suffix still means gzip).
     """
     if fmt != "auto" and fmt not in FORMATS + FOREIGN:
-        raise InputError(f"unknown format {fmt!r}; expected auto or one of "
-                         f"{', '.join(FORMATS + FOREIGN)}")
+        raise InputError(
+            f"unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS + FOREIGN)}"
+        )
     if isinstance(paths, str | Path):
         paths = [paths]
     out: list[InputFile] = []
@@ -59,20 +68,29 @@ def expand(paths: Sequence[str | Path], fmt: str = "auto") -> list[InputFile]:
         if not path.exists():
             raise InputError("no such file or folder", path=str(path))
         if path.is_dir():
-            found = [_classify(p, fmt, named=False) for p in sorted(path.rglob("*"))
-                     if p.is_file() and not _hidden(p.relative_to(path))]
+            found = [
+                _classify(p, fmt, named=False)
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and not _hidden(p.relative_to(path))
+            ]
             found = [f for f in found if f is not None]
             if not found:
-                raise InputError("folder holds no readable files (.parquet, .csv, .jsonl, .json,"
-                                 " .prom, .om, .log, optionally .gz)", path=str(path))
+                raise InputError(
+                    "folder holds no readable files (.parquet, .csv, .jsonl, .json,"
+                    " .prom, .om, .log, optionally .gz)",
+                    path=str(path),
+                )
             out.extend(found)
         else:
             one = _classify(path, fmt, named=True)
             if one is None and not detect_suffix(path):  # no extension: sniff the content
                 one = InputFile(path, SNIFF, False)
             if one is None:
-                raise InputError("unknown file extension; expected .parquet, .csv, .jsonl or"
-                                 " .json, optionally .gz, or pass a format", path=str(path))
+                raise InputError(
+                    "unknown file extension; expected .parquet, .csv, .jsonl or"
+                    " .json, optionally .gz, or pass a format",
+                    path=str(path),
+                )
             out.append(one)
     if not out:
         raise InputError("no input files given")

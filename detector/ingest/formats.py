@@ -10,21 +10,30 @@ from .options import SourceOptions
 from .readers import RawFile, read_raw
 from .sniff import sniff
 
-_FOREIGN = {"prometheus": prometheus_text.read, "nvml": nvml.read, "cloudtrail": cloudtrail.read,
-            "vpcflow": vpcflow.read, "sshd": sshd.read}
+_FOREIGN = {
+    "prometheus": prometheus_text.read,
+    "nvml": nvml.read,
+    "cloudtrail": cloudtrail.read,
+    "vpcflow": vpcflow.read,
+    "sshd": sshd.read,
+}
 
 
 _TELEMETRY_ONLY = ("prometheus", "nvml")
 
 
-def read_any(file: InputFile, schema: TableSchema, source: str, options: SourceOptions,
-             auto: bool) -> RawFile:
+def read_any(
+    file: InputFile, schema: TableSchema, source: str, options: SourceOptions, auto: bool
+) -> RawFile:
     """Read `file`; with `auto`, its content may override what the extension says."""
     fmt = sniff(file, schema, options) if auto or file.fmt == "sniff" else file.fmt
     if fmt != file.fmt:
         file = InputFile(file.path, fmt, file.gzip)
     if fmt in _FOREIGN and (fmt in _TELEMETRY_ONLY) != (schema.name == "telemetry"):
-        raise InputError(f"{fmt} files hold {'telemetry' if fmt in _TELEMETRY_ONLY else 'access'}"
-                         f" records, not {schema.name}", path=file.name)
+        raise InputError(
+            f"{fmt} files hold {'telemetry' if fmt in _TELEMETRY_ONLY else 'access'}"
+            f" records, not {schema.name}",
+            path=file.name,
+        )
     reader = _FOREIGN.get(fmt)
     return reader(file, schema, source, options) if reader else read_raw(file, schema, source)

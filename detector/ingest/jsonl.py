@@ -31,16 +31,18 @@ class Parsed:
     bad: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, raw JSON)
 
 
-def parse(data: bytes, convert: Callable[[pa.Table], pd.DataFrame],
-          names: Collection[str]) -> Parsed:
+def parse(
+    data: bytes, convert: Callable[[pa.Table], pd.DataFrame], names: Collection[str]
+) -> Parsed:
     """Parse JSON Lines `data`; `convert` turns a pyarrow table into pandas (keeping the
     columns it wants), `names` are the columns kept from objects parsed line by line."""
     return _Parser(data, convert, names).run()
 
 
 class _Parser:
-    def __init__(self, data: bytes, convert: Callable[[pa.Table], pd.DataFrame],
-                 names: Collection[str]) -> None:
+    def __init__(
+        self, data: bytes, convert: Callable[[pa.Table], pd.DataFrame], names: Collection[str]
+    ) -> None:
         self.data, self.convert, self.names = data, convert, set(names)
         self.buffer = pa.py_buffer(data)
         newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A)
@@ -82,8 +84,10 @@ class _Parser:
         """Indices of the non-empty lines in [lo, hi) when they are the n rows pyarrow read."""
         lines = lo + np.flatnonzero(self.ends[lo:hi] > self.starts[lo:hi])
         if len(lines) != n:  # blank lines holding whitespace ("\r", spaces)
-            lines = np.array([i for i in lines if self.data[self.starts[i]:self.ends[i]].strip()],
-                             dtype=np.int64)
+            lines = np.array(
+                [i for i in lines if self.data[self.starts[i] : self.ends[i]].strip()],
+                dtype=np.int64,
+            )
         return lines if len(lines) == n else None
 
     def _by_line(self, lo: int, hi: int) -> None:
@@ -91,7 +95,7 @@ class _Parser:
         types match the other pieces'."""
         good, rows, records = [], [], []
         for index in range(lo, hi):
-            line = self.data[self.starts[index]:self.ends[index]]
+            line = self.data[self.starts[index] : self.ends[index]]
             if not line.strip():
                 continue
             try:
@@ -131,7 +135,10 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
             dtypes[name] = kinds.pop()
     aligned = []
     for frame, full in zip(frames, filled, strict=True):
-        empty = {n: pd.Series(None, index=frame.index, dtype=d)
-                 for n, d in dtypes.items() if n not in full}
+        empty = {
+            n: pd.Series(None, index=frame.index, dtype=d)
+            for n, d in dtypes.items()
+            if n not in full
+        }
         aligned.append(frame.assign(**empty)[columns] if empty else frame[columns])
     return pd.concat(aligned, ignore_index=True)

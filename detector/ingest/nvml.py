@@ -32,11 +32,29 @@ from .readers import RawFile, _csv_header, csv_rows
 UNITS: dict[str, dict[str, float]] = {
     "%": {"%": 1.0, "ratio": 100.0},
     "ratio": {"ratio": 1.0, "%": 0.01},
-    "MiB": {"bytes": 2.0**-20, "B": 2.0**-20, "KiB": 2.0**-10, "MiB": 1.0, "GiB": 1024.0,
-            "kB": 1e3 / 2**20, "MB": 1e6 / 2**20, "GB": 1e9 / 2**20},
+    "MiB": {
+        "bytes": 2.0**-20,
+        "B": 2.0**-20,
+        "KiB": 2.0**-10,
+        "MiB": 1.0,
+        "GiB": 1024.0,
+        "kB": 1e3 / 2**20,
+        "MB": 1e6 / 2**20,
+        "GB": 1e9 / 2**20,
+    },
     "W": {"W": 1.0, "mW": 1e-3, "kW": 1e3},
-    "B/s": {"B/s": 1.0, "KiB/s": 1024.0, "MiB/s": 2.0**20, "GiB/s": 2.0**30, "kB/s": 1e3,
-            "MB/s": 1e6, "GB/s": 1e9, "kbit/s": 125.0, "Mbit/s": 1.25e5, "Gbit/s": 1.25e8},
+    "B/s": {
+        "B/s": 1.0,
+        "KiB/s": 1024.0,
+        "MiB/s": 2.0**20,
+        "GiB/s": 2.0**30,
+        "kB/s": 1e3,
+        "MB/s": 1e6,
+        "GB/s": 1e9,
+        "kbit/s": 125.0,
+        "Mbit/s": 1.25e5,
+        "Gbit/s": 1.25e8,
+    },
     "UTC": {"iso": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9},
 }
 
@@ -65,15 +83,17 @@ class Mapping:
         return bool(self.metrics)
 
     def sources(self, targets: dict[str, Source]) -> list[str]:
-        names = [s.column for s in targets.values()] + [s.minus for s in targets.values()
-                                                          if s.minus]
+        names = [s.column for s in targets.values()] + [
+            s.minus for s in targets.values() if s.minus
+        ]
         return list(dict.fromkeys(names))
 
 
 def bundled_mappings() -> list[str]:
     folder = resources.files("detector.data").joinpath("mappings")
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir()
-                  if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
 
 
 @cache
@@ -85,8 +105,10 @@ def load_mapping(spec: str | Path) -> Mapping:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{spec}: cannot read column mapping ({exc.strerror}); bundled: "
-                          f"{', '.join(bundled_mappings())}") from exc
+        raise ConfigError(
+            f"{spec}: cannot read column mapping ({exc.strerror}); bundled: "
+            f"{', '.join(bundled_mappings())}"
+        ) from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
     try:
@@ -104,14 +126,17 @@ def load_mapping(spec: str | Path) -> Mapping:
     pairs = [*mapping.columns.items(), *((m.column, m) for m in mapping.metrics.values())]
     for target in [*targets, *(t for t, _ in pairs)]:
         if target not in TELEMETRY.names:
-            raise ConfigError(f"{path}: {target!r} is not a telemetry column "
-                              f"({', '.join(TELEMETRY.names)})")
+            raise ConfigError(
+                f"{path}: {target!r} is not a telemetry column ({', '.join(TELEMETRY.names)})"
+            )
     for target, src in pairs:
         canonical = TELEMETRY.column(target).unit
         if src.unit is not None and src.unit not in UNITS.get(canonical, {}):
-            raise ConfigError(f"{path}: unit {src.unit!r} of {target!r} cannot be converted to "
-                              f"{canonical or 'text'}; known: "
-                              f"{', '.join(UNITS.get(canonical, {})) or 'none'}")
+            raise ConfigError(
+                f"{path}: unit {src.unit!r} of {target!r} cannot be converted to "
+                f"{canonical or 'text'}; known: "
+                f"{', '.join(UNITS.get(canonical, {})) or 'none'}"
+            )
     key = tuple(k for k in TELEMETRY.key if k in targets)
     return replace(mapping, key=key)
 
@@ -129,30 +154,42 @@ def _source(target: str, spec: Any) -> Source:
 
 def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptions) -> RawFile:
     if options.columns is None:
-        raise InputError("nvml format needs a column mapping (--columns MAPPING.toml or a "
-                         f"bundled one: {', '.join(bundled_mappings())})", path=file.name)
+        raise InputError(
+            "nvml format needs a column mapping (--columns MAPPING.toml or a "
+            f"bundled one: {', '.join(bundled_mappings())})",
+            path=file.name,
+        )
     mapping = load_mapping(options.columns)
     targets = dict(mapping.columns)
     if mapping.long:
-        metric = next((m for p, m in mapping.metrics.items()
-                       if fnmatch.fnmatch(file.path.name, p)), None)
+        metric = next(
+            (m for p, m in mapping.metrics.items() if fnmatch.fnmatch(file.path.name, p)), None
+        )
         if metric is None:
-            raise InputError(f"file name matches no [metrics] pattern of mapping "
-                             f"{mapping.name!r} ({', '.join(mapping.metrics)})", path=file.name)
+            raise InputError(
+                f"file name matches no [metrics] pattern of mapping "
+                f"{mapping.name!r} ({', '.join(mapping.metrics)})",
+                path=file.name,
+            )
         targets[metric.column] = Source(mapping.value, metric.unit, metric.minus)
     frame, rows, rejected = _read_source(file, mapping.sources(targets), source)
     out = pd.DataFrame(index=frame.index)
     for target, src in targets.items():
-        out[target] = _convert(frame, src, TELEMETRY.column(target).unit, mapping.missing,
-                               TELEMETRY.column(target).kind == TIMESTAMP)
+        out[target] = _convert(
+            frame,
+            src,
+            TELEMETRY.column(target).unit,
+            mapping.missing,
+            TELEMETRY.column(target).kind == TIMESTAMP,
+        )
     for target, value in mapping.constants.items():
         out[target] = value
-    return RawFile(file, out, rows, rejected,
-                   merge_on=mapping.key if mapping.long else ())
+    return RawFile(file, out, rows, rejected, merge_on=mapping.key if mapping.long else ())
 
 
-def _read_source(file: InputFile, needed: list[str], source: str
-                 ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+def _read_source(
+    file: InputFile, needed: list[str], source: str
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     if file.fmt == "csv" or file.path.name.lower().removesuffix(".gz").endswith(".csv"):
         header = _csv_header(file)
         _require(needed, header, file)
@@ -170,12 +207,16 @@ def _read_source(file: InputFile, needed: list[str], source: str
 def _require(needed: list[str], present: list[str], file: InputFile) -> None:
     missing = [n for n in needed if n not in present]
     if missing:
-        raise InputError(f"column mapping needs source column(s) {missing}; the file has "
-                         f"{present[:30]}", path=file.name, column=missing[0])
+        raise InputError(
+            f"column mapping needs source column(s) {missing}; the file has {present[:30]}",
+            path=file.name,
+            column=missing[0],
+        )
 
 
-def _convert(frame: pd.DataFrame, src: Source, canonical: str, missing: tuple[float, ...],
-             timestamp: bool) -> pd.Series:
+def _convert(
+    frame: pd.DataFrame, src: Source, canonical: str, missing: tuple[float, ...], timestamp: bool
+) -> pd.Series:
     """The source column in the canonical unit; text that is not a number is kept as read, so
     that validation quarantines it with the usual reason."""
     values = frame[src.column]
@@ -188,8 +229,9 @@ def _convert(frame: pd.DataFrame, src: Source, canonical: str, missing: tuple[fl
         numbers = numbers.mask(numbers.isin(missing))
     factor = UNITS[canonical][src.unit]
     converted = numbers * factor if not timestamp or factor != 1.0 else numbers
-    unreadable = numbers.isna() & values.notna() & ~pd.to_numeric(values, errors="coerce") \
-        .isin(missing)
+    unreadable = (
+        numbers.isna() & values.notna() & ~pd.to_numeric(values, errors="coerce").isin(missing)
+    )
     return converted.astype(object).where(~unreadable, values)
 
 
@@ -200,8 +242,10 @@ def merge_long(raws: list[RawFile]) -> list[RawFile]:
     if len(partial) < 2:
         return raws
     key = list(raws[partial[0]].merge_on)
-    parts = [raws[i].frame.assign(_file=i, _row=raws[i].rows, _pos=np.arange(len(raws[i].frame)))
-             for i in partial]
+    parts = [
+        raws[i].frame.assign(_file=i, _row=raws[i].rows, _pos=np.arange(len(raws[i].frame)))
+        for i in partial
+    ]
     both = pd.concat(parts, ignore_index=True)
     ident = [both[k].astype("str").fillna("\0") for k in key]
     group = pd.factorize(pd.MultiIndex.from_arrays(ident))[0]

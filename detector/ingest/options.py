@@ -26,8 +26,11 @@ class TenantMap:
         missing where none is known."""
         out: pd.Series | None = None
         for kind, values in keys:
-            found = values.map(self.entries.get(kind, {})) if kind in self.entries else \
-                pd.Series(None, index=values.index, dtype="str")
+            found = (
+                values.map(self.entries.get(kind, {}))
+                if kind in self.entries
+                else pd.Series(None, index=values.index, dtype="str")
+            )
             out = found if out is None else out.fillna(found)
         if out is None:
             raise ValueError("lookup needs at least one key")
@@ -46,8 +49,10 @@ def load_tenant_map(path: str | Path) -> TenantMap:
     for number, row in enumerate(rows, 1):
         kind, key, tenant = (str(row.get(k) or "").strip() for k in ("kind", "key", "tenant_id"))
         if kind not in MAP_KINDS or not key or not tenant:
-            raise ConfigError(f"{path}: row {number}: expected kind in {', '.join(MAP_KINDS)}, "
-                              "a key and a tenant_id (header kind,key,tenant_id)")
+            raise ConfigError(
+                f"{path}: row {number}: expected kind in {', '.join(MAP_KINDS)}, "
+                "a key and a tenant_id (header kind,key,tenant_id)"
+            )
         entries.setdefault(kind, {})[key] = tenant
     return TenantMap(entries)
 

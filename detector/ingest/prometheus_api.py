@@ -42,14 +42,19 @@ class PrometheusSource:
     max_points: int = MAX_POINTS
 
 
-def read_prometheus(src: PrometheusSource, since: pd.Timestamp, until: pd.Timestamp, *,
-                    options: SourceOptions | None = None, source: str = "telemetry") -> Loaded:
+def read_prometheus(
+    src: PrometheusSource,
+    since: pd.Timestamp,
+    until: pd.Timestamp,
+    *,
+    options: SourceOptions | None = None,
+    source: str = "telemetry",
+) -> Loaded:
     """Telemetry samples with time in [since, until) from the server, validated as usual."""
     options = options or SourceOptions()
     since, until = _utc(since), _utc(until)
     if since is None or until is None or until <= since:
-        raise InputError("reading from Prometheus needs --since and a later --until",
-                         path=src.url)
+        raise InputError("reading from Prometheus needs --since and a later --until", path=src.url)
     if src.step <= 0 or src.max_points < 2:
         raise InputError("step must be positive and max_points at least 2", path=src.url)
     client = _Client(src)
@@ -91,17 +96,21 @@ class _Client:
             try:
                 token = Path(src.bearer_token_file).read_text().strip()
             except OSError as exc:
-                raise InputError(f"cannot read bearer token file: {exc.strerror}",
-                                 path=str(src.bearer_token_file)) from exc
+                raise InputError(
+                    f"cannot read bearer token file: {exc.strerror}",
+                    path=str(src.bearer_token_file),
+                ) from exc
             self.session.headers["Authorization"] = f"Bearer {token}"
-        self.verify: bool | str = False if src.insecure_skip_verify else (
-            str(src.ca_file) if src.ca_file else True)
+        self.verify: bool | str = (
+            False if src.insecure_skip_verify else (str(src.ca_file) if src.ca_file else True)
+        )
 
     def _get(self, path: str, params: dict) -> object:
         url = self.src.url.rstrip("/") + path
         try:
-            response = self.session.get(url, params=params, timeout=self.src.timeout,
-                                        verify=self.verify)
+            response = self.session.get(
+                url, params=params, timeout=self.src.timeout, verify=self.verify
+            )
         except requests.RequestException as exc:
             raise InputError(f"cannot query Prometheus: {exc}", path=self.src.url) from exc
         try:
@@ -110,14 +119,18 @@ class _Client:
             body = {}
         if response.status_code != 200 or body.get("status") != "success":
             detail = body.get("error") or response.text[:200]
-            raise InputError(f"Prometheus answered {response.status_code} to {path}: {detail}",
-                             path=self.src.url)
+            raise InputError(
+                f"Prometheus answered {response.status_code} to {path}: {detail}", path=self.src.url
+            )
         return body["data"]
 
     def names(self, start: float, end: float) -> list[str]:
-        return list(self._get("/api/v1/label/__name__/values",
-                              {"match[]": '{__name__=~"DCGM_FI_.+"}', "start": start,
-                               "end": end}))
+        return list(
+            self._get(
+                "/api/v1/label/__name__/values",
+                {"match[]": '{__name__=~"DCGM_FI_.+"}', "start": start, "end": end},
+            )
+        )
 
     def samples(self, name: str, start: float, end: float) -> pd.DataFrame:
         """Every scraped sample of one metric in the range: name, ts, value and labels."""
@@ -136,6 +149,7 @@ class _Client:
 
 def _join(name: str, values: list[dict], stamps: list[dict]) -> list[pd.DataFrame]:
     """One frame per series: the value at each step with the time of the sample behind it."""
+
     def key(metric: dict) -> tuple:
         return tuple(sorted((k, v) for k, v in metric.items() if k != "__name__"))
 
@@ -147,8 +161,9 @@ def _join(name: str, values: list[dict], stamps: list[dict]) -> list[pd.DataFram
         value = pd.to_numeric(pd.Series([p[1] for p in series["values"]]), errors="coerce")
         ts = pd.to_numeric(pd.Series([at.get(t) for t in grid]), errors="coerce")
         labels = {k: v for k, v in series["metric"].items() if k != "__name__"}
-        frame = pd.DataFrame({"name": name, "ts": ts.to_numpy(), "value": value.to_numpy(),
-                              **labels})
+        frame = pd.DataFrame(
+            {"name": name, "ts": ts.to_numpy(), "value": value.to_numpy(), **labels}
+        )
         out.append(frame[frame["ts"].notna()])
     return out
 

@@ -41,9 +41,9 @@ class RawFile:
     """What a reader got from one file, before typing and validation."""
 
     file: InputFile
-    frame: pd.DataFrame      # the schema's columns present in the file, values as read
-    rows: np.ndarray         # 1-based data row of each frame row (JSON Lines: the line number)
-    rejected: pd.DataFrame   # rows the parser could not read (detector.quarantine.COLUMNS)
+    frame: pd.DataFrame  # the schema's columns present in the file, values as read
+    rows: np.ndarray  # 1-based data row of each frame row (JSON Lines: the line number)
+    rejected: pd.DataFrame  # rows the parser could not read (detector.quarantine.COLUMNS)
     merge_on: tuple[str, ...] = ()  # long-layout files: merge rows with this key across files
 
     @property
@@ -53,12 +53,14 @@ class RawFile:
 
 def read_raw(file: InputFile, schema: TableSchema, source: str) -> RawFile:
     """Read one file with the reader of its format."""
-    reader = {"parquet": _read_parquet, "csv": _read_csv, "jsonl": _read_jsonl,
-              "json": _read_json}[file.fmt]
+    reader = {"parquet": _read_parquet, "csv": _read_csv, "jsonl": _read_jsonl, "json": _read_json}[
+        file.fmt
+    ]
     return reader(file, schema, source)
 
 
 # --- Parquet -------------------------------------------------------------------------------
+
 
 def _read_parquet(file: InputFile, schema: TableSchema, source: str) -> RawFile:
     try:
@@ -94,14 +96,16 @@ def _arrow_to_pandas(table: pa.Table, schema: TableSchema) -> pd.DataFrame:
 # bad cell becomes a quarantine row, not a failed type inference), and a handler for rows with
 # the wrong number of fields that pandas offers only in its slow Python engine.
 
+
 def _read_csv(file: InputFile, schema: TableSchema, source: str) -> RawFile:
     header = _csv_header(file)
     present = check_columns(schema, header, file.name)
     return RawFile(file, *csv_rows(file, header, present, source))
 
 
-def csv_rows(file: InputFile, header: list[str], columns: list[str], source: str
-             ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+def csv_rows(
+    file: InputFile, header: list[str], columns: list[str], source: str
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Read `columns` of a CSV as text: the frame, each row's data row number, rejected rows."""
     data, kept, not_utf8 = _utf8_lines(read_bytes(file), file, source)
     table, bad_rows = _parse_csv(file, data, header, columns, threads=True)
@@ -115,13 +119,18 @@ def csv_rows(file: InputFile, header: list[str], columns: list[str], source: str
     if kept is not None:  # rows of the cleaned text -> rows of the file
         rows, bad = kept[rows - 1], kept[bad - 1]
     rejected = quarantine.rejected(
-        source, file.name, bad, "malformed row: wrong number of fields",
-        raw=[json.dumps(text[:RAW_LIMIT]) for _, text in bad_rows])
+        source,
+        file.name,
+        bad,
+        "malformed row: wrong number of fields",
+        raw=[json.dumps(text[:RAW_LIMIT]) for _, text in bad_rows],
+    )
     return frame, rows, quarantine.combine([not_utf8, rejected])
 
 
-def _utf8_lines(data: bytes, file: InputFile, source: str
-                ) -> tuple[bytes, np.ndarray | None, pd.DataFrame]:
+def _utf8_lines(
+    data: bytes, file: InputFile, source: str
+) -> tuple[bytes, np.ndarray | None, pd.DataFrame]:
     """Drop data lines that are not UTF-8 (quarantined): pyarrow cannot even report them.
 
     Returns the text to parse, the file's data row number of each kept data row (None when
@@ -138,12 +147,21 @@ def _utf8_lines(data: bytes, file: InputFile, source: str
     rows = np.arange(len(lines))  # data row numbers: the header is row 0
     dropped = ~ok & (rows > 0) & np.array([bool(line.strip()) for line in lines])
     rejected = quarantine.rejected(
-        source, file.name, rows[dropped], NOT_UTF8,
-        raw=[json.dumps(lines[i].decode("utf-8", "replace")[:RAW_LIMIT])
-             for i in np.flatnonzero(dropped)])
+        source,
+        file.name,
+        rows[dropped],
+        NOT_UTF8,
+        raw=[
+            json.dumps(lines[i].decode("utf-8", "replace")[:RAW_LIMIT])
+            for i in np.flatnonzero(dropped)
+        ],
+    )
     keep = ~dropped
-    return b"\n".join(line for line, k in zip(lines, keep, strict=True) if k), rows[keep][1:], \
-        rejected
+    return (
+        b"\n".join(line for line, k in zip(lines, keep, strict=True) if k),
+        rows[keep][1:],
+        rejected,
+    )
 
 
 def _csv_header(file: InputFile) -> list[str]:
@@ -153,8 +171,9 @@ def _csv_header(file: InputFile) -> list[str]:
             line = fh.readline(_HEADER_LIMIT).decode("utf-8-sig")
         header = next(csv.reader([line]), None)
     except UnicodeDecodeError as exc:
-        raise InputError("not UTF-8 text: cannot read the CSV header", path=file.name,
-                         row=0) from exc
+        raise InputError(
+            "not UTF-8 text: cannot read the CSV header", path=file.name, row=0
+        ) from exc
     except csv.Error as exc:
         raise InputError(f"not a CSV file: {exc}", path=file.name) from exc
     except (OSError, EOFError, zlib.error) as exc:
@@ -164,8 +183,9 @@ def _csv_header(file: InputFile) -> list[str]:
     return [h.strip() for h in header]
 
 
-def _parse_csv(file: InputFile, data: bytes, header: list[str], present: list[str], *,
-               threads: bool) -> tuple[pa.Table, list[tuple[int, str]]]:
+def _parse_csv(
+    file: InputFile, data: bytes, header: list[str], present: list[str], *, threads: bool
+) -> tuple[pa.Table, list[tuple[int, str]]]:
     bad: list[tuple[int, str]] = []
 
     def on_bad_row(row: pacsv.InvalidRow) -> str:
@@ -175,14 +195,17 @@ def _parse_csv(file: InputFile, data: bytes, header: list[str], present: list[st
     try:
         table = pacsv.read_csv(
             pa.BufferReader(data),
-            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1,
-                                           use_threads=threads),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True,
-                                             invalid_row_handler=on_bad_row),
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, use_threads=threads),
+            parse_options=pacsv.ParseOptions(
+                newlines_in_values=True, invalid_row_handler=on_bad_row
+            ),
             convert_options=pacsv.ConvertOptions(
-                include_columns=present, column_types={n: pa.string() for n in present},
-                null_values=CSV_NULLS, strings_can_be_null=True,
-                quoted_strings_can_be_null=True),
+                include_columns=present,
+                column_types={n: pa.string() for n in present},
+                null_values=CSV_NULLS,
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
         )
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"cannot read CSV: {exc}", path=file.name) from exc
@@ -190,6 +213,7 @@ def _parse_csv(file: InputFile, data: bytes, header: list[str], present: list[st
 
 
 # --- JSON Lines and JSON -------------------------------------------------------------------
+
 
 def _read_jsonl(file: InputFile, schema: TableSchema, source: str) -> RawFile:
     return _parse_jsonl(read_bytes(file), file, schema, source)
@@ -199,10 +223,8 @@ def _parse_jsonl(data: bytes, file: InputFile, schema: TableSchema, source: str)
     parsed = jsonl.parse(data, partial(_arrow_to_pandas, schema=schema), schema.names)
     if parsed.bad and not len(parsed.frame):
         raise InputError("no line is a valid JSON object", path=file.name, row=parsed.bad[0][0])
-    present = check_columns(schema, parsed.frame.columns, file.name) if len(parsed.frame) \
-        else []
-    rejected = _rejected_lines(source, file.name, parsed.bad) if parsed.bad else \
-        quarantine.empty()
+    present = check_columns(schema, parsed.frame.columns, file.name) if len(parsed.frame) else []
+    rejected = _rejected_lines(source, file.name, parsed.bad) if parsed.bad else quarantine.empty()
     return RawFile(file, parsed.frame[present], parsed.rows, rejected)
 
 
@@ -232,18 +254,24 @@ def _read_json(file: InputFile, schema: TableSchema, source: str) -> RawFile:
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":
             return _parse_jsonl(data, file, schema, source)
-        raise InputError(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-                         path=file.name) from exc
+        raise InputError(
+            f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", path=file.name
+        ) from exc
     if isinstance(doc, dict):
         arrays = [v for v in doc.values() if isinstance(v, list)]
         doc = arrays[0] if len(arrays) == 1 else doc
     if not isinstance(doc, list):
-        raise InputError("expected an array of objects or an object holding one array",
-                         path=file.name)
+        raise InputError(
+            "expected an array of objects or an object holding one array", path=file.name
+        )
     is_record = np.array([isinstance(v, dict) for v in doc], dtype=bool)
     rows = np.arange(1, len(doc) + 1)
     records = [v for v, ok in zip(doc, is_record, strict=True) if ok]
-    rejected = quarantine.rejected(source, file.name, rows[~is_record], "not a JSON object",
-                                   raw=[json.dumps(v)[:RAW_LIMIT]
-                                        for v, ok in zip(doc, is_record, strict=True) if not ok])
+    rejected = quarantine.rejected(
+        source,
+        file.name,
+        rows[~is_record],
+        "not a JSON object",
+        raw=[json.dumps(v)[:RAW_LIMIT] for v, ok in zip(doc, is_record, strict=True) if not ok],
+    )
     return RawFile(file, _records_frame(records, schema, file), rows[is_record], rejected)

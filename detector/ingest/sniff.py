@@ -54,9 +54,11 @@ def sniff(file: InputFile, schema: TableSchema, options: SourceOptions) -> str:
         return "sshd"
     if _PROM.search(start):
         return "prometheus"
-    raise InputError("unknown file extension, and the content is not Prometheus text, "
-                     "CloudTrail JSON, VPC Flow Logs or an sshd log; pass a format",
-                     path=file.name)
+    raise InputError(
+        "unknown file extension, and the content is not Prometheus text, "
+        "CloudTrail JSON, VPC Flow Logs or an sshd log; pass a format",
+        path=file.name,
+    )
 
 
 def columns(file: InputFile) -> list[str]:
@@ -72,5 +74,8 @@ def columns(file: InputFile) -> list[str]:
 
 def _cloudtrail(start: str) -> bool:
     text = start.lstrip()
-    return text.startswith("{") and '"eventTime"' in text and (
-        '"Records"' in text or '"eventSource"' in text)
+    return (
+        text.startswith("{")
+        and '"eventTime"' in text
+        and ('"Records"' in text or '"eventSource"' in text)
+    )

@@ -27,7 +27,7 @@ def lines(file: InputFile) -> pd.DataFrame:
     except UnicodeDecodeError:  # rare: find the lines that are not UTF-8, one by one
         text = data.decode("utf-8", "replace")
         utf8 = np.array([is_utf8(c) for c in chunks], dtype=bool)
-    series = pd.Series(text.split("\n")[:len(chunks)], dtype="str").str.rstrip("\r")
+    series = pd.Series(text.split("\n")[: len(chunks)], dtype="str").str.rstrip("\r")
     return pd.DataFrame({"line": np.arange(1, len(chunks) + 1), "text": series, "utf8": utf8})
 
 
@@ -46,5 +46,6 @@ def raw_lines(texts: pd.Series) -> list[str]:
 
 def rejected_lines(source: str, file: str, frame: pd.DataFrame, reason: str) -> pd.DataFrame:
     """Quarantine rows for the lines of `frame` (columns line, text), one reason."""
-    return quarantine.rejected(source, file, frame["line"].to_numpy(), reason,
-                               raw=raw_lines(frame["text"]))
+    return quarantine.rejected(
+        source, file, frame["line"].to_numpy(), reason, raw=raw_lines(frame["text"])
+    )

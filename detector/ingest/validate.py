@@ -58,7 +58,10 @@ def check_columns(schema: TableSchema, columns: Collection[str], file: str) -> l
             if name not in columns:
                 raise _schema_error(
                     f"missing column 'session_id', or else {name!r} (labels name a session by"
-                    " session_id or by tenant_id, start and end)", file, name)
+                    " session_id or by tenant_id, start and end)",
+                    file,
+                    name,
+                )
     return [name for name in schema.names if name in columns]
 
 
@@ -73,8 +76,9 @@ def empty_table(schema: TableSchema) -> pd.DataFrame:
     return pd.DataFrame({c.name: _null_column(c, 0) for c in schema.columns})
 
 
-def validate(frame: pd.DataFrame, rows: np.ndarray, schema: TableSchema, *, source: str,
-             file: str) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+def validate(
+    frame: pd.DataFrame, rows: np.ndarray, schema: TableSchema, *, source: str, file: str
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Type `frame` (values as read) by `schema` and check every row.
 
     Returns the typed table with every schema column (bad rows still in it), a boolean mask of
@@ -108,8 +112,7 @@ _ARROW_KIND = {TIMESTAMP: pa.timestamp("ns", tz="UTC"), FLOAT: pa.float64(), STR
 _NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
 
-def validate_arrow(table: pa.Table, schema: TableSchema
-                   ) -> tuple[pa.Table, np.ndarray] | None:
+def validate_arrow(table: pa.Table, schema: TableSchema) -> tuple[pa.Table, np.ndarray] | None:
     """The fast path of `validate` for Arrow columns that already have the canonical type
     (timestamps, float32/64, strings or dictionary-encoded strings).
 
@@ -131,13 +134,19 @@ def validate_arrow(table: pa.Table, schema: TableSchema
         values = table.column(col.name).combine_chunks()
         if col.kind == TIMESTAMP and pa.types.is_timestamp(values.type):
             columns[col.name] = _arrow_timestamps(values, ok)
-        elif col.kind == FLOAT and pa.types.is_floating(values.type) and \
-                not pa.types.is_float16(values.type):
+        elif (
+            col.kind == FLOAT
+            and pa.types.is_floating(values.type)
+            and not pa.types.is_float16(values.type)
+        ):
             columns[col.name] = _arrow_numbers(col, values, ok)
         elif col.kind == STRING and _is_text(values.type):
             columns[col.name] = _arrow_text(col, values, ok)
-        elif col.kind == STRING and pa.types.is_dictionary(values.type) and \
-                _is_text(values.type.value_type):
+        elif (
+            col.kind == STRING
+            and pa.types.is_dictionary(values.type)
+            and _is_text(values.type.value_type)
+        ):
             columns[col.name] = _arrow_dictionary_text(col, values, ok)
         else:
             return None
@@ -176,15 +185,20 @@ def _is_text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
-def _arrow_dictionary_text(col: Column, values: pa.DictionaryArray, ok: np.ndarray
-                           ) -> pa.DictionaryArray:
+def _arrow_dictionary_text(
+    col: Column, values: pa.DictionaryArray, ok: np.ndarray
+) -> pa.DictionaryArray:
     """`_arrow_text` on the dictionary only: its values stripped and made distinct again,
     blank ones dropped (their rows become null)."""
     dictionary = values.dictionary.cast(pa.string())
     text = pc.utf8_trim_whitespace(dictionary)
     blank = pc.equal(pc.binary_length(text), 0).fill_null(False)
-    if text.equals(dictionary) and not pc.any(blank).as_py() and not dictionary.null_count \
-            and pc.count_distinct(text).as_py() == len(text):  # already clean: keep the codes
+    if (
+        text.equals(dictionary)
+        and not pc.any(blank).as_py()
+        and not dictionary.null_count
+        and pc.count_distinct(text).as_py() == len(text)
+    ):  # already clean: keep the codes
         if col.required and values.null_count:
             ok &= ~values.is_null().to_numpy(zero_copy_only=False)
         return values
@@ -195,8 +209,9 @@ def _arrow_dictionary_text(col: Column, values: pa.DictionaryArray, ok: np.ndarr
     missing = (new < 0) | values.indices.is_null().to_numpy(zero_copy_only=False)
     if col.required:
         ok &= ~missing
-    return pa.DictionaryArray.from_arrays(pa.array(new, mask=missing),
-                                          pa.array(distinct, pa.string()))
+    return pa.DictionaryArray.from_arrays(
+        pa.array(new, mask=missing), pa.array(distinct, pa.string())
+    )
 
 
 def _arrow_text(col: Column, values: pa.Array, ok: np.ndarray) -> pa.Array:
@@ -214,8 +229,9 @@ def raw_json(frame: pd.DataFrame, mask: np.ndarray) -> list[str]:
     """The selected rows of `frame` as compact JSON objects, one string per row."""
     if not mask.any():
         return []
-    text = frame.loc[mask].to_json(orient="records", lines=True, date_format="iso",
-                                   force_ascii=False, default_handler=str)
+    text = frame.loc[mask].to_json(
+        orient="records", lines=True, date_format="iso", force_ascii=False, default_handler=str
+    )
     return text.rstrip("\n").split("\n")
 
 
@@ -246,7 +262,8 @@ def _as_text(values: pd.Series) -> pd.Series:
 
 def _null_column(col: Column, n: int) -> pd.Series:
     dtype = {TIMESTAMP: TS_DTYPE, FLOAT: "float64", INT: "Int64", BOOL: "boolean"}.get(
-        col.kind, "str")
+        col.kind, "str"
+    )
     return pd.Series(None, index=pd.RangeIndex(n), dtype=dtype)
 
 
@@ -268,8 +285,11 @@ def _coerce(col: Column, values: pd.Series, missing: np.ndarray, fails: _Failure
         typed = _booleans(values)
         fails.add(typed.isna().to_numpy() & ~missing, col.name, "not true or false")
         return typed
-    text = values if pd.api.types.is_string_dtype(values.dtype) else \
-        values.astype("str").mask(values.isna())
+    text = (
+        values
+        if pd.api.types.is_string_dtype(values.dtype)
+        else values.astype("str").mask(values.isna())
+    )
     if col.kind == IP:
         typed = _ip_addresses(text)
         fails.add(typed.isna().to_numpy() & ~missing, col.name, "invalid IP address")
@@ -289,15 +309,15 @@ def _timestamps(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     a plain number) or ISO 8601 text, and the mask of values that parse but lie outside the
     datetime64[ns] range."""
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        parsed = values.dt.tz_localize("UTC") if values.dt.tz is None else \
-            values.dt.tz_convert("UTC")
+        parsed = (
+            values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
+        )
         out_of_range = np.zeros(len(values), dtype=bool)
     elif pd.api.types.is_numeric_dtype(values.dtype):
         parsed, out_of_range = _epoch(_numbers(values))
     else:
         is_number = values.str.fullmatch(_NUMBER).fillna(False).astype(bool)
-        parsed = pd.to_datetime(values.mask(is_number), utc=True, format="ISO8601",
-                                errors="coerce")
+        parsed = pd.to_datetime(values.mask(is_number), utc=True, format="ISO8601", errors="coerce")
         out_of_range = np.zeros(len(values), dtype=bool)
         if is_number.any():
             epoch, out_of_range = _epoch(_numbers(values.where(is_number)))
@@ -319,8 +339,12 @@ def _numbers(values: pd.Series) -> pd.Series:
         numbers = values.astype("float64")
     else:
         try:  # fast path: every value is a number
-            numbers = pd.Series(pa.array(values.array, from_pandas=True).cast(pa.float64())
-                                .to_numpy(zero_copy_only=False), index=values.index)
+            numbers = pd.Series(
+                pa.array(values.array, from_pandas=True)
+                .cast(pa.float64())
+                .to_numpy(zero_copy_only=False),
+                index=values.index,
+            )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             numbers = pd.to_numeric(values, errors="coerce").astype("float64")
     return numbers.where(np.isfinite(numbers))
@@ -366,24 +390,39 @@ def _check_range(col: Column, typed: pd.Series, fails: _Failures) -> None:
     if col.kind not in (FLOAT, INT):
         return
     if col.min is not None:
-        fails.add((typed < col.min).fillna(False).to_numpy(dtype=bool), col.name,
-                  f"below minimum {col.min:g}")
+        fails.add(
+            (typed < col.min).fillna(False).to_numpy(dtype=bool),
+            col.name,
+            f"below minimum {col.min:g}",
+        )
     if col.max is not None:
-        fails.add((typed > col.max).fillna(False).to_numpy(dtype=bool), col.name,
-                  f"above maximum {col.max:g}")
+        fails.add(
+            (typed > col.max).fillna(False).to_numpy(dtype=bool),
+            col.name,
+            f"above maximum {col.max:g}",
+        )
 
 
 def _check_labels(table: pd.DataFrame, fails: _Failures) -> pd.Series:
     """Labels: a known label (case-insensitive), a session named by session_id or by tenant_id,
     start and end, and an end after the start. Returns the normalised label column."""
     label = table["label"].str.lower()
-    fails.add((~label.isin(LABEL_VALUES) & label.notna()).to_numpy(), "label",
-              f"not one of {', '.join(LABEL_VALUES)}")
+    fails.add(
+        (~label.isin(LABEL_VALUES) & label.notna()).to_numpy(),
+        "label",
+        f"not one of {', '.join(LABEL_VALUES)}",
+    )
     incomplete = table[list(_LABEL_IDENTITY)].isna().any(axis=1)
-    fails.add((table["session_id"].isna() & incomplete).to_numpy(), "session_id",
-              "missing, and tenant_id, start, end incomplete")
-    fails.add((table["end"] <= table["start"]).fillna(False).to_numpy(dtype=bool), "end",
-              "not after start")
+    fails.add(
+        (table["session_id"].isna() & incomplete).to_numpy(),
+        "session_id",
+        "missing, and tenant_id, start, end incomplete",
+    )
+    fails.add(
+        (table["end"] <= table["start"]).fillna(False).to_numpy(dtype=bool),
+        "end",
+        "not after start",
+    )
     return label
 
 

@@ -22,8 +22,22 @@ from .files import InputFile
 from .options import SourceOptions
 from .readers import RawFile
 
-DEFAULT_V2 = ("version", "account-id", "interface-id", "srcaddr", "dstaddr", "srcport",
-              "dstport", "protocol", "packets", "bytes", "start", "end", "action", "log-status")
+DEFAULT_V2 = (
+    "version",
+    "account-id",
+    "interface-id",
+    "srcaddr",
+    "dstaddr",
+    "srcport",
+    "dstport",
+    "protocol",
+    "packets",
+    "bytes",
+    "start",
+    "end",
+    "action",
+    "log-status",
+)
 NEEDED = ("srcaddr", "dstaddr", "start", "action", "log-status")
 WRONG_FIELDS = "malformed record: wrong number of fields"
 SKIPDATA = "SKIPDATA: flows not captured"
@@ -40,8 +54,12 @@ def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptio
     elif first and first[0].isdigit() and len(first) == len(DEFAULT_V2):
         header = list(DEFAULT_V2)
     else:
-        raise InputError("not a VPC Flow Log: the first line is neither a header naming srcaddr,"
-                         " dstaddr, ... nor a version-2 record", path=file.name, row=1)
+        raise InputError(
+            "not a VPC Flow Log: the first line is neither a header naming srcaddr,"
+            " dstaddr, ... nor a version-2 record",
+            path=file.name,
+            row=1,
+        )
     missing = [f for f in NEEDED if f not in header]
     if missing:
         raise InputError(f"VPC Flow Log header lacks field(s) {missing}", path=file.name, row=1)
@@ -49,26 +67,48 @@ def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptio
     lines = lines[lines["utf8"]]
     fields = lines["text"].str.strip().str.split(r"\s+", regex=True)
     count_ok = (fields.str.len() == len(header)).to_numpy(dtype=bool)
-    rejected = [text.rejected_lines(source, file.name, bad_bytes, text.NOT_UTF8),
-                text.rejected_lines(source, file.name, lines[~count_ok], WRONG_FIELDS)]
+    rejected = [
+        text.rejected_lines(source, file.name, bad_bytes, text.NOT_UTF8),
+        text.rejected_lines(source, file.name, lines[~count_ok], WRONG_FIELDS),
+    ]
     lines = lines[count_ok]
-    table = pd.DataFrame(fields[count_ok].tolist(), columns=header, index=lines.index) \
-        .replace("-", np.nan) if count_ok.any() else pd.DataFrame(columns=header)
+    table = (
+        pd.DataFrame(fields[count_ok].tolist(), columns=header, index=lines.index).replace(
+            "-", np.nan
+        )
+        if count_ok.any()
+        else pd.DataFrame(columns=header)
+    )
     status = table["log-status"].str.upper()
-    rejected.append(text.rejected_lines(source, file.name, lines[(status == "SKIPDATA")
-                                                                 .to_numpy(dtype=bool)], SKIPDATA))
-    keep = (status == "OK").to_numpy(dtype=bool) & \
-        (table["action"].str.upper() == "ACCEPT").to_numpy(dtype=bool)
+    rejected.append(
+        text.rejected_lines(
+            source, file.name, lines[(status == "SKIPDATA").to_numpy(dtype=bool)], SKIPDATA
+        )
+    )
+    keep = (status == "OK").to_numpy(dtype=bool) & (
+        table["action"].str.upper() == "ACCEPT"
+    ).to_numpy(dtype=bool)
     keep &= _inbound(table, options)
     table, lines = table[keep], lines[keep]
     account = _field(table, "account-id")
-    keys = [(kind, _field(table, name).astype("str")) for kind, name in
-            (("instance", "instance-id"), ("interface", "interface-id"),
-             ("address", "dstaddr"), ("account", "account-id"))]
-    frame = pd.DataFrame({
-        "timestamp": table["start"], "tenant_id": options.tenant(keys, account),
-        "src_ip": table["srcaddr"], "event": "flow", "bytes_in": _field(table, "bytes"),
-    }).reset_index(drop=True)
+    keys = [
+        (kind, _field(table, name).astype("str"))
+        for kind, name in (
+            ("instance", "instance-id"),
+            ("interface", "interface-id"),
+            ("address", "dstaddr"),
+            ("account", "account-id"),
+        )
+    ]
+    frame = pd.DataFrame(
+        {
+            "timestamp": table["start"],
+            "tenant_id": options.tenant(keys, account),
+            "src_ip": table["srcaddr"],
+            "event": "flow",
+            "bytes_in": _field(table, "bytes"),
+        }
+    ).reset_index(drop=True)
     return RawFile(file, frame, lines["line"].to_numpy(), quarantine.combine(rejected))
 
 
@@ -85,8 +125,11 @@ def _inbound(table: pd.DataFrame, options: SourceOptions) -> np.ndarray:
     mapped = np.zeros(len(table), dtype=bool)
     if options.tenant_map is not None:
         known = options.tenant_map.entries
-        for kind, name in (("instance", "instance-id"), ("interface", "interface-id"),
-                           ("address", "dstaddr")):
+        for kind, name in (
+            ("instance", "instance-id"),
+            ("interface", "interface-id"),
+            ("address", "dstaddr"),
+        ):
             if kind in known and name in table:
                 mapped |= table[name].isin(known[kind].keys()).to_numpy(dtype=bool)
     # from outside the VPC to a private address; a source that is not an address at all

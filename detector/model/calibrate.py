@@ -28,15 +28,23 @@ def calibrate_threshold(risk: np.ndarray, incident: np.ndarray) -> Calibration:
     """Pick the alert threshold on risk_score that maximises F1 for `incident` (bool)."""
     risk, incident = np.asarray(risk, float), np.asarray(incident, bool)
     if incident.all() or not incident.any():
-        raise ValueError("calibration needs labelled incidents and labelled benign sessions, "
-                         f"got {int(incident.sum())} incident of {len(incident)}")
+        raise ValueError(
+            "calibration needs labelled incidents and labelled benign sessions, "
+            f"got {int(incident.sum())} incident of {len(incident)}"
+        )
     precision, recall, thresholds = precision_recall_curve(incident, risk)
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.nan_to_num(2 * precision * recall / (precision + recall))[:-1]
     best = int(np.argmax(f1))
-    return Calibration(float(thresholds[best]), float(f1[best]), float(precision[best]),
-                       float(recall[best]), float(average_precision_score(incident, risk)),
-                       int(incident.sum()), int((~incident).sum()))
+    return Calibration(
+        float(thresholds[best]),
+        float(f1[best]),
+        float(precision[best]),
+        float(recall[best]),
+        float(average_precision_score(incident, risk)),
+        int(incident.sum()),
+        int((~incident).sum()),
+    )
 
 
 def average_precision(risk: np.ndarray, positive: np.ndarray) -> float:

@@ -37,11 +37,20 @@ def top_features(contrib: pd.DataFrame, X: pd.DataFrame, k: int = TOP_K) -> pd.S
     top_contrib = np.take_along_axis(contrib.to_numpy(), order, axis=1)
     values = X[list(names)].to_numpy(float)
     top_values = np.take_along_axis(values, order, axis=1)
-    return pd.Series([
-        json.dumps([{"feature": f, "value": _num(v), "contribution": round(float(c), 4)}
-                    for f, v, c in zip(fs, vs, cs, strict=True) if c > 0])
-        for fs, vs, cs in zip(top_names, top_values, top_contrib, strict=True)
-    ], index=X.index, dtype=object)
+    return pd.Series(
+        [
+            json.dumps(
+                [
+                    {"feature": f, "value": _num(v), "contribution": round(float(c), 4)}
+                    for f, v, c in zip(fs, vs, cs, strict=True)
+                    if c > 0
+                ]
+            )
+            for fs, vs, cs in zip(top_names, top_values, top_contrib, strict=True)
+        ],
+        index=X.index,
+        dtype=object,
+    )
 
 
 def _num(value: float) -> float | None:

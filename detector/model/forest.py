@@ -33,8 +33,13 @@ ANOMALY_LINE, RISK_AT_LINE = 0.5, 40.0
 class SessionRiskModel(BaseEstimator):
     """Isolation Forest over session features, scoring higher = more anomalous."""
 
-    def __init__(self, features: Sequence[str] = MODEL_FEATURES, n_estimators: int = 300,
-                 max_samples: int | str = "auto", random_state: int = 0) -> None:
+    def __init__(
+        self,
+        features: Sequence[str] = MODEL_FEATURES,
+        n_estimators: int = 300,
+        max_samples: int | str = "auto",
+        random_state: int = 0,
+    ) -> None:
         self.features = features
         self.n_estimators = n_estimators
         self.max_samples = max_samples
@@ -44,12 +49,19 @@ class SessionRiskModel(BaseEstimator):
         matrix = self._matrix(X)
         if len(matrix) < 2:
             raise ModelError(f"need at least 2 sessions to train, got {len(matrix)}")
-        self.pipeline_ = Pipeline([
-            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-            ("forest", IsolationForest(n_estimators=self.n_estimators,
-                                       max_samples=self.max_samples,
-                                       random_state=self.random_state)),
-        ]).fit(matrix)
+        self.pipeline_ = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                (
+                    "forest",
+                    IsolationForest(
+                        n_estimators=self.n_estimators,
+                        max_samples=self.max_samples,
+                        random_state=self.random_state,
+                    ),
+                ),
+            ]
+        ).fit(matrix)
         self.score_median_ = float(np.median(self._anomaly(matrix)))
         self.score_top_ = float(2.0 ** (-1.0 / average_path_length(self.forest_.max_samples_)))
         self.n_training_sessions_ = len(matrix)
@@ -90,8 +102,10 @@ class SessionRiskModel(BaseEstimator):
     def _matrix(self, X: pd.DataFrame) -> pd.DataFrame:
         missing = [f for f in self.features if f not in X.columns]
         if missing:
-            raise ModelError(f"the model needs feature(s) {missing}; the table has "
-                             f"{len(X.columns)} columns without them")
+            raise ModelError(
+                f"the model needs feature(s) {missing}; the table has "
+                f"{len(X.columns)} columns without them"
+            )
         return X.loc[:, list(self.features)].astype(float)
 
 

@@ -24,10 +24,12 @@ def label_sessions(sessions: pd.DataFrame, labels: pd.DataFrame) -> pd.Series:
     ranged = labels[labels["session_id"].isna()].dropna(subset=["tenant_id", "start", "end"])
     if len(ranged):
         pairs = sessions.reset_index()[["index", "tenant_id", "start", "end"]].merge(
-            ranged[["tenant_id", "start", "end", "label"]], on="tenant_id", suffixes=("", "_l"))
+            ranged[["tenant_id", "start", "end", "label"]], on="tenant_id", suffixes=("", "_l")
+        )
         pairs = pairs[(pairs["start"] <= pairs["end_l"]) & (pairs["end"] >= pairs["start_l"])]
-        worst = pairs.groupby("index")["label"].agg(lambda s: "incident" if (s == "incident").any()
-                                                     else "benign")
+        worst = pairs.groupby("index")["label"].agg(
+            lambda s: "incident" if (s == "incident").any() else "benign"
+        )
         fill = out.loc[worst.index].isna() | (worst == "incident")
         out.loc[worst.index[fill.to_numpy()]] = worst[fill.to_numpy()]
     return out
@@ -41,10 +43,14 @@ def match_truth(sessions: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     needed = {"tenant_id", "start", "end", "scenario", "restricted_training"}
     if missing := needed - set(truth.columns):
         raise InputError(f"truth table lacks column(s) {sorted(missing)}")
-    t = truth.assign(start=pd.to_datetime(truth["start"], utc=True),
-                     end=pd.to_datetime(truth["end"], utc=True),
-                     restricted_training=truth["restricted_training"].astype(str).str.lower()
-                     .isin(["true", "1", "yes"]))
+    t = truth.assign(
+        start=pd.to_datetime(truth["start"], utc=True),
+        end=pd.to_datetime(truth["end"], utc=True),
+        restricted_training=truth["restricted_training"]
+        .astype(str)
+        .str.lower()
+        .isin(["true", "1", "yes"]),
+    )
     keys = ["tenant_id"]
     if "job_id" in t and "job_id" in sessions:
         # Jobs known on both sides match by job; bare-metal sessions by time alone.
@@ -52,8 +58,8 @@ def match_truth(sessions: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
         sessions = sessions.assign(job_id=sessions["job_id"].astype("string").fillna(""))
         keys.append("job_id")
     pairs = sessions.reset_index()[["index", *keys, "start", "end"]].merge(
-        t[[*keys, "start", "end", "scenario", "restricted_training"]],
-        on=keys, suffixes=("", "_t"))
+        t[[*keys, "start", "end", "scenario", "restricted_training"]], on=keys, suffixes=("", "_t")
+    )
     end = pairs["end"].where(pairs["end"] < pairs["end_t"], pairs["end_t"])
     start = pairs["start"].where(pairs["start"] > pairs["start_t"], pairs["start_t"])
     pairs = pairs.assign(overlap=(end - start).dt.total_seconds())

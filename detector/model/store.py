@@ -52,15 +52,28 @@ def save(stored: StoredModel, model_dir: str | os.PathLike) -> Path:
     folder = Path(model_dir)
     folder.mkdir(parents=True, exist_ok=True)
     m = stored.model
-    state = {"pipeline": m.pipeline_, "params": m.get_params(),
-             "score_median": m.score_median_, "score_top": m.score_top_,
-             "n_training_sessions": m.n_training_sessions_}
+    state = {
+        "pipeline": m.pipeline_,
+        "params": m.get_params(),
+        "score_median": m.score_median_,
+        "score_top": m.score_top_,
+        "n_training_sessions": m.n_training_sessions_,
+    }
     sio.dump(state, folder / MODEL_FILE, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
-    meta = {**stored.metadata, "format_version": FORMAT_VERSION, "alert_risk": stored.alert_risk,
-            "features": list(m.features), "params": _jsonable(m.get_params()),
-            "normalisation": {"score_median": m.score_median_, "score_top": m.score_top_,
-                              "anomaly_line": ANOMALY_LINE, "risk_at_line": RISK_AT_LINE},
-            "versions": package_versions()}
+    meta = {
+        **stored.metadata,
+        "format_version": FORMAT_VERSION,
+        "alert_risk": stored.alert_risk,
+        "features": list(m.features),
+        "params": _jsonable(m.get_params()),
+        "normalisation": {
+            "score_median": m.score_median_,
+            "score_top": m.score_top_,
+            "anomaly_line": ANOMALY_LINE,
+            "risk_at_line": RISK_AT_LINE,
+        },
+        "versions": package_versions(),
+    }
     (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return folder
 
@@ -71,8 +84,10 @@ def load(model_dir: str | os.PathLike) -> StoredModel:
     model_file, meta_file = folder / MODEL_FILE, folder / METADATA_FILE
     for path in (model_file, meta_file):
         if not path.is_file():
-            raise ModelError(f"{path}: no such file; train a model with `gpuwatch train "
-                             f"--model-dir {folder}` first")
+            raise ModelError(
+                f"{path}: no such file; train a model with `gpuwatch train "
+                f"--model-dir {folder}` first"
+            )
     try:
         meta = json.loads(meta_file.read_text())
         untrusted = sio.get_untrusted_types(file=model_file)
@@ -82,8 +97,10 @@ def load(model_dir: str | os.PathLike) -> StoredModel:
     if unexpected:
         raise ModelError(f"{model_file}: refuses to load untrusted types {unexpected}")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"{meta_file}: format_version {meta.get('format_version')!r}, "
-                         f"this gpuwatch reads {FORMAT_VERSION}")
+        raise ModelError(
+            f"{meta_file}: format_version {meta.get('format_version')!r}, "
+            f"this gpuwatch reads {FORMAT_VERSION}"
+        )
     state = sio.load(model_file, trusted=_TRUSTED)
     model = SessionRiskModel(**state["params"])
     model.pipeline_ = state["pipeline"]
@@ -98,8 +115,13 @@ def _warn_on_drift(saved: dict[str, str], folder: Path) -> None:
     now = package_versions()
     for name in ("scikit-learn", "numpy"):
         if saved.get(name) and saved[name] != now.get(name):
-            log.warning("%s was trained with %s %s, running %s: retrain if scores drift",
-                        folder, name, saved[name], now.get(name))
+            log.warning(
+                "%s was trained with %s %s, running %s: retrain if scores drift",
+                folder,
+                name,
+                saved[name],
+                now.get(name),
+            )
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

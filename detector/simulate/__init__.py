@@ -10,6 +10,17 @@ from .scenarios import SCENARIOS, Scenario, scenario_counts
 from .workloads import GPU_MODELS, TRAINING, WORKLOADS
 
 __all__ = [
-    "FILES", "GPU_MODELS", "ORIGINS", "RESTRICTED_ORIGINS", "SCENARIOS", "TRAINING", "WORKLOADS",
-    "Scenario", "build_ip_pool", "load_ip_pool", "scenario_counts", "simulate", "write_ip_pool",
+    "FILES",
+    "GPU_MODELS",
+    "ORIGINS",
+    "RESTRICTED_ORIGINS",
+    "SCENARIOS",
+    "TRAINING",
+    "WORKLOADS",
+    "Scenario",
+    "build_ip_pool",
+    "load_ip_pool",
+    "scenario_counts",
+    "simulate",
+    "write_ip_pool",
 ]

@@ -27,43 +27,75 @@ GEOIP_FILE = "geoip2fast-asn-ipv6.dat.gz"
 
 # (asn, exact AS name in geoip2fast, kind, countries wanted)
 _RESIDENTIAL = {
-    "US": [(7922, "COMCAST-7922"), (20115, "CHARTER-20115"), (7018, "ATT-INTERNET4"),
-           (701, "UUNET")],
+    "US": [
+        (7922, "COMCAST-7922"),
+        (20115, "CHARTER-20115"),
+        (7018, "ATT-INTERNET4"),
+        (701, "UUNET"),
+    ],
     "DE": [(3320, "Deutsche Telekom AG"), (3209, "Vodafone GmbH")],
-    "JP": [(4713, "NTT Communications Corporation"), (2516, "KDDI CORPORATION"),
-           (17676, "SoftBank Corp.")],
+    "JP": [
+        (4713, "NTT Communications Corporation"),
+        (2516, "KDDI CORPORATION"),
+        (17676, "SoftBank Corp."),
+    ],
     "KR": [(4766, "Korea Telecom"), (9318, "SK Broadband Co Ltd"), (3786, "LG POWERCOMM")],
-    "GB": [(2856, "British Telecommunications PLC"), (5607, "Sky UK Limited"),
-           (5089, "Virgin Media")],
-    "IN": [(55836, "Reliance Jio Infocomm Limited"),
-           (24560, "Bharti Airtel Ltd., Telemedia Services")],
+    "GB": [
+        (2856, "British Telecommunications PLC"),
+        (5607, "Sky UK Limited"),
+        (5089, "Virgin Media"),
+    ],
+    "IN": [
+        (55836, "Reliance Jio Infocomm Limited"),
+        (24560, "Bharti Airtel Ltd., Telemedia Services"),
+    ],
     "SG": [(9506, "Singtel Fibre Broadband"), (4657, "StarHub Ltd")],
     "FR": [(3215, "Orange"), (12322, "Free SAS")],
     "NL": [(1136, "KPN B.V.")],
     "AE": [(5384, "Emirates Telecommunications Group Company (etisalat Group) Pjsc")],
     "HK": [(4760, "HKT Limited"), (9269, "Hong Kong Broadband Network Ltd.")],
-    "CN": [(4134, "Chinanet"), (4837, "CHINA UNICOM China169 Backbone"),
-           (9808, "China Mobile Communications Group Co., Ltd.")],
-    "RU": [(12389, "Rostelecom"), (8359, "MTS PJSC"), (3216, "PVimpelCom"),
-           (9049, "JSC ER-Telecom Holding")],
-    "IR": [(58224, "Iran Telecommunication Company PJS"),
-           (197207, "Mobile Communication Company of Iran PLC")],
+    "CN": [
+        (4134, "Chinanet"),
+        (4837, "CHINA UNICOM China169 Backbone"),
+        (9808, "China Mobile Communications Group Co., Ltd."),
+    ],
+    "RU": [
+        (12389, "Rostelecom"),
+        (8359, "MTS PJSC"),
+        (3216, "PVimpelCom"),
+        (9049, "JSC ER-Telecom Holding"),
+    ],
+    "IR": [
+        (58224, "Iran Telecommunication Company PJS"),
+        (197207, "Mobile Communication Company of Iran PLC"),
+    ],
 }
 _HOSTING_ASES = [
-    (14061, "DIGITALOCEAN-ASN"), (16276, "OVH SAS"), (24940, "Hetzner Online GmbH"),
-    (63949, "Akamai Connected Cloud"), (20473, "AS-CHOOPA"), (9009, "M247 Europe SRL"),
-    (60068, "Datacamp Limited"), (51167, "Contabo GmbH"), (62240, "Clouvider Limited"),
-    (16509, "AMAZON-02"), (396982, "GOOGLE-CLOUD-PLATFORM"),
-    (8075, "MICROSOFT-CORP-MSN-AS-BLOCK"), (49981, "WorldStream B.V."),
+    (14061, "DIGITALOCEAN-ASN"),
+    (16276, "OVH SAS"),
+    (24940, "Hetzner Online GmbH"),
+    (63949, "Akamai Connected Cloud"),
+    (20473, "AS-CHOOPA"),
+    (9009, "M247 Europe SRL"),
+    (60068, "Datacamp Limited"),
+    (51167, "Contabo GmbH"),
+    (62240, "Clouvider Limited"),
+    (16509, "AMAZON-02"),
+    (396982, "GOOGLE-CLOUD-PLATFORM"),
+    (8075, "MICROSOFT-CORP-MSN-AS-BLOCK"),
+    (49981, "WorldStream B.V."),
 ]
 _HOSTING_COUNTRIES = ("US", "NL", "DE", "SG", "JP", "GB", "FR")
 _PER_V4, _PER_V6 = 12, 2  # addresses kept per (AS, country) and address family
-_CANDIDATE_BLOCKS = 60    # blocks tried per AS and family
+_CANDIDATE_BLOCKS = 60  # blocks tried per AS and family
 
 
 def _targets() -> list[tuple[int, str, str, tuple[str, ...]]]:
-    rows = [(asn, name, RESIDENTIAL, (country,))
-            for country, ases in _RESIDENTIAL.items() for asn, name in ases]
+    rows = [
+        (asn, name, RESIDENTIAL, (country,))
+        for country, ases in _RESIDENTIAL.items()
+        for asn, name in ases
+    ]
     rows += [(asn, name, HOSTING, _HOSTING_COUNTRIES) for asn, name in _HOSTING_ASES]
     return rows
 
@@ -94,8 +126,9 @@ def build_ip_pool(geoip_file: str = GEOIP_FILE, seed: int = 0) -> pd.DataFrame:
                 country = _verified_country(geo, ip, name)
                 if country in countries and kept.get(country, 0) < keep:
                     kept[country] = kept.get(country, 0) + 1
-                    rows.append({"ip": ip, "country": country, "asn": asn, "as_org": name,
-                                 "kind": kind})
+                    rows.append(
+                        {"ip": ip, "country": country, "asn": asn, "as_org": name, "kind": kind}
+                    )
     pool = pd.DataFrame(rows, columns=POOL_COLUMNS).drop_duplicates("ip")
     return pool.sort_values(["kind", "country", "asn", "ip"], ignore_index=True)
 
@@ -122,8 +155,11 @@ def _verified_country(geo, ip: str, name: str) -> str | None:
 def load_ip_pool() -> pd.DataFrame:
     """The bundled pool (``detector/data/ip_pool.csv``)."""
     with resources.files("detector.data").joinpath("ip_pool.csv").open() as fh:
-        pool = pd.read_csv(fh, dtype={"ip": str, "country": str, "asn": "int64",
-                                      "as_org": str, "kind": str}, keep_default_na=False)
+        pool = pd.read_csv(
+            fh,
+            dtype={"ip": str, "country": str, "asn": "int64", "as_org": str, "kind": str},
+            keep_default_na=False,
+        )
     return pool
 
 

@@ -37,8 +37,14 @@ class _Tenant:
     rng: np.random.Generator
 
 
-def simulate(out_dir: Path, n_tenants: int, days: float, seed: int, interval_s: int = 60,
-             start: str = "2026-10-05") -> dict:
+def simulate(
+    out_dir: Path,
+    n_tenants: int,
+    days: float,
+    seed: int,
+    interval_s: int = 60,
+    start: str = "2026-10-05",
+) -> dict:
     """Write telemetry.parquet, access.jsonl.gz, tenants.csv and truth.csv into ``out_dir``;
     return counts per file, tenants per scenario and what the messiness did."""
     window = _window(n_tenants, days, interval_s, start)
@@ -46,12 +52,15 @@ def simulate(out_dir: Path, n_tenants: int, days: float, seed: int, interval_s: 
     jobs = [j for t in tenants for j in t.jobs]
     HostPool().allocate(jobs)
     telemetry, mess = _telemetry(tenants, window, np.random.default_rng([seed, 1]))
-    access = pd.concat([access_events(t.tenant_id, t.origin, t.jobs, window, t.rng)
-                        for t in tenants], ignore_index=True)
+    access = pd.concat(
+        [access_events(t.tenant_id, t.origin, t.jobs, window, t.rng) for t in tenants],
+        ignore_index=True,
+    )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pq.write_table(telemetry, out_dir / "telemetry.parquet", compression="zstd",
-                   compression_level=15)
+    pq.write_table(
+        telemetry, out_dir / "telemetry.parquet", compression="zstd", compression_level=15
+    )
     _write_access(access, out_dir / "access.jsonl.gz")
     registry = _registry(tenants, window)
     registry.to_csv(out_dir / "tenants.csv", index=False, lineterminator="\n")
@@ -62,8 +71,12 @@ def simulate(out_dir: Path, n_tenants: int, days: float, seed: int, interval_s: 
         counts[t.scenario.name] = counts.get(t.scenario.name, 0) + 1
     return {
         "out_dir": str(out_dir),
-        "rows": {"telemetry.parquet": telemetry.num_rows, "access.jsonl.gz": len(access),
-                 "tenants.csv": len(registry), "truth.csv": len(truth)},
+        "rows": {
+            "telemetry.parquet": telemetry.num_rows,
+            "access.jsonl.gz": len(access),
+            "tenants.csv": len(registry),
+            "truth.csv": len(truth),
+        },
         "bytes": {f: (out_dir / f).stat().st_size for f in FILES},
         "scenarios": dict(sorted(counts.items())),
         "restricted_training_tenants": sum(t.scenario.restricted_training for t in tenants),
@@ -98,30 +111,38 @@ def _tenants(n_tenants: int, window: Window, seed: int) -> list[_Tenant]:
         scenario, tenant_id = BY_NAME[name], f"tn-{ids[i]:06x}"
         origin = make_origin(scenario.origin, pool, rng, scenario.traveller)
         kubernetes = rng.random() < (0.1 if MINING in scenario.workloads else 0.65)
-        jobs = [j for w in scenario.workloads
-                for j in plan_jobs(tenant_id, w, window, origin.zone, kubernetes, rng)
-                if j.start < window.t1 and j.end > window.t0]
+        jobs = [
+            j
+            for w in scenario.workloads
+            for j in plan_jobs(tenant_id, w, window, origin.zone, kubernetes, rng)
+            if j.start < window.t1 and j.end > window.t0
+        ]
         out.append(_Tenant(tenant_id, scenario, origin, jobs, rng))
     return sorted(out, key=lambda t: t.tenant_id)
 
 
-def _job_frame(job: Job, code: int, hosts: dict[str, int], window: Window,
-               rng: np.random.Generator) -> pd.DataFrame:
+def _job_frame(
+    job: Job, code: int, hosts: dict[str, int], window: Window, rng: np.random.Generator
+) -> pd.DataFrame:
     lo, hi = max(job.start, window.t0), min(job.end + job.tail_s, window.t1)
     k = np.arange(-(-(lo - window.t0) // window.interval), -(-(hi - window.t0) // window.interval))
     t = window.t0 + k * window.interval
     arrays = render(job, t, rng)
     col = np.arange(job.n_gpus)
     host = np.array([hosts[h] for h in job.hosts])[col // job.gpus_per_host]
-    frame = {"timestamp": np.repeat(t, job.n_gpus), "host": np.tile(host, len(t)),
-             "gpu": np.tile(job.first_gpu + col % job.gpus_per_host, len(t)),
-             "job": np.full(len(t) * job.n_gpus, code)}
+    frame = {
+        "timestamp": np.repeat(t, job.n_gpus),
+        "host": np.tile(host, len(t)),
+        "gpu": np.tile(job.first_gpu + col % job.gpus_per_host, len(t)),
+        "job": np.full(len(t) * job.n_gpus, code),
+    }
     frame.update({m: arrays[m].ravel() for m in METRICS + ("fb_free_mib",)})
     return pd.DataFrame(frame)
 
 
-def _telemetry(tenants: list[_Tenant], window: Window,
-               rng: np.random.Generator) -> tuple[pa.Table, dict[str, int]]:
+def _telemetry(
+    tenants: list[_Tenant], window: Window, rng: np.random.Generator
+) -> tuple[pa.Table, dict[str, int]]:
     jobs = [j for t in tenants for j in t.jobs]
     host_names = sorted({h for j in jobs for h in j.hosts})
     hosts = {h: i for i, h in enumerate(host_names)}
@@ -133,14 +154,16 @@ def _telemetry(tenants: list[_Tenant], window: Window,
     df, mess = make_messy(pd.concat(frames, ignore_index=True), rng)
     tenant_ids = sorted({j.tenant_id for j in jobs})
     tcode = np.array([tenant_ids.index(j.tenant_id) for j in jobs])[df["job"].to_numpy()]
-    order = np.lexsort((df["gpu"].to_numpy(), df["host"].to_numpy(), tcode,
-                        df["timestamp"].to_numpy()))
+    order = np.lexsort(
+        (df["gpu"].to_numpy(), df["host"].to_numpy(), tcode, df["timestamp"].to_numpy())
+    )
     df, tcode = df.iloc[order], tcode[order]
     jcode = df["job"].to_numpy()
 
     def dictionary(codes: np.ndarray, values: list) -> pa.Array:
-        return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()),
-                                              pa.array(values, pa.string())).cast(pa.string())
+        return pa.DictionaryArray.from_arrays(
+            pa.array(codes, pa.int32()), pa.array(values, pa.string())
+        ).cast(pa.string())
 
     columns = {
         "timestamp": pa.array(df["timestamp"].to_numpy() * 1_000_000, pa.timestamp("us", "UTC")),
@@ -148,35 +171,48 @@ def _telemetry(tenants: list[_Tenant], window: Window,
         "host": dictionary(df["host"].to_numpy(), host_names),
         "gpu": dictionary(df["gpu"].to_numpy(), [str(i) for i in range(8)]),
     }
-    for m in ("gpu_util", "sm_active", "tensor_active", "dram_active", "fb_used_mib",
-              "fb_free_mib", "power_w", "nvlink_tx_bps", "nvlink_rx_bps", "pcie_tx_bps",
-              "pcie_rx_bps"):
+    for m in (
+        "gpu_util",
+        "sm_active",
+        "tensor_active",
+        "dram_active",
+        "fb_used_mib",
+        "fb_free_mib",
+        "power_w",
+        "nvlink_tx_bps",
+        "nvlink_rx_bps",
+        "pcie_tx_bps",
+        "pcie_rx_bps",
+    ):
         columns[m] = pa.array(df[m].to_numpy(np.float32), pa.float32(), from_pandas=True)
     models = sorted({j.model.name for j in jobs})
     columns["model_name"] = dictionary(
-        np.array([models.index(j.model.name) for j in jobs])[jcode], models)
+        np.array([models.index(j.model.name) for j in jobs])[jcode], models
+    )
     job_ids = [j.job_id for j in jobs]
-    columns["job_id"] = pa.array([job_ids[c] for c in range(len(jobs))],
-                                 pa.string()).take(pa.array(jcode))
+    columns["job_id"] = pa.array([job_ids[c] for c in range(len(jobs))], pa.string()).take(
+        pa.array(jcode)
+    )
     return pa.table(columns), mess
 
 
 def _iso(seconds: np.ndarray | pd.Series) -> pd.Series:
-    return pd.Series(pd.to_datetime(np.asarray(seconds, dtype=np.int64), unit="s", utc=True)
-                     ).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return pd.Series(
+        pd.to_datetime(np.asarray(seconds, dtype=np.int64), unit="s", utc=True)
+    ).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _write_access(access: pd.DataFrame, path: Path) -> None:
     access = access.assign(timestamp=np.floor(access["timestamp"]).astype(np.int64))
-    access = access.sort_values(["timestamp", "tenant_id", "principal", "event"],
-                                kind="stable", ignore_index=True)
+    access = access.sort_values(
+        ["timestamp", "tenant_id", "principal", "event"], kind="stable", ignore_index=True
+    )
     access["timestamp"] = _iso(access["timestamp"])
     for col in ("bytes_in", "bytes_out"):
         access[col] = access[col].astype(np.int64)
     records = access.to_dict(orient="records")
     text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
-    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                                mtime=0) as fh:
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as fh:
         fh.write(text.encode())
 
 
@@ -185,10 +221,16 @@ def _registry(tenants: list[_Tenant], window: Window) -> pd.DataFrame:
     for t in tenants:
         newer = t.origin.family in RESTRICTED_ORIGINS  # accounts opened recently
         age = t.rng.uniform(5, 300 if newer else 1200) * DAY
-        rows.append({"tenant_id": t.tenant_id, "declared_country": t.origin.declared_country,
-                     "org_name": org_name(t.origin.declared_country, t.rng),
-                     "created_at": int(window.t0 - age),
-                     "billing_country": t.origin.billing_country, "reseller": t.origin.reseller})
+        rows.append(
+            {
+                "tenant_id": t.tenant_id,
+                "declared_country": t.origin.declared_country,
+                "org_name": org_name(t.origin.declared_country, t.rng),
+                "created_at": int(window.t0 - age),
+                "billing_country": t.origin.billing_country,
+                "reseller": t.origin.reseller,
+            }
+        )
     out = pd.DataFrame(rows)
     out["created_at"] = _iso(out["created_at"])
     return out
@@ -199,13 +241,22 @@ def _truth(tenants: list[_Tenant], window: Window) -> pd.DataFrame:
     for t in tenants:
         for j in t.jobs:
             restricted = t.origin.family in RESTRICTED_ORIGINS and j.workload in TRAINING
-            rows.append({"tenant_id": t.tenant_id, "start": max(j.start, window.t0),
-                         "end": min(j.end, window.t1), "scenario": t.scenario.name,
-                         "workload": j.workload, "origin": t.origin.family,
-                         "restricted_training": "true" if restricted else "false",
-                         "job_id": j.job_id or "", "n_gpus": j.n_gpus,
-                         "hosts": " ".join(j.hosts)})
-    out = pd.DataFrame(rows).sort_values(["tenant_id", "start", "job_id"], kind="stable",
-                                         ignore_index=True)
+            rows.append(
+                {
+                    "tenant_id": t.tenant_id,
+                    "start": max(j.start, window.t0),
+                    "end": min(j.end, window.t1),
+                    "scenario": t.scenario.name,
+                    "workload": j.workload,
+                    "origin": t.origin.family,
+                    "restricted_training": "true" if restricted else "false",
+                    "job_id": j.job_id or "",
+                    "n_gpus": j.n_gpus,
+                    "hosts": " ".join(j.hosts),
+                }
+            )
+    out = pd.DataFrame(rows).sort_values(
+        ["tenant_id", "start", "job_id"], kind="stable", ignore_index=True
+    )
     out["start"], out["end"] = _iso(out["start"]), _iso(out["end"])
     return out

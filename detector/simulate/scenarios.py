@@ -62,12 +62,24 @@ SCENARIOS = (
 BY_NAME = {s.name: s for s in SCENARIOS}
 # Small sets take scenarios in this order: restricted training and decoys interleaved.
 _SMALL_ORDER = (
-    "restricted_vpn_pretraining", "domestic_pretraining", "domestic_inference",
-    "restricted_direct_finetuning", "domestic_hpc", "domestic_mining",
-    "allied_traveller_finetuning", "restricted_direct_inference", "reseller_finetuning",
-    "domestic_notebook", "domestic_idle_reservation", "restricted_vpn_notebook",
-    "restricted_direct_pretraining", "allied_inference", "domestic_finetuning",
-    "restricted_vpn_finetuning", "allied_finetuning", "reseller_pretraining",
+    "restricted_vpn_pretraining",
+    "domestic_pretraining",
+    "domestic_inference",
+    "restricted_direct_finetuning",
+    "domestic_hpc",
+    "domestic_mining",
+    "allied_traveller_finetuning",
+    "restricted_direct_inference",
+    "reseller_finetuning",
+    "domestic_notebook",
+    "domestic_idle_reservation",
+    "restricted_vpn_notebook",
+    "restricted_direct_pretraining",
+    "allied_inference",
+    "domestic_finetuning",
+    "restricted_vpn_finetuning",
+    "allied_finetuning",
+    "reseller_pretraining",
 )
 
 
@@ -80,20 +92,70 @@ def scenario_counts(n_tenants: int) -> dict[str, int]:
     quota = n_tenants * w / w.sum()
     base, frac = np.floor(quota).astype(int), quota - np.floor(quota)
     base, frac = np.maximum(base, 1), np.where(quota < 1, -1.0, frac)
-    base[np.argsort(-frac, kind="stable")[:max(n_tenants - base.sum(), 0)]] += 1
+    base[np.argsort(-frac, kind="stable")[: max(n_tenants - base.sum(), 0)]] += 1
     while base.sum() > n_tenants:
         base[int(np.argmax(base))] -= 1
     return {s.name: int(c) for s, c in zip(SCENARIOS, base, strict=True) if c}
 
 
-_WORDS = ("Aurora", "Boreal", "Cobalt", "Delta", "Ember", "Fathom", "Granite", "Helix", "Indigo",
-          "Juniper", "Kestrel", "Lumen", "Meridian", "Nimbus", "Orbit", "Pylon", "Quartz",
-          "Radiant", "Sierra", "Tidal", "Umber", "Vector", "Willow", "Xenon", "Yarrow", "Zenith")
-_KINDS = ("Analytics", "Labs", "Robotics", "Systems", "Data", "AI", "Research", "Dynamics",
-          "Networks", "Bio", "Media", "Compute")
-_SUFFIX = {"US": "Inc.", "DE": "GmbH", "JP": "K.K.", "KR": "Co., Ltd.", "GB": "Ltd",
-           "IN": "Pvt Ltd", "SG": "Pte. Ltd.", "FR": "SAS", "NL": "B.V.", "CN": "Co., Ltd.",
-           "HK": "Limited", "RU": "LLC", "IR": "Co.", "AE": "FZ-LLC"}
+_WORDS = (
+    "Aurora",
+    "Boreal",
+    "Cobalt",
+    "Delta",
+    "Ember",
+    "Fathom",
+    "Granite",
+    "Helix",
+    "Indigo",
+    "Juniper",
+    "Kestrel",
+    "Lumen",
+    "Meridian",
+    "Nimbus",
+    "Orbit",
+    "Pylon",
+    "Quartz",
+    "Radiant",
+    "Sierra",
+    "Tidal",
+    "Umber",
+    "Vector",
+    "Willow",
+    "Xenon",
+    "Yarrow",
+    "Zenith",
+)
+_KINDS = (
+    "Analytics",
+    "Labs",
+    "Robotics",
+    "Systems",
+    "Data",
+    "AI",
+    "Research",
+    "Dynamics",
+    "Networks",
+    "Bio",
+    "Media",
+    "Compute",
+)
+_SUFFIX = {
+    "US": "Inc.",
+    "DE": "GmbH",
+    "JP": "K.K.",
+    "KR": "Co., Ltd.",
+    "GB": "Ltd",
+    "IN": "Pvt Ltd",
+    "SG": "Pte. Ltd.",
+    "FR": "SAS",
+    "NL": "B.V.",
+    "CN": "Co., Ltd.",
+    "HK": "Limited",
+    "RU": "LLC",
+    "IR": "Co.",
+    "AE": "FZ-LLC",
+}
 
 
 def org_name(country: str, rng: np.random.Generator) -> str:

@@ -13,8 +13,18 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-METRICS = ("gpu_util", "sm_active", "tensor_active", "dram_active", "fb_used_mib", "power_w",
-           "nvlink_tx_bps", "nvlink_rx_bps", "pcie_tx_bps", "pcie_rx_bps")
+METRICS = (
+    "gpu_util",
+    "sm_active",
+    "tensor_active",
+    "dram_active",
+    "fb_used_mib",
+    "power_w",
+    "nvlink_tx_bps",
+    "nvlink_rx_bps",
+    "pcie_tx_bps",
+    "pcie_rx_bps",
+)
 
 PRETRAINING, FINE_TUNING, INFERENCE = "llm_pretraining", "fine_tuning", "inference"
 NOTEBOOK, HPC, MINING, IDLE = "notebook", "hpc_simulation", "crypto_mining", "idle_reservation"
@@ -78,8 +88,14 @@ def _smooth(rng: np.random.Generator, n: int, width: int) -> np.ndarray:
     return np.convolve(white, np.ones(width) / np.sqrt(width), mode="valid")
 
 
-def _lockstep_states(job: Job, t: np.ndarray, rng: np.random.Generator, period_min: tuple,
-                     dip_s: tuple, restart_p: float) -> np.ndarray:
+def _lockstep_states(
+    job: Job,
+    t: np.ndarray,
+    rng: np.random.Generator,
+    period_min: tuple,
+    dip_s: tuple,
+    restart_p: float,
+) -> np.ndarray:
     """0 = working, 1 = periodic dip (checkpoint/eval/output), 2 = down, 3 = start-up ramp."""
     since = t - job.start
     period = rng.uniform(*period_min) * 60
@@ -98,9 +114,22 @@ def _lockstep_states(job: Job, t: np.ndarray, rng: np.random.Generator, period_m
     return state
 
 
-def _lockstep(job: Job, t: np.ndarray, rng: np.random.Generator, *, sm: tuple, tensor: tuple,
-              dram: tuple, mem: tuple, nvlink: tuple, pcie: tuple, period_min: tuple,
-              dip_s: tuple, restart_p: float, dip_pcie_tx: tuple) -> Arrays:
+def _lockstep(
+    job: Job,
+    t: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    sm: tuple,
+    tensor: tuple,
+    dram: tuple,
+    mem: tuple,
+    nvlink: tuple,
+    pcie: tuple,
+    period_min: tuple,
+    dip_s: tuple,
+    restart_p: float,
+    dip_pcie_tx: tuple,
+) -> Arrays:
     """Data-parallel style work: every GPU of the job moves together."""
     n, g, m = len(t), job.n_gpus, job.model
     state = _lockstep_states(job, t, rng, period_min, dip_s, restart_p)[:, None]
@@ -110,13 +139,18 @@ def _lockstep(job: Job, t: np.ndarray, rng: np.random.Generator, *, sm: tuple, t
     sm0, tc0, dr0 = rng.uniform(*sm), rng.uniform(*tensor), rng.uniform(*dram)
     sm_w = sm0 + 0.015 * common + 0.008 * noise
     low = rng.uniform(0.02, 0.2, (n, 1)) * (1 + 0.1 * noise)  # dips: together, not identical
-    util = np.select([work, dip, ramp], [99.3 - np.abs(0.9 * noise + 0.4 * common),
-                                         100 * low + 2 * noise, rng.uniform(10, 70, (n, g))],
-                     0.0)
+    util = np.select(
+        [work, dip, ramp],
+        [
+            99.3 - np.abs(0.9 * noise + 0.4 * common),
+            100 * low + 2 * noise,
+            rng.uniform(10, 70, (n, g)),
+        ],
+        0.0,
+    )
     smv = np.select([work, dip, ramp], [sm_w, low, rng.uniform(0.1, 0.5, (n, g))], 0.0)
     tcv = np.select([work, ramp], [tc0 * sm_w / sm0 + 0.01 * noise, 0.05 * smv], 0.0)
-    drv = np.select([work, dip, ramp], [dr0 + 0.01 * common + 0.01 * noise, 0.3 * low, 0.2],
-                    0.0)
+    drv = np.select([work, dip, ramp], [dr0 + 0.01 * common + 0.01 * noise, 0.3 * low, 0.2], 0.0)
     fb_g = np.full(g, rng.uniform(*mem) * m.usable_mib)  # replicas hold the same tensors
     fb_g[0] += rng.uniform(200, 900)  # rank 0 keeps a little more
     fb = np.where(down, 0.0, fb_g)
@@ -125,32 +159,76 @@ def _lockstep(job: Job, t: np.ndarray, rng: np.random.Generator, *, sm: tuple, t
     nv = np.select([work, dip | ramp], [bw * (1 + 0.06 * common + 0.04 * noise), bw * 0.01], 0.0)
     p0 = rng.uniform(*pcie)
     pcie_rx = np.select([work, ramp], [p0 * (1 + 0.15 * noise), 3 * p0], 0.0)
-    pcie_tx = np.select([work, dip], [0.6 * p0 * (1 + 0.15 * noise),
-                                      rng.uniform(*dip_pcie_tx) * (1 + 0.1 * noise)], 0.0)
-    return {"gpu_util": util, "sm_active": smv, "tensor_active": tcv, "dram_active": drv,
-            "fb_used_mib": fb, "nvlink_tx_bps": nv, "nvlink_rx_bps": nv * (1 + 0.01 * noise),
-            "pcie_tx_bps": pcie_tx, "pcie_rx_bps": pcie_rx}
+    pcie_tx = np.select(
+        [work, dip],
+        [0.6 * p0 * (1 + 0.15 * noise), rng.uniform(*dip_pcie_tx) * (1 + 0.1 * noise)],
+        0.0,
+    )
+    return {
+        "gpu_util": util,
+        "sm_active": smv,
+        "tensor_active": tcv,
+        "dram_active": drv,
+        "fb_used_mib": fb,
+        "nvlink_tx_bps": nv,
+        "nvlink_rx_bps": nv * (1 + 0.01 * noise),
+        "pcie_tx_bps": pcie_tx,
+        "pcie_rx_bps": pcie_rx,
+    }
 
 
 def _pretraining(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
-    return _lockstep(job, t, rng, sm=(0.80, 0.93), tensor=(0.4, 0.7), dram=(0.3, 0.55),
-                     mem=(0.90, 0.975), nvlink=(0.15, 0.6), pcie=(2e9, 8e9),
-                     period_min=(30, 120), dip_s=(60, 300), restart_p=0.6,
-                     dip_pcie_tx=(8e9, 2e10))
+    return _lockstep(
+        job,
+        t,
+        rng,
+        sm=(0.80, 0.93),
+        tensor=(0.4, 0.7),
+        dram=(0.3, 0.55),
+        mem=(0.90, 0.975),
+        nvlink=(0.15, 0.6),
+        pcie=(2e9, 8e9),
+        period_min=(30, 120),
+        dip_s=(60, 300),
+        restart_p=0.6,
+        dip_pcie_tx=(8e9, 2e10),
+    )
 
 
 def _fine_tuning(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
-    return _lockstep(job, t, rng, sm=(0.65, 0.9), tensor=(0.3, 0.6), dram=(0.25, 0.5),
-                     mem=(0.70, 0.95), nvlink=(0.05, 0.3), pcie=(5e8, 4e9),
-                     period_min=(20, 60), dip_s=(90, 360), restart_p=0.0,
-                     dip_pcie_tx=(2e9, 8e9))
+    return _lockstep(
+        job,
+        t,
+        rng,
+        sm=(0.65, 0.9),
+        tensor=(0.3, 0.6),
+        dram=(0.25, 0.5),
+        mem=(0.70, 0.95),
+        nvlink=(0.05, 0.3),
+        pcie=(5e8, 4e9),
+        period_min=(20, 60),
+        dip_s=(90, 360),
+        restart_p=0.0,
+        dip_pcie_tx=(2e9, 8e9),
+    )
 
 
 def _hpc(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
-    out = _lockstep(job, t, rng, sm=(0.7, 0.95), tensor=(0.0, 0.02), dram=(0.4, 0.8),
-                    mem=(0.4, 0.85), nvlink=(0.02, 0.15), pcie=(3e8, 3e9),
-                    period_min=(60, 180), dip_s=(60, 240), restart_p=0.2,
-                    dip_pcie_tx=(1e9, 5e9))
+    out = _lockstep(
+        job,
+        t,
+        rng,
+        sm=(0.7, 0.95),
+        tensor=(0.0, 0.02),
+        dram=(0.4, 0.8),
+        mem=(0.4, 0.85),
+        nvlink=(0.02, 0.15),
+        pcie=(3e8, 3e9),
+        period_min=(60, 180),
+        dip_s=(60, 240),
+        restart_p=0.2,
+        dip_pcie_tx=(1e9, 5e9),
+    )
     out["tensor_active"] = np.clip(out["tensor_active"], 0, 0.05)
     return out
 
@@ -176,9 +254,17 @@ def _inference(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
     fb = rng.uniform(0.3, 0.7) * m.usable_mib + rng.choice([0, 256, 512], g) + cache
     nv = m.nvlink_bps * 0.002 * load if g > 1 else np.zeros((n, g))
     pcie = rng.uniform(5e7, 5e8) * load
-    return {"gpu_util": util, "sm_active": sm, "tensor_active": tensor, "dram_active": sm * 0.6,
-            "fb_used_mib": fb, "nvlink_tx_bps": nv, "nvlink_rx_bps": nv,
-            "pcie_tx_bps": pcie * 0.4, "pcie_rx_bps": pcie}
+    return {
+        "gpu_util": util,
+        "sm_active": sm,
+        "tensor_active": tensor,
+        "dram_active": sm * 0.6,
+        "fb_used_mib": fb,
+        "nvlink_tx_bps": nv,
+        "nvlink_rx_bps": nv,
+        "pcie_tx_bps": pcie * 0.4,
+        "pcie_rx_bps": pcie,
+    }
 
 
 def _notebook(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
@@ -196,39 +282,61 @@ def _notebook(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
     loaded = t[:, None] >= starts.min()
     fb = np.where(loaded, rng.uniform(0.1, 0.5) * m.usable_mib, rng.uniform(0, 600))
     pcie = np.where(b, rng.uniform(1e8, 2e9) * level, 1e5)
-    return {"gpu_util": util, "sm_active": sm, "tensor_active": sm * rng.uniform(0.1, 0.6),
-            "dram_active": sm * 0.4, "fb_used_mib": np.broadcast_to(fb, (n, g)),
-            "nvlink_tx_bps": np.zeros((n, g)), "nvlink_rx_bps": np.zeros((n, g)),
-            "pcie_tx_bps": pcie * 0.3, "pcie_rx_bps": pcie}
+    return {
+        "gpu_util": util,
+        "sm_active": sm,
+        "tensor_active": sm * rng.uniform(0.1, 0.6),
+        "dram_active": sm * 0.4,
+        "fb_used_mib": np.broadcast_to(fb, (n, g)),
+        "nvlink_tx_bps": np.zeros((n, g)),
+        "nvlink_rx_bps": np.zeros((n, g)),
+        "pcie_tx_bps": pcie * 0.3,
+        "pcie_rx_bps": pcie,
+    }
 
 
 def _mining(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
     """Flat out, tiny memory, no tensor cores, no NVLink, power capped and steady."""
     n, g = len(t), job.n_gpus
     noise = rng.standard_normal((n, g))
-    return {"gpu_util": np.clip(99.7 + 0.4 * noise, 0, 100),
-            "sm_active": 0.975 + 0.01 * noise,
-            "tensor_active": np.zeros((n, g)),
-            "dram_active": rng.uniform(0.35, 0.6, g) + 0.005 * noise,
-            "fb_used_mib": np.broadcast_to(rng.uniform(2000, 5000, g), (n, g)),
-            "nvlink_tx_bps": np.zeros((n, g)), "nvlink_rx_bps": np.zeros((n, g)),
-            "pcie_tx_bps": np.full((n, g), 2e5) * (1 + 0.1 * noise),
-            "pcie_rx_bps": np.full((n, g), 1e5) * (1 + 0.1 * noise),
-            "power_w": job.model.tdp_w * rng.uniform(0.6, 0.75, g) * (1 + 0.004 * noise)}
+    return {
+        "gpu_util": np.clip(99.7 + 0.4 * noise, 0, 100),
+        "sm_active": 0.975 + 0.01 * noise,
+        "tensor_active": np.zeros((n, g)),
+        "dram_active": rng.uniform(0.35, 0.6, g) + 0.005 * noise,
+        "fb_used_mib": np.broadcast_to(rng.uniform(2000, 5000, g), (n, g)),
+        "nvlink_tx_bps": np.zeros((n, g)),
+        "nvlink_rx_bps": np.zeros((n, g)),
+        "pcie_tx_bps": np.full((n, g), 2e5) * (1 + 0.1 * noise),
+        "pcie_rx_bps": np.full((n, g), 1e5) * (1 + 0.1 * noise),
+        "power_w": job.model.tdp_w * rng.uniform(0.6, 0.75, g) * (1 + 0.004 * noise),
+    }
 
 
 def _idle(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
     n, g = len(t), job.n_gpus
     zeros = np.zeros((n, g))
-    return {"gpu_util": zeros, "sm_active": zeros, "tensor_active": zeros, "dram_active": zeros,
-            "fb_used_mib": np.broadcast_to(rng.choice([0.0, 0.0, 424.0], g), (n, g)),
-            "nvlink_tx_bps": zeros, "nvlink_rx_bps": zeros,
-            "pcie_tx_bps": np.full((n, g), 1.5e4), "pcie_rx_bps": np.full((n, g), 1.2e4)}
+    return {
+        "gpu_util": zeros,
+        "sm_active": zeros,
+        "tensor_active": zeros,
+        "dram_active": zeros,
+        "fb_used_mib": np.broadcast_to(rng.choice([0.0, 0.0, 424.0], g), (n, g)),
+        "nvlink_tx_bps": zeros,
+        "nvlink_rx_bps": zeros,
+        "pcie_tx_bps": np.full((n, g), 1.5e4),
+        "pcie_rx_bps": np.full((n, g), 1.2e4),
+    }
 
 
 FAMILIES: dict[str, Callable[[Job, np.ndarray, np.random.Generator], Arrays]] = {
-    PRETRAINING: _pretraining, FINE_TUNING: _fine_tuning, INFERENCE: _inference,
-    NOTEBOOK: _notebook, HPC: _hpc, MINING: _mining, IDLE: _idle,
+    PRETRAINING: _pretraining,
+    FINE_TUNING: _fine_tuning,
+    INFERENCE: _inference,
+    NOTEBOOK: _notebook,
+    HPC: _hpc,
+    MINING: _mining,
+    IDLE: _idle,
 }
 
 
@@ -242,10 +350,18 @@ def render(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
         for k, v in arrays.items():
             out[k][work] = v
         if "power_w" not in arrays:
-            a = {k: np.clip(arrays[k], 0, None) for k in
-                 ("gpu_util", "sm_active", "tensor_active", "dram_active")}
-            load = np.clip(0.15 * a["gpu_util"] / 100 + 0.45 * a["sm_active"]
-                           + 0.35 * a["tensor_active"] + 0.15 * a["dram_active"], 0, 1)
+            a = {
+                k: np.clip(arrays[k], 0, None)
+                for k in ("gpu_util", "sm_active", "tensor_active", "dram_active")
+            }
+            load = np.clip(
+                0.15 * a["gpu_util"] / 100
+                + 0.45 * a["sm_active"]
+                + 0.35 * a["tensor_active"]
+                + 0.15 * a["dram_active"],
+                0,
+                1,
+            )
             out["power_w"][work] = m.idle_w + (m.tdp_w - m.idle_w) * load
     idle_noise = rng.normal(0, 0.02 * m.idle_w, (int((~work).sum()), job.n_gpus))
     out["power_w"][~work] = m.idle_w + idle_noise
