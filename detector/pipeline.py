@@ -85,11 +85,22 @@ def build_features(
         loaded = (
             []
             if stream and not inputs.prometheus
-            else [_read([] if stream else inputs.telemetry, TELEMETRY, inputs, report, rejected)]
+            else [
+                _read(
+                    [] if stream else inputs.telemetry,
+                    TELEMETRY,
+                    inputs,
+                    settings,
+                    report,
+                    rejected,
+                )
+            ]
         )
-        access = _read(inputs.access, ACCESS, inputs, report, rejected)
+        access = _read(inputs.access, ACCESS, inputs, settings, report, rejected)
         tenants = (
-            _read([inputs.tenants], TENANTS, inputs, report, rejected) if inputs.tenants else None
+            _read([inputs.tenants], TENANTS, inputs, settings, report, rejected)
+            if inputs.tenants
+            else None
         )
     with report.stage("enrich"):
         db = open_database(inputs.geoip_db)
@@ -110,21 +121,38 @@ def build_features(
     with report.stage("features"):
         if workload.empty:
             table = session_features(
-                *cut_sessions(empty_table(TELEMETRY), settings.sessions), access, settings, tenants
+                *cut_sessions(empty_table(TELEMETRY), settings.sessions),
+                access,
+                settings,
+                tenants,
+                inputs.until,
             )
         else:
             sessions = workload[SESSION_COLUMNS]
             table = complete_features(
-                sessions, workload.drop(columns=SESSION_COLUMNS), access, settings, tenants
+                sessions,
+                workload.drop(columns=SESSION_COLUMNS),
+                access,
+                settings,
+                tenants,
+                inputs.until,
             )
     report.sessions = len(table)
     return FeatureTable(table, quarantine.combine(rejected), report)
 
 
 def _read(
-    paths: Sequence[Path], schema, inputs: Inputs, report: RunReport, rejected: list[pd.DataFrame]
+    paths: Sequence[Path],
+    schema,
+    inputs: Inputs,
+    settings: Settings,
+    report: RunReport,
+    rejected: list[pd.DataFrame],
 ) -> pd.DataFrame:
     window = {} if schema is TENANTS else {"since": inputs.since, "until": inputs.until}
+    if schema is ACCESS and inputs.since is not None:  # origin evidence needs the history
+        history = pd.Timedelta(days=settings.features.origin_history_days)
+        window["since"] = inputs.since - history
     fmt, options = {
         TELEMETRY.name: (inputs.telemetry_format, inputs.telemetry_options),
         ACCESS.name: (inputs.access_format, inputs.access_options),
