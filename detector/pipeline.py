@@ -21,13 +21,14 @@ from .config import Settings
 from .engine import Engine, Progress, extract, streamable
 from .enrich import enrich_access, open_database
 from .features import NAMES as FEATURE_NAMES
-from .features import complete_features, session_features
+from .features import TEXT_COLUMNS, complete_features, session_features
+from .features.risk import compute_scale
 from .ingest import read_table
 from .ingest.options import SourceOptions
 from .ingest.prometheus_api import PrometheusSource, read_prometheus
 from .ingest.validate import empty_table
 from .model.calibrate import Calibration, calibrate_threshold
-from .model.explain import contributions, top_features
+from .model.explain import top_features
 from .model.forest import SessionRiskModel, severity
 from .model.labels import label_sessions
 from .model.store import StoredModel
@@ -188,7 +189,11 @@ def train(
         else pd.Series(pd.NA, index=table.index, dtype="string")
     )
     fit_rows = table[label.ne("incident").fillna(True).to_numpy()]
-    model = SessionRiskModel(random_state=seed).fit(fit_rows)
+    model = SessionRiskModel(
+        reference=reference_case(settings),
+        reference_risk=settings.scoring.alert_risk,
+        random_state=seed,
+    ).fit(fit_rows)
     calibration = None
     alert_risk = settings.scoring.alert_risk
     labelled = label.notna().to_numpy()
@@ -217,6 +222,14 @@ def train(
     return StoredModel(model, float(alert_risk), meta), calibration
 
 
+def reference_case(settings: Settings) -> tuple[float, float]:
+    """The policy's reference case in the forest's features (features/risk.py): the session
+    that should just alert, whatever the training fleet."""
+    s = settings.scoring
+    both = s.alert_origin_evidence * s.alert_training_evidence
+    return both, both * float(compute_scale(s.alert_flop))
+
+
 def score(table: pd.DataFrame, stored: StoredModel, report: RunReport) -> pd.DataFrame:
     """The scores table of the data contract, highest risk first."""
     model = stored.model
@@ -224,8 +237,8 @@ def score(table: pd.DataFrame, stored: StoredModel, report: RunReport) -> pd.Dat
         anomaly = model.anomaly_score(table)
         risk = model.to_risk(anomaly)
     with report.stage("explain"):
-        explained = top_features(contributions(model, table), table)
-    head = [*SCORE_HEAD[:4], "job_id", *SCORE_HEAD[4:]]
+        explained = top_features(table)
+    head = [*SCORE_HEAD[:4], "job_id", *TEXT_COLUMNS, *SCORE_HEAD[4:]]
     features = [n for n in FEATURE_NAMES if n not in head]
     scores = table[head + features].copy()
     scores["anomaly_score"] = anomaly

@@ -7,7 +7,8 @@ attributes), so it runs once after the per-partition work, the same for every en
 Links between tenants:
 - strong: a shared billing id; a shared principal name; sessions run in step (started within
   `in_step_seconds` of each other and checkpointing together, or checkpointing together often);
-- weak: a shared non-hosting source prefix (IPv4 /24, IPv6 /48); two of them make a link.
+- weak: a shared non-hosting source prefix (IPv4 /24, IPv6 /48); it takes 1 / PREFIX_WEIGHT
+  of them to make a link (home prefixes are shared by strangers too: carrier-grade NAT).
 A principal, prefix or billing id shared by more than `link_max_tenants` tenants is common
 infrastructure (a cloud NAT, a VPN exit, "root", a reseller's card), not a link. Tenants
 connected by links form an entity (connected components); sessions run in step form a group
@@ -36,7 +37,9 @@ GENERIC_PRINCIPALS = frozenset(
 DIP_MATCH_SECONDS = 120  # two dips this close are the same checkpoint
 DIP_MATCH_SHARE = 0.6  # of the fewer dips: by chance, frequent dips (requests) match too
 MIN_DIP_REGULARITY = 0.5
-MIN_SHARED_PREFIXES = 2
+DIP_CHANCE = 1e-6  # dips matched more often than chance would give once in a million
+LINK_WEIGHT = 1.0  # a pair of tenants is linked at this summed weight
+PREFIX_WEIGHT = 0.25  # what one shared source prefix adds
 MAX_LINKED_SHOWN = 8  # linked tenants named in a session's `linked_tenants`
 
 
@@ -96,10 +99,10 @@ def entity_name(members: list[str]) -> str:
 
 def in_step_groups(sessions: pd.DataFrame, settings: Settings) -> np.ndarray:
     """A group code per session (row order): sessions of different tenants run in step share
-    one. In step: started within `in_step_seconds` and (checkpointing together or ended
-    within `in_step_seconds`), or at least three checkpoints together; checkpointing together
-    means DIP_MATCH_SHARE of the dips of the session with fewer match. A start or end at the
-    edge of the data is not a start or end."""
+    one. In step: started and ended within `in_step_seconds` of each other (and, when both
+    checkpoint, checkpointing together), or checkpointing together beyond chance (DIP_CHANCE).
+    Checkpointing together means DIP_MATCH_SHARE of the dips of the session with fewer
+    match. A start or end at the edge of the data is not a start or end."""
     n = len(sessions)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -109,9 +112,10 @@ def in_step_groups(sessions: pd.DataFrame, settings: Settings) -> np.ndarray:
     real_start = start > start.min() + edge
     real_end = end < end.max() - edge
     tenant = pd.factorize(sessions["tenant_id"].astype(str))[0]
-    checkpoints = sessions[DIP_TIMES].where(_checkpointing(sessions), None)
-    dips = _dip_pairs(checkpoints.map(lambda d: () if d is None else d), tenant)
-    dips = dips[dips["matched"] >= DIP_MATCH_SHARE * dips["fewer"]]
+    checkpointing = _checkpointing(sessions).to_numpy()
+    dips = _dip_pairs(sessions[DIP_TIMES].where(checkpointing, None), tenant)
+    dips["agree"] = dips["matched"] >= DIP_MATCH_SHARE * dips["fewer"]
+    dips["unlikely"] = _chance(dips, start, end) < DIP_CHANCE
     rows = []
     order = np.flatnonzero(real_start)
     order = order[np.argsort(start[order], kind="stable")]
@@ -123,15 +127,27 @@ def in_step_groups(sessions: pd.DataFrame, settings: Settings) -> np.ndarray:
             if tenant[a] != tenant[b]:
                 rows.append((a, b))
     together = pd.DataFrame(rows, columns=["a", "b"], dtype=np.int64)
-    together = together.merge(dips, on=["a", "b"], how="left").fillna({"matched": 0})
-    ends_together = (np.abs(end[together["a"]] - end[together["b"]]) <= tol) & (
-        real_end[together["a"]] & real_end[together["b"]]
-    )
-    ok = together[(together["matched"] >= 2) | ends_together]
-    often = dips[dips["matched"] >= 3]
+    together = together.merge(dips, on=["a", "b"], how="left")
+    a, b = together["a"].to_numpy(), together["b"].to_numpy()
+    ends_together = (np.abs(end[a] - end[b]) <= tol) & real_end[a] & real_end[b]
+    agree = together["agree"].astype("boolean").fillna(False).to_numpy(bool)
+    ok = together[ends_together & ~(checkpointing[a] & checkpointing[b] & ~agree)]
+    often = dips[dips["agree"] & dips["unlikely"]]
     links = pd.concat([ok[["a", "b"]], often[["a", "b"]]], ignore_index=True)
     graph = coo_matrix((np.ones(len(links)), (links["a"], links["b"])), shape=(n, n))
     return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def _chance(dips: pd.DataFrame, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Probability of matching as many dips by chance: each dip of the session with fewer
+    falls within the match window of one of the other's, spread over their overlap."""
+    from scipy.stats import binom
+
+    a, b = dips["a"].to_numpy(np.int64), dips["b"].to_numpy(np.int64)
+    overlap = np.maximum(np.minimum(end[a], end[b]) - np.maximum(start[a], start[b]), 1)
+    more = dips["more"].to_numpy(float)
+    hit = np.clip(more * 4 * DIP_MATCH_SECONDS / overlap, 0, 1)  # window: +-2 slots
+    return binom.sf(dips["matched"].to_numpy() - 1, dips["fewer"].to_numpy(), hit)
 
 
 def _checkpointing(sessions: pd.DataFrame) -> pd.Series:
@@ -146,10 +162,13 @@ def _checkpointing(sessions: pd.DataFrame) -> pd.Series:
 
 def _dip_pairs(dip_times: pd.Series, tenant: np.ndarray) -> pd.DataFrame:
     """Pairs of sessions (a < b, different tenants) and how many of their dips coincide."""
-    lengths = dip_times.map(len).to_numpy()
+    lengths = dip_times.map(lambda d: 0 if d is None else len(d)).to_numpy()
+    dip_times = dip_times[lengths > 0]
     if not lengths.sum():
-        return pd.DataFrame({"a": [], "b": [], "matched": [], "fewer": []}, dtype=np.int64)
-    session = np.repeat(np.arange(len(dip_times)), lengths)
+        return pd.DataFrame(
+            {"a": [], "b": [], "matched": [], "fewer": [], "more": []}, dtype=np.int64
+        )
+    session = np.repeat(np.flatnonzero(lengths), lengths[lengths > 0])
     times = np.concatenate([np.asarray(d, dtype=np.int64) for d in dip_times])
     slot = times // DIP_MATCH_SECONDS
     table = pd.DataFrame({"s": session, "slot": slot})
@@ -162,6 +181,7 @@ def _dip_pairs(dip_times: pd.Series, tenant: np.ndarray) -> pd.DataFrame:
     matched = pairs.drop_duplicates(["s_a", "s_b", "slot"]).groupby(["s_a", "s_b"]).size()
     out = matched.rename("matched").rename_axis(["a", "b"]).reset_index()
     out["fewer"] = np.minimum(lengths[out["a"]], lengths[out["b"]])
+    out["more"] = np.maximum(lengths[out["a"]], lengths[out["b"]])
     return out
 
 
@@ -178,7 +198,7 @@ def _shared(
         {"t": tenant.astype(str).to_numpy(), "v": value.astype("string").fillna("").to_numpy()}
     )
     table = table[~table["v"].str.lower().isin(exclude)].drop_duplicates()
-    return _pairs_within(table, settings.features.link_max_tenants, weight=MIN_SHARED_PREFIXES)
+    return _pairs_within(table, settings.features.link_max_tenants, weight=LINK_WEIGHT)
 
 
 def _shared_prefixes(access: pd.DataFrame, settings: Settings) -> pd.DataFrame:
@@ -195,7 +215,7 @@ def _shared_prefixes(access: pd.DataFrame, settings: Settings) -> pd.DataFrame:
         }
     )
     table = table[table["v"] != ""].drop_duplicates()
-    return _pairs_within(table, settings.features.link_max_tenants, weight=1)
+    return _pairs_within(table, settings.features.link_max_tenants, weight=PREFIX_WEIGHT)
 
 
 def _prefix(ip: str) -> str:
@@ -207,7 +227,7 @@ def _prefix(ip: str) -> str:
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
 
 
-def _pairs_within(table: pd.DataFrame, max_tenants: int, weight: int) -> pd.DataFrame:
+def _pairs_within(table: pd.DataFrame, max_tenants: int, weight: float) -> pd.DataFrame:
     """Pairs of tenants (column t) that share a value (column v) with few tenants."""
     size = table.groupby("v")["t"].transform("size")
     table = table[(size >= 2) & (size <= max_tenants)]
@@ -222,7 +242,7 @@ def _group_pairs(tenant: pd.Series, groups: np.ndarray) -> pd.DataFrame:
     table = table[table.groupby("v")["t"].transform("size") >= 2]
     pairs = table.merge(table, on="v", suffixes=("_a", "_b"))
     pairs = pairs[pairs["t_a"] < pairs["t_b"]]
-    return pd.DataFrame({"a": pairs["t_a"], "b": pairs["t_b"], "weight": MIN_SHARED_PREFIXES})
+    return pd.DataFrame({"a": pairs["t_a"], "b": pairs["t_b"], "weight": LINK_WEIGHT})
 
 
 def _entities(
@@ -231,7 +251,7 @@ def _entities(
     """Connected components of the tenants over links of enough weight."""
     links = pd.concat(pairs, ignore_index=True)
     weight = links.groupby(["a", "b"])["weight"].sum()
-    strong = weight[weight >= MIN_SHARED_PREFIXES].reset_index()
+    strong = weight[weight >= LINK_WEIGHT].reset_index()
     n = len(tenant_ids)
     a = strong["a"].map(index).to_numpy(np.int64)
     b = strong["b"].map(index).to_numpy(np.int64)

@@ -38,7 +38,7 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "tensor_share",
         (0.05, 0.15, 0.3),
-        (-7.0, 0.0, 2.0),
+        (-12.0, 0.0, 2.0),
         "matrix (tensor-core) share of SM activity: neural networks are matrix math; mining, "
         "rendering and FP64 simulation are not",
     ),

@@ -6,7 +6,7 @@ users go out through hosting exits in a third country and leak a few events from
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -84,6 +84,7 @@ class Person:
     exit_share: float = 0.0
     user_agents: tuple[str, ...] = ()
     evening: float = 0.0
+    activity: float = 1.0  # scales how many events they leave
 
 
 @dataclass(frozen=True)
@@ -193,10 +194,12 @@ def make_origin(
     elif family == MULTINATIONAL:
         declared = billing = str(rng.choice(["US", "DE", "JP", "GB"]))
         zone = str(rng.choice(US_ZONES)) if declared == "US" else zones[declared]
-        people = [_person(pool, rng, zone, declared) for _ in range(int(rng.integers(2, 5)))]
-        office = str(rng.choice(["CN", "HK"]))
+        home = int(rng.integers(2, 6))
+        people = [_person(pool, rng, zone, declared) for _ in range(home)]
+        office = str(rng.choice(["CN", "HK"]))  # a minority of the principals
         people += [
-            _person(pool, rng, zones[office], office) for _ in range(int(rng.integers(1, 3)))
+            replace(_person(pool, rng, zones[office], office), activity=0.5)
+            for _ in range(int(rng.integers(1, max(2, (home + 1) // 2))))
         ]
     elif family in (R_DIRECT, R_VPN):
         country = str(
@@ -272,13 +275,18 @@ def make_origin(
 
 
 def _sessions(
-    zone: str, evening: float, first_day: float, last_day: float, rng: np.random.Generator
+    zone: str,
+    evening: float,
+    first_day: float,
+    last_day: float,
+    rng: np.random.Generator,
+    activity: float = 1.0,
 ) -> np.ndarray:
     """Event times of one person working in `zone` on the local days from `first_day` to
     `last_day` (epoch seconds): working-day sessions, and evening ones with p = `evening`."""
     tz = ZoneInfo(zone)
     first = datetime.fromtimestamp(first_day, UTC).astimezone(tz).date()
-    rate = rng.uniform(1, 4)
+    rate = activity * rng.uniform(1, 4)
     times = []
     for d in range(-1, int(np.ceil((last_day - first_day) / DAY)) + 1):
         day = first + timedelta(days=d)
@@ -343,7 +351,7 @@ def _person_events(
     person: Person, trip: Trip | None, window: Window, rng: np.random.Generator
 ) -> pd.DataFrame:
     """A person's own events over the window, the days of a trip worked from abroad."""
-    t = _sessions(person.zone, person.evening, window.t0, window.t1, rng)
+    t = _sessions(person.zone, person.evening, window.t0, window.t1, rng, person.activity)
     parts = [(t, ())]
     if trip is not None:
         lo = window.t0 + trip.first_day * DAY
