@@ -25,6 +25,7 @@ PRIOR = -4.0  # log-odds of a restricted origin before looking: sigmoid(-4) = 0.
 HISTORY_HALF_DAYS = 1.0  # days of history at which the shares of direct events count half
 DIRECT_EVENTS_FULL = 3  # direct events from a country of concern at which `direct` counts fully
 CLOCK_FULL = 0.5  # log-likelihood ratio per event at which the clock counts fully
+CONCERN_PERSON_SHARE = 0.8  # of a person's own-network events from a country of concern
 _DAY, _BINS = 86400, 336  # half-hours in a week
 _MIN_CLOCK_GAP = 6  # half-hours between the fitted and the declared zone for the clock to count
 
@@ -42,10 +43,10 @@ TELLS: tuple[Tell, ...] = (
     Tell(
         "direct",
         8.0,
-        "share of the events not from hosting networks that come straight from a country of "
-        "concern (graded 25-75 %): a resident, or a VPN user's leaks when everything else "
-        "goes through hosting exits; counts fully from DIRECT_EVENTS_FULL events and grows "
-        "with the days of history",
+        "share of the events made by people who connect straight from a country of concern "
+        "whenever they do not use a hosting exit (graded 30-70 %): residents, and VPN users "
+        "who leak; not travellers, who connect from home when at home. Counts fully from "
+        "DIRECT_EVENTS_FULL direct events and grows with the days of history",
     ),
     Tell("declared", 6.0, "declared or billing country is a country of concern"),
     Tell(
@@ -72,7 +73,7 @@ HISTORY_COLUMNS = [
     "history_days",
     "restricted_share",
     "direct_events",
-    "own_direct_share",
+    "concern_people_share",
     "hosting_share",
     "foreign_exit_share",
     "kyc_mismatch_share",
@@ -90,10 +91,10 @@ def tell_strengths(values: pd.DataFrame) -> pd.DataFrame:
     days = values["history_days"].fillna(0.0)
     history = days / (days + HISTORY_HALF_DAYS)
     enough = (values["direct_events"].fillna(0.0) / DIRECT_EVENTS_FULL).clip(0, 1)
-    own = values["own_direct_share"].fillna(0.0)
+    people = values["concern_people_share"].fillna(0.0)
     return pd.DataFrame(
         {
-            "direct": np.interp(own, (0.25, 0.75), (0.0, 1.0)) * enough * history,
+            "direct": np.interp(people, (0.3, 0.7), (0.0, 1.0)) * enough * history,
             "declared": values["declared_restricted"].fillna(0.0),
             "clock": (values["clock_excess"].fillna(0.0) / CLOCK_FULL).clip(-1, 1),
             "hosting": values["hosting_share"].fillna(0.0),
@@ -163,14 +164,27 @@ def origin_history(
             "distinct_asns": by["network"].nunique().astype(float),
         }
     )
-    own = by["direct"].sum() + by["own_network"].sum()
     values["direct_events"] = by["direct"].sum().astype(float)
-    values["own_direct_share"] = (values["direct_events"] / own).where(own > 0)
+    values["concern_people_share"] = _concern_people(ev).reindex(values.index)
     values = values.join(_clock(ev, settings, as_of)).join(registry, how="outer")
     values["history_events"] = values["history_events"].fillna(0.0)
     values["history_days"] = values["history_days"].fillna(0.0)
     values["origin_evidence"] = evidence_of(values)
     return values[[*HISTORY_COLUMNS, "origin_evidence"]]
+
+
+def _concern_people(ev: pd.DataFrame) -> pd.Series:
+    """Per key: the share of its events made by people who, whenever they do not go through a
+    hosting exit, connect from a country of concern (CONCERN_PERSON_SHARE of their own-network
+    events). A resident, and a VPN user who leaks, is one; a traveller is not: at home they
+    connect from home."""
+    person = ev.groupby(["key", "principal"]).agg(
+        events=("direct", "size"), direct=("direct", "sum"), own=("own_network", "sum")
+    )
+    own = person["direct"] + person["own"]
+    concern = (person["direct"] > 0) & (person["direct"] >= CONCERN_PERSON_SHARE * own)
+    by_key = person["events"].groupby(level="key")
+    return person["events"].where(concern, 0).groupby(level="key").sum() / by_key.sum()
 
 
 def _event_flags(access: pd.DataFrame) -> pd.DataFrame:

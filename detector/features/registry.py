@@ -141,11 +141,11 @@ FEATURES: tuple[Feature, ...] = (
         "the tenant's events straight from a country of concern (not through hosting)",
     ),
     Feature(
-        "own_direct_share",
+        "concern_people_share",
         "ratio",
         ORIGIN,
-        "share of the tenant's events from non-hosting networks that come from a country of "
-        "concern (a VPN user's leaks are all their non-hosting events)",
+        "share of the tenant's events made by people who connect from a country of concern "
+        "whenever they do not use a hosting exit (a VPN user's leaks, a resident)",
     ),
     Feature(
         "clock_offset_h",
