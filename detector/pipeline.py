@@ -53,6 +53,7 @@ class Inputs:
     telemetry_options: SourceOptions = field(default_factory=SourceOptions)
     access_options: SourceOptions = field(default_factory=SourceOptions)
     prometheus: PrometheusSource | None = None  # pull telemetry from a live server too
+    allow_missing_access: bool = False  # run even if access events do not cover telemetry
 
 
 @dataclass
