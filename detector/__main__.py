@@ -15,11 +15,12 @@ from detector.errors import EXIT_INTERRUPTED
 def main() -> None:
     try:
         from detector.cli import main as command
+
+        command()  # exits with the command's code; handles Ctrl-C itself once running
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("Error: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    command()
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from . import __version__
 from .config import CONFIG_ENV, LOG_DIR_ENV, SALT_ENV, Settings, load_settings
 from .errors import (
     EXIT_ALERTS,
@@ -83,6 +82,11 @@ class Gpuwatch(click.Group):
         return code
 
 
+class Interrupted(BaseException):
+    """Ctrl-C, raised by our SIGINT handler: a BaseException that no `except Exception` in a
+    library swallows, and that click does not print as it does a KeyboardInterrupt."""
+
+
 def _run(command: Callable[[], Any]) -> int:
     """Run `command`; errors become one line on stderr, and the result an exit code."""
     interrupted = False
@@ -93,14 +97,14 @@ def _run(command: Callable[[], Any]) -> int:
         if os.getpid() != main_pid:  # a forked worker: end quietly, the parent reports
             os._exit(EXIT_INTERRUPTED)
         interrupted = True
-        raise KeyboardInterrupt
+        raise Interrupted
 
     in_main_thread = _main_thread()
     previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
     try:
         result = command()
         return result if isinstance(result, int) and not isinstance(result, bool) else EXIT_OK
-    except (KeyboardInterrupt, click.Abort):
+    except (Interrupted, KeyboardInterrupt, click.Abort):
         interrupted = True
     except GpuwatchError as exc:
         if not interrupted:
@@ -171,7 +175,7 @@ class App:
 
 
 @click.group(cls=Gpuwatch)
-@click.version_option(__version__, prog_name="gpuwatch")
+@click.version_option(package_name="gpuwatch", prog_name="gpuwatch")
 @click.option(
     "--config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
