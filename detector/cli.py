@@ -238,7 +238,7 @@ class Output(click.Path):
         super().__init__(file_okay=not folder, dir_okay=folder, path_type=Path)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        path = Path(super().convert(value, param, ctx))
+        path = Path(os.fsdecode(super().convert(value, param, ctx)))
         parent = path.absolute().parent
         if path.exists():
             if not os.access(path, os.W_OK):
@@ -298,7 +298,7 @@ def builds(name: str, build: Callable[..., Any], *options: Callable[[F], F]) -> 
         decorated: Any = command
         for option in reversed(options):
             decorated = option(decorated)
-        return decorated  # type: ignore[no-any-return]
+        return decorated
 
     return decorator
 
