@@ -26,6 +26,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -99,7 +100,7 @@ def _run(command: Callable[[], Any]) -> int:
         interrupted = True
         raise Interrupted
 
-    in_main_thread = _main_thread()
+    in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
     try:
         result = command()
@@ -125,12 +126,6 @@ def _run(command: Callable[[], Any]) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     _error("interrupted")
     return EXIT_INTERRUPTED
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def one_line(text: str) -> str:
