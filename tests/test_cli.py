@@ -308,3 +308,18 @@ def test_export_options_defaults_and_errors():
     bad = runner.invoke(_command, ["--grouping", "novalue"])
     assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
     assert runner.invoke(_command, ["--max-series", "0"]).exit_code == 2
+
+
+def test_labels_of_one_kind_only_are_a_clean_error(scored, tmp_path):
+    ids = pd.read_parquet(scored["scores"])["session_id"]
+    pd.DataFrame({"session_id": ids[:5], "label": "incident"}).to_csv(tmp_path / "l.csv", index=False)
+    out = run(
+        "train",
+        *INPUTS,
+        "--labels",
+        str(tmp_path / "l.csv"),
+        "--model-dir",
+        str(tmp_path / "m"),
+        code=2,
+    )
+    assert "got 5 incident and 0 benign" in out and not (tmp_path / "m").exists()
