@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
-_BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
+_BEARER = re.compile(r"\b(Bearer\s+)[A-Za-z0-9._~+/-]{8,}=*")  # RFC 6750 b64token; not prose
 _registered: set[str] = set()
 
 

@@ -312,7 +312,9 @@ def test_export_options_defaults_and_errors():
 
 def test_labels_of_one_kind_only_are_a_clean_error(scored, tmp_path):
     ids = pd.read_parquet(scored["scores"])["session_id"]
-    pd.DataFrame({"session_id": ids[:5], "label": "incident"}).to_csv(tmp_path / "l.csv", index=False)
+    pd.DataFrame({"session_id": ids[:5], "label": "incident"}).to_csv(
+        tmp_path / "l.csv", index=False
+    )
     out = run(
         "train",
         *INPUTS,

@@ -212,7 +212,7 @@ def test_a_server_that_does_not_answer_times_out_cleanly():
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ("tok\u00e9n".encode(), "non-ASCII character at position 4"),
+        ("tok\u00e9n".encode(), "the bearer token has a non-ASCII character at position 4"),
         ("tok\u2019en".encode(), "non-ASCII character at position 4"),
         (b"tok en", "a space or control character at position 4"),
         (b"\xff\xfe", "not UTF-8 text"),
@@ -247,9 +247,11 @@ def test_log_lines_are_redacted(tmp_path):
     try:
         logger.warning("pulling %s with %s", f"https://u:{PASSWORD}@prom:9090/x", TOKEN)
         logger.warning("header Authorization: Bearer %s", "never-registered-123")
+        logger.warning("the Bearer token file is missing")
     finally:
         logger.removeHandler(handler)
         handler.close()
     text = path.read_text()
     assert PASSWORD not in text and TOKEN not in text and "never-registered-123" not in text
     assert "https://***@prom:9090/x with ***" in text and "Bearer ***" in text
+    assert "the Bearer token file is missing" in text
