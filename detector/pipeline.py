@@ -128,7 +128,6 @@ def build_features(
                 access,
                 settings,
                 tenants,
-                inputs.until,
             )
         else:
             sessions = workload[SESSION_COLUMNS]
@@ -138,7 +137,6 @@ def build_features(
                 access,
                 settings,
                 tenants,
-                inputs.until,
             )
     report.sessions = len(table)
     return FeatureTable(table, quarantine.combine(rejected), report)
@@ -153,9 +151,9 @@ def _read(
     rejected: list[pd.DataFrame],
 ) -> pd.DataFrame:
     window = {} if schema is TENANTS else {"since": inputs.since, "until": inputs.until}
-    if schema is ACCESS and inputs.since is not None:  # origin evidence needs the history
+    if schema is ACCESS:  # origin evidence uses the history, whatever the scoring window
         history = pd.Timedelta(days=settings.features.origin_history_days)
-        window["since"] = inputs.since - history
+        window = {"since": inputs.since - history if inputs.since is not None else None}
     fmt, options = {
         TELEMETRY.name: (inputs.telemetry_format, inputs.telemetry_options),
         ACCESS.name: (inputs.access_format, inputs.access_options),

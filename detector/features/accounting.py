@@ -18,16 +18,22 @@ TOTALS = ("gpu_hours", "training_flop", "training_flop_low", "training_flop_high
 def compute_totals(features: pd.DataFrame, by: str) -> pd.DataFrame:
     """Per value of column `by` (tenant_id or entity_id): the TOTALS over its sessions."""
     training = features["training_evidence"].to_numpy(float) >= TRAINING_EVIDENCE_COUNTED
-    parts = pd.DataFrame(
+    order = np.lexsort((features["session_id"].astype(str), features[by].astype(str)))
+    keys, codes = np.unique(features[by].astype(str).to_numpy()[order], return_inverse=True)
+    columns = {
+        "gpu_hours": features["gpu_hours"].to_numpy(float),
+        "training_flop": np.where(training, features["est_flop"], 0.0),
+        "training_flop_low": np.where(training, features["est_flop_low"], 0.0),
+        "training_flop_high": np.where(training, features["est_flop_high"], 0.0),
+    }
+    # summed in (key, session id) order: the same totals however the sessions came
+    return pd.DataFrame(
         {
-            by: features[by].to_numpy(),
-            "gpu_hours": features["gpu_hours"].to_numpy(float),
-            "training_flop": np.where(training, features["est_flop"], 0.0),
-            "training_flop_low": np.where(training, features["est_flop_low"], 0.0),
-            "training_flop_high": np.where(training, features["est_flop_high"], 0.0),
-        }
+            name: np.bincount(codes, weights=np.nan_to_num(values[order]), minlength=len(keys))
+            for name, values in columns.items()
+        },
+        index=pd.Index(keys, name=by),
     )
-    return parts.groupby(by, sort=True)[list(TOTALS)].sum()
 
 
 def threshold_crossed(flop: pd.Series | np.ndarray, thresholds: tuple[float, ...]) -> np.ndarray:
@@ -46,3 +52,15 @@ def accounting_features(features: pd.DataFrame, thresholds: tuple[float, ...]) -
             out[prefix + column] = features[by].map(totals[column]).to_numpy(float)
     out["entity_flop_threshold"] = threshold_crossed(out["entity_training_flop"], thresholds)
     return out
+
+
+def accounting_table(scores: pd.DataFrame, by: str, thresholds: tuple[float, ...]) -> pd.DataFrame:
+    """Per entity or tenant of a scores table: tenants, the TOTALS, the highest threshold the
+    training FLOP reaches and the highest session risk; largest training FLOP first."""
+    totals = compute_totals(scores, by)
+    members = scores.groupby(by)["tenant_id"].unique()
+    totals["tenants"] = members.map(len)
+    totals["members"] = members.map(lambda m: ",".join(sorted(map(str, m))))
+    totals["threshold"] = threshold_crossed(totals["training_flop"], thresholds)
+    totals["max_risk"] = scores.groupby(by)["risk_score"].max()
+    return totals.sort_values(["training_flop", "gpu_hours"], ascending=False)

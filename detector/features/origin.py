@@ -54,7 +54,7 @@ TELLS: tuple[Tell, ...] = (
         3.5,
         "signed: the people's weekly office hours fit the zone of a country of concern (the "
         "one their direct events come from, else the best fitting) better (+) or the declared "
-        "country's better (-, only against direct events), by up to CLOCK_FULL nats per event; "
+        f"country's better (-, only against direct events), by up to {CLOCK_FULL} nats per event; "
         "zones at least 3 h apart, weighted by events and days of history",
     ),
     Tell("hosting", 1.5, "share of events through hosting, cloud or VPN networks"),

@@ -17,6 +17,7 @@ import pandas as pd
 
 PRIOR = -1.0  # log-odds of training before looking: sigmoid(-1) = 0.27
 HALF_CONFIDENCE_SAMPLES = 10.0  # samples per GPU at which the evidence counts half
+DIPS_PER_HOUR_MAX = 6.0  # more frequent dips are frames or requests, not checkpoints
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,10 @@ SIGNALS: tuple[Signal, ...] = (
         "checkpoint_rhythm",
         (0.0, 0.5),
         (0.0, 0.8),
-        "regular synchronous dips at most DIPS_PER_HOUR_MAX an hour (checkpoints, evaluations)",
+        f"regular synchronous dips, at most {DIPS_PER_HOUR_MAX:g} an hour (checkpoints, "
+        "evaluations)",
     ),
 )
-DIPS_PER_HOUR_MAX = 6.0  # more frequent dips are frames or requests, not checkpoints
 
 
 def signal_values(features: pd.DataFrame) -> pd.DataFrame:
@@ -127,5 +128,7 @@ def contributions(features: pd.DataFrame) -> pd.DataFrame:
 
 def training_evidence(features: pd.DataFrame) -> pd.Series:
     """Evidence in 0-1 that each session is neural-network training."""
-    log_odds = PRIOR + contributions(features).sum(axis=1)
-    return 1.0 / (1.0 + np.exp(-log_odds))
+    log_odds = np.full(len(features), PRIOR)
+    for values in contributions(features).to_numpy().T:  # column by column: partition-exact
+        log_odds = log_odds + values
+    return pd.Series(1.0 / (1.0 + np.exp(-log_odds)), index=features.index)

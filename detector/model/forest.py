@@ -59,7 +59,7 @@ class SessionRiskModel(BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: pd.DataFrame, y: None = None) -> SessionRiskModel:
-        matrix = self._matrix(X)
+        matrix = self._matrix(X).to_numpy()
         if len(matrix) < 2:
             raise ModelError(f"need at least 2 sessions to train, got {len(matrix)}")
         if len(self.reference) != len(self.features):
