@@ -10,7 +10,7 @@ decorators it needs; each builds one typed object from its options and passes it
     @quarantine_option, @format_option              plain shared options
     @click.pass_obj   -> app: App                   (settings, console, quiet)
 
-Heavy libraries (pandas, pyarrow, scikit-learn, shap, rich.progress, requests, ...) are imported
+Heavy libraries (pandas, pyarrow, scikit-learn, rich.progress, requests, ...) are imported
 inside the commands that use them, so `gpuwatch --help` starts fast. `Gpuwatch.main` turns every
 outcome into one exit code and every error into one line (see `detector.errors` for the codes).
 """
@@ -785,20 +785,27 @@ def explain_command(app: App, session_id: str, scores: Path, fmt: str) -> None:
 
 
 @main.command("features")
+@click.option(
+    "--evidence",
+    is_flag=True,
+    help="The origin tells and training signals behind the evidence, with their weights.",
+)
 @format_option
 @click.pass_obj
-def features_command(app: App, fmt: str) -> None:
+def features_command(app: App, evidence: bool, fmt: str) -> None:
     """List the session features: name, unit, family and meaning."""
     from rich.table import Table
 
     from .features import FEATURES
+    from .features.evidence_tables import evidence_rows
 
+    rows = evidence_rows() if evidence else [f.__dict__ for f in FEATURES]
     if fmt == "json":
-        click.echo(json.dumps([f.__dict__ for f in FEATURES], indent=2))
+        click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("name", "unit", "family", "description")
-    for f in FEATURES:
-        table.add_row(f.name, f.unit, f.family, f.description)
+    table = Table(*rows[0])
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
     app.console.print(table)
 
 
@@ -885,6 +892,105 @@ def simulate_command(
     summary = simulate(out, n_tenants, days, seed, interval_s=interval, start=start)
     if not app.quiet:
         click.echo(json.dumps(summary, indent=2, default=str))
+
+
+@main.command("benchmark")
+@click.option("--seed", default=2027, show_default=True, help="Seed of the training fleet.")
+@click.option("--tenants", "n_tenants", default=120, show_default=True, type=click.IntRange(20))
+@click.option("--days", default=5.0, show_default=True, type=click.FloatRange(min=1.0))
+@click.option(
+    "--holdout",
+    help="Evasion family (throttled, split, vpn, reseller) or restricted-training scenario "
+    "left out of the training fleet and kept in the test fleet.",
+)
+@click.option(
+    "--interval", default=60, show_default=True, type=click.IntRange(1), help="Sample interval."
+)
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path))
+@format_option
+@click.pass_obj
+def benchmark_command(
+    app: App,
+    seed: int,
+    n_tenants: int,
+    days: float,
+    holdout: str | None,
+    interval: int,
+    work_dir: Path | None,
+    fmt: str,
+) -> None:
+    """Simulate two fleets, train on one, score the other: AP, recall at 1 % FPR per family,
+    alerts, and baselines (Isolation Forest on utilisation, PyOD ECOD and COPOD)."""
+    from .benchmark import run_benchmark
+
+    result = run_benchmark(
+        app.settings, seed, n_tenants, days, holdout, interval_s=interval, work_dir=work_dir
+    )
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "config": result.config,
+                    "overall": result.overall.reset_index().to_dict("records"),
+                    "families": result.families.reset_index().to_dict("records"),
+                },
+                indent=2,
+                default=float,
+            )
+        )
+        return
+    _print_benchmark(app, result)
+
+
+@main.command("accounting")
+@click.option("--scores", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--by",
+    type=click.Choice(["entity", "tenant"]),
+    default="entity",
+    show_default=True,
+    help="Totals per linked entity or per tenant.",
+)
+@click.option("--top", default=20, show_default=True, help="Rows printed (json: all).")
+@format_option
+@click.pass_obj
+def accounting_command(app: App, scores: Path, by: str, top: int, fmt: str) -> None:
+    """GPU-hours and estimated training FLOP (with its band) per entity or tenant, and the
+    highest compute threshold of the policy each reaches."""
+    from .features.accounting import accounting_table
+
+    table = accounting_table(
+        _read_scores(scores), f"{by}_id", app.settings.accounting.thresholds_flop
+    )
+    if fmt == "json":
+        click.echo(table.reset_index().to_json(orient="records", indent=2))
+        return
+    from rich.table import Table
+
+    out = Table(
+        by,
+        "tenants",
+        "GPU h",
+        "training FLOP",
+        "band",
+        "threshold reached",
+        "max risk",
+        title=f"compute accounting per {by} (thresholds "
+        + ", ".join(f"{t:.0e}" for t in app.settings.accounting.thresholds_flop)
+        + ")",
+    )
+    for key, row in table.head(top).iterrows():
+        members = row["members"] if len(row["members"]) <= 40 else row["members"][:37] + "..."
+        out.add_row(
+            str(key) if by == "tenant" else f"{key} ({members})",
+            str(int(row["tenants"])),
+            f"{row['gpu_hours']:,.0f}",
+            f"{row['training_flop']:.2e}",
+            f"{row['training_flop_low']:.1e} - {row['training_flop_high']:.1e}",
+            f"{row['threshold']:.0e}" if row["threshold"] else "-",
+            f"{row['max_risk']:.1f}",
+        )
+    app.console.print(out)
 
 
 @main.command("serve", context_settings={"ignore_unknown_options": True})
@@ -1050,6 +1156,61 @@ def _print_scores(app: App, scores: pd.DataFrame, top: int, alerts: int) -> None
             first[0]["feature"] if first else "",
         )
     app.console.print(table)
+
+
+def _print_benchmark(app: App, result: Any) -> None:
+    from rich.table import Table
+
+    c = result.config
+    held = ", ".join(c["holdout"]) or "none"
+    overall = Table(
+        "detector",
+        "AP",
+        "recall @1% FPR",
+        "alert recall",
+        "false alerts",
+        title=f"benchmark: seed {c['seed']}, {c['tenants']} tenants x {c['days']:g} days, "
+        f"held out of training: {held}",
+    )
+    for name, row in result.overall.iterrows():
+        overall.add_row(
+            name,
+            f"{row['average_precision']:.3f}",
+            f"{row['recall_at_1pct_fpr']:.3f}",
+            f"{row['alert_recall']:.3f}",
+            f"{int(row['false_alerts'])} ({row['false_alert_share']:.1%} of benign)",
+        )
+    app.console.print(overall)
+    families = result.families.reset_index()
+    recall = families.pivot(index="family", columns="detector", values="recall_at_1pct_fpr")
+    ours = families[families["detector"] == "gpuwatch"].set_index("family")
+    table = Table(
+        "family",
+        "sessions",
+        "positive",
+        *(f"{d} recall" for d in result.overall.index),
+        "gpuwatch alerts",
+        title="per family: recall at 1 % FPR (positive families), alerts (all)",
+    )
+    for name in ours.sort_values(["positive", "sessions"], ascending=False).index:
+        row = ours.loc[name]
+        table.add_row(
+            name,
+            str(int(row["sessions"])),
+            str(int(row["positive"])),
+            *(
+                "-" if pd_isna(recall.loc[name, d]) else f"{recall.loc[name, d]:.2f}"
+                for d in result.overall.index
+            ),
+            str(int(row["alerts"])),
+        )
+    app.console.print(table)
+
+
+def pd_isna(value: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
 
 
 def _fmt(value: Any) -> str:

@@ -50,22 +50,30 @@ class Hosting:
 class Sessions:
     gap_seconds: float
     active_util_pct: float
-    min_duration_seconds: float
+    min_active_samples: int
     grid_seconds: int
     access_lookback_seconds: float
 
 
 @dataclass(frozen=True)
 class Features:
-    training_busy_share: float
-    training_tensor: float
-    training_memory: float
-    training_min_gpu_seconds: float
+    origin_history_days: float
+    link_max_tenants: int
+    in_step_seconds: float
 
 
 @dataclass(frozen=True)
 class Scoring:
     alert_risk: float
+    alert_origin_evidence: float
+    alert_training_evidence: float
+    alert_flop: float
+
+
+@dataclass(frozen=True)
+class Accounting:
+    window_days: float
+    thresholds_flop: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class Settings:
     sessions: Sessions
     features: Features
     scoring: Scoring
+    accounting: Accounting
     source: tuple[str, ...] = field(default=(), compare=False)
 
     def override(self, section: str, **values: Any) -> Settings:
@@ -199,6 +208,10 @@ def _build(raw: dict[str, Any], sources: tuple[str, ...]) -> Settings:
             scoring=Scoring(
                 **{f.name: _cast(f.type, raw["scoring"][f.name]) for f in fields(Scoring)}
             ),
+            accounting=Accounting(
+                float(raw["accounting"]["window_days"]),
+                tuple(sorted(float(x) for x in raw["accounting"]["thresholds_flop"])),
+            ),
             source=sources,
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -213,8 +226,15 @@ def _build(raw: dict[str, Any], sources: tuple[str, ...]) -> Settings:
             raise ConfigError(f"timezones: no valid zone for {country} ({zone!r})") from exc
     if settings.sessions.gap_seconds <= 0 or settings.sessions.grid_seconds <= 0:
         raise ConfigError("sessions: gap_seconds and grid_seconds must be positive")
-    if not 0 <= settings.scoring.alert_risk <= 100:
+    scoring = settings.scoring
+    if not 0 <= scoring.alert_risk <= 100:
         raise ConfigError("scoring.alert_risk must be within 0-100")
+    if not (0 < scoring.alert_origin_evidence < 1 and 0 < scoring.alert_training_evidence < 1):
+        raise ConfigError(
+            "scoring: alert_origin_evidence and alert_training_evidence within (0, 1)"
+        )
+    if not scoring.alert_flop > 0 or not settings.features.origin_history_days > 0:
+        raise ConfigError("scoring.alert_flop and features.origin_history_days must be positive")
     return settings
 
 

@@ -22,13 +22,14 @@ from .engine import Engine, Progress, extract, streamable
 from .enrich import enrich_access, open_database
 from .errors import InputError
 from .features import NAMES as FEATURE_NAMES
-from .features import complete_features, session_features
+from .features import TEXT_COLUMNS, complete_features, session_features
+from .features.risk import compute_scale
 from .ingest import read_table
 from .ingest.options import SourceOptions
 from .ingest.prometheus_api import PrometheusSource, read_prometheus
 from .ingest.validate import empty_table
 from .model.calibrate import Calibration, calibrate_threshold
-from .model.explain import contributions, top_features
+from .model.explain import top_features
 from .model.forest import SessionRiskModel, severity
 from .model.labels import label_sessions
 from .model.store import StoredModel
@@ -87,11 +88,22 @@ def build_features(
         loaded = (
             []
             if stream and not inputs.prometheus
-            else [_read([] if stream else inputs.telemetry, TELEMETRY, inputs, report, rejected)]
+            else [
+                _read(
+                    [] if stream else inputs.telemetry,
+                    TELEMETRY,
+                    inputs,
+                    settings,
+                    report,
+                    rejected,
+                )
+            ]
         )
-        access = _read(inputs.access, ACCESS, inputs, report, rejected)
+        access = _read(inputs.access, ACCESS, inputs, settings, report, rejected)
         tenants = (
-            _read([inputs.tenants], TENANTS, inputs, report, rejected) if inputs.tenants else None
+            _read([inputs.tenants], TENANTS, inputs, settings, report, rejected)
+            if inputs.tenants
+            else None
         )
     with report.stage("enrich"):
         db = open_database(inputs.geoip_db)
@@ -112,21 +124,36 @@ def build_features(
     with report.stage("features"):
         if workload.empty:
             table = session_features(
-                *cut_sessions(empty_table(TELEMETRY), settings.sessions), access, settings, tenants
+                *cut_sessions(empty_table(TELEMETRY), settings.sessions),
+                access,
+                settings,
+                tenants,
             )
         else:
             sessions = workload[SESSION_COLUMNS]
             table = complete_features(
-                sessions, workload.drop(columns=SESSION_COLUMNS), access, settings, tenants
+                sessions,
+                workload.drop(columns=SESSION_COLUMNS),
+                access,
+                settings,
+                tenants,
             )
     report.sessions = len(table)
     return FeatureTable(table, quarantine.combine(rejected), report)
 
 
 def _read(
-    paths: Sequence[Path], schema, inputs: Inputs, report: RunReport, rejected: list[pd.DataFrame]
+    paths: Sequence[Path],
+    schema,
+    inputs: Inputs,
+    settings: Settings,
+    report: RunReport,
+    rejected: list[pd.DataFrame],
 ) -> pd.DataFrame:
     window = {} if schema is TENANTS else {"since": inputs.since, "until": inputs.until}
+    if schema is ACCESS:  # origin evidence uses the history, whatever the scoring window
+        history = pd.Timedelta(days=settings.features.origin_history_days)
+        window = {"since": inputs.since - history if inputs.since is not None else None}
     fmt, options = {
         TELEMETRY.name: (inputs.telemetry_format, inputs.telemetry_options),
         ACCESS.name: (inputs.access_format, inputs.access_options),
@@ -162,7 +189,11 @@ def train(
         else pd.Series(pd.NA, index=table.index, dtype="string")
     )
     fit_rows = table[label.ne("incident").fillna(True).to_numpy()]
-    model = SessionRiskModel(random_state=seed).fit(fit_rows)
+    model = SessionRiskModel(
+        reference=reference_case(settings),
+        reference_risk=settings.scoring.alert_risk,
+        random_state=seed,
+    ).fit(fit_rows)
     calibration = None
     alert_risk = settings.scoring.alert_risk
     labelled = label.notna().to_numpy()
@@ -198,6 +229,14 @@ def train(
     return StoredModel(model, float(alert_risk), meta), calibration
 
 
+def reference_case(settings: Settings) -> tuple[float, float]:
+    """The policy's reference case in the forest's features (features/risk.py): the session
+    that should just alert, whatever the training fleet."""
+    s = settings.scoring
+    both = s.alert_origin_evidence * s.alert_training_evidence
+    return both, both * float(compute_scale(s.alert_flop))
+
+
 def score(table: pd.DataFrame, stored: StoredModel, report: RunReport) -> pd.DataFrame:
     """The scores table of the data contract, highest risk first."""
     model = stored.model
@@ -205,8 +244,8 @@ def score(table: pd.DataFrame, stored: StoredModel, report: RunReport) -> pd.Dat
         anomaly = model.anomaly_score(table)
         risk = model.to_risk(anomaly)
     with report.stage("explain"):
-        explained = top_features(contributions(model, table), table)
-    head = [*SCORE_HEAD[:4], "job_id", *SCORE_HEAD[4:]]
+        explained = top_features(table)
+    head = [*SCORE_HEAD[:4], "job_id", *TEXT_COLUMNS, *SCORE_HEAD[4:]]
     features = [n for n in FEATURE_NAMES if n not in head]
     scores = table[head + features].copy()
     scores["anomaly_score"] = anomaly

@@ -107,6 +107,13 @@ TENANTS = TableSchema(
         Column("created_at", TIMESTAMP, False, "UTC"),
         Column("billing_country", COUNTRY, False),
         Column("reseller", STRING, False, "", "reseller through which the tenant signed up"),
+        Column(
+            "billing_id",
+            STRING,
+            False,
+            "",
+            "payment method or billing account fingerprint; accounts sharing one are linked",
+        ),
     ),
     key=("tenant_id",),
 )

@@ -130,13 +130,9 @@ def _active_spans(g: np.ndarray, t: np.ndarray, settings: Sessions) -> dict[str,
     seg = np.cumsum(new) - 1
     starts = t[new]
     ends = np.maximum.reduceat(t, np.flatnonzero(new)) if len(t) else t
-    keep = (ends - starts) >= settings.min_duration_seconds * _NS
-    return {
-        "group": g[new][keep],
-        "start": starts[keep],
-        "end": ends[keep],
-        "n_active": np.bincount(seg, minlength=len(starts))[keep],
-    }
+    n_active = np.bincount(seg, minlength=len(starts))
+    keep = n_active >= settings.min_active_samples
+    return {"group": g[new][keep], "start": starts[keep], "end": ends[keep]}
 
 
 def _group_time_order(group: np.ndarray, ts: np.ndarray) -> np.ndarray:

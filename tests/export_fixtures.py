@@ -15,7 +15,7 @@ def scores_frame() -> pd.DataFrame:
     start = pd.Timestamp("2024-06-01T00:00:00Z")
     feats = [
         json.dumps([{"feature": f, "value": 1.0, "contribution": 0.5}])
-        for f in ("tensor_active_mean", "restricted_share", "gpu_util_mean", "power_w_mean")
+        for f in ("origin:direct", "workload:tensor_share", "origin:clock", "workload:lockstep")
     ]
     return pd.DataFrame(
         {
@@ -27,7 +27,7 @@ def scores_frame() -> pd.DataFrame:
             "n_gpus": [8, 1, 4, 1],
             "n_hosts": [1, 1, 1, 1],
             "gpu_hours": [16.0, 2.0, 8.0, 2.0],
-            "restricted_share": [0.9, 0.0, 0.2, float("nan")],
+            "origin_evidence": [0.9, 0.0, 0.2, float("nan")],
             "anomaly_score": [0.7, 0.1, 0.6, 0.2],
             "risk_score": [95.0, 15.0, 75.0, 35.0],
             "severity": ["critical", "low", "high", "medium"],

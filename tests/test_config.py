@@ -24,7 +24,7 @@ def test_a_user_file_overrides_only_what_it_names(tmp_path):
     )
     s = load_settings(policy, env={})
     assert s.jurisdiction.countries_of_concern == {"IR", "KP"}
-    assert s.sessions.gap_seconds == 600.0 and s.sessions.min_duration_seconds == 600.0
+    assert s.sessions.gap_seconds == 600.0 and s.sessions.min_active_samples == 10
     assert s.source == ("default", str(policy))
 
 

@@ -64,7 +64,7 @@ gpuwatch_alert_sessions 2.0
 # TYPE gpuwatch_tenants gauge
 gpuwatch_tenants 3.0
 # HELP gpuwatch_gpu_seconds GPU time (GPU-seconds) of the sessions in the last successful run, \
-by severity and access origin (restricted: restricted_share >= 0.5 or origin_restricted).
+by severity and access origin (restricted: origin evidence at or above the policy's alert level).
 # TYPE gpuwatch_gpu_seconds gauge
 gpuwatch_gpu_seconds{origin="restricted",severity="low"} 0.0
 gpuwatch_gpu_seconds{origin="other",severity="low"} 7200.0
@@ -104,7 +104,7 @@ gpuwatch_tenant_gpu_seconds{origin="other",tenant="a"} 7200.0
 strongest feature.
 # TYPE gpuwatch_alert_session_risk_score gauge
 gpuwatch_alert_session_risk_score{session_id="s1",severity="critical",tenant="a",\
-top_feature="tensor_active_mean"} 95.0
+top_feature="origin:direct"} 95.0
 # HELP gpuwatch_export_dropped_series Alerting tenants or sessions left out of the per-entity \
 series by --max-series.
 # TYPE gpuwatch_export_dropped_series gauge
@@ -188,15 +188,10 @@ def test_series_count_never_exceeds_documented_worst_case(n_tenants, top_n, max_
     assert per_entity <= 4 * min(n_tenants, top_n + max_series) + min(n_tenants, max_series)
 
 
-def test_origin_rule_share_threshold_and_flag():
-    frame = pd.DataFrame(
-        {
-            "restricted_share": [0.5, 0.49, None, 0.0],
-            "origin_restricted": [False, False, True, None],
-        }
-    )
-    assert origin_of(frame).tolist() == ["restricted", "other", "restricted", "other"]
-    assert origin_of(frame[[]]).tolist() == ["other"] * 4
+def test_origin_is_restricted_from_the_origin_evidence():
+    frame = pd.DataFrame({"origin_evidence": [0.5, 0.49, None, 0.99]})
+    assert origin_of(frame, 0.5).tolist() == ["restricted", "other", "other", "restricted"]
+    assert origin_of(frame[[]], 0.5).tolist() == ["other"] * 4
 
 
 def test_pseudonymized_labels_hide_ids_and_are_stable():

@@ -28,6 +28,7 @@ def test_registry_names_are_unique_and_all_extracted():
 
 def test_size_gpu_hours_and_flop():
     f = features_of(telemetry("t", 2, 4, 120, util=100.0, tensor=0.5, noise=0.0)).loc["t"]
+    assert f["samples_per_gpu"] == 120
     assert (f["n_gpus"], f["n_hosts"]) == (8, 2)
     assert f["gpu_hours"] == pytest.approx(8 * 2.0)  # 120 samples of 60 s per GPU
     assert f["est_flop"] == pytest.approx(8 * 7200 * 0.5 * peak_flops("NVIDIA H100 80GB HBM3"))
@@ -46,10 +47,13 @@ def test_lockstep_separates_synchronised_from_independent_gpus():
     shared = np.clip(60 + 30 * np.sin(np.arange(240) / 7) + rng.normal(0, 3, 240), 0, 100)
     sync = telemetry("sync", 1, 8, 240, util=shared, noise=2.0)
     free = telemetry("free", 1, 8, 240, util=60.0, noise=25.0)
-    f = features_of(pd.concat([sync, free], ignore_index=True))
-    assert f.loc["sync", "lockstep"] > 0.9
-    assert f.loc["free", "lockstep"] < 0.5
+    two = telemetry("two", 1, 2, 240, util=60.0, noise=25.0, seed=3)  # no self-correlation
+    f = features_of(pd.concat([sync, free, two], ignore_index=True))
+    assert f.loc["sync", "lockstep"] > 0.8
+    assert abs(f.loc["free", "lockstep"]) < 0.3 and abs(f.loc["two", "lockstep"]) < 0.3
     assert np.isnan(features_of(telemetry("one", 1, 1, 60)).loc["one", "lockstep"])
+    flat = features_of(telemetry("flat", 1, 8, 60, util=99.0, noise=0.2)).loc["flat"]
+    assert np.isnan(flat["lockstep"])  # nothing moves: nothing to be in step with
 
 
 def test_periodic_checkpoint_dips_are_counted_and_regular():
@@ -71,14 +75,19 @@ def test_missing_profiling_metrics_make_features_nan_not_errors():
     assert f["est_flop"] > 0  # falls back to utilisation
 
 
-def test_origin_window_shares_and_fallback_to_tenant_history():
+def week(hours: range, days: range = range(5), start: pd.Timestamp = T0) -> list:
+    """Event times on the given UTC hours of the given days from `start`."""
+    return [start + pd.Timedelta(days=d, hours=h) for d in days for h in hours]
+
+
+def test_origin_is_per_tenant_history_and_a_session_window_count():
     tel = pd.concat([telemetry("cn", 1, 8, 180), telemetry("us", 1, 8, 180)], ignore_index=True)
     hours = [T0 + pd.Timedelta(hours=h) for h in range(-10, 3)]
     acc = pd.concat(
         [
             access("cn", hours[:10], "CN", restricted=True),
             access("cn", hours[10:], "NL", hosting=True),
-            access("us", [T0 - pd.Timedelta(days=30)] * 2, "US"),  # old, outside the window
+            access("us", [T0 - pd.Timedelta(days=20)] * 2, "US"),  # old: the history has it
         ],
         ignore_index=True,
     )
@@ -86,21 +95,57 @@ def test_origin_window_shares_and_fallback_to_tenant_history():
     assert f.loc["cn", "access_events"] == 13
     assert f.loc["cn", "restricted_share"] == pytest.approx(10 / 13)
     assert f.loc["cn", "hosting_share"] == pytest.approx(3 / 13)
-    assert f.loc["cn", "restricted_leak"] == 1.0
+    assert f.loc["cn", "direct_events"] == 10
     assert f.loc["us", "access_events"] == 0
-    assert f.loc["us", "restricted_share"] == 0.0  # from the tenant's history
-    assert f.loc["us", "origin_evidence"] == 0.0
+    assert f.loc["us", "history_events"] == 2
+    assert f.loc["cn", "origin_evidence"] > 0.8 > 0.05 > f.loc["us", "origin_evidence"]
 
 
-def test_working_hours_fingerprint_sees_through_a_vpn():
-    # Weekday 02:00-10:00 UTC is 10:00-18:00 in Beijing and night in New York.
-    monday = pd.Timestamp("2026-10-05 02:00", tz="UTC")
-    times = [monday + pd.Timedelta(days=d, hours=h) for d in range(5) for h in range(8)]
-    acc = access("vpn", times, "NL", hosting=True, declared="US", asn=9009)
-    f = features_of(telemetry("vpn", 1, 8, 120, start=monday + pd.Timedelta(days=4)), acc)
-    assert f.loc["vpn", "concern_hours_fit"] == 1.0
-    assert f.loc["vpn", "declared_hours_fit"] == 0.0
-    assert f.loc["vpn", "origin_evidence"] == 1.0
+def test_the_clock_sees_through_a_vpn_and_vouches_against_a_trip():
+    # Weekdays 01:00-10:00 UTC are office hours in Beijing and night in New York.
+    vpn = access("vpn", week(range(1, 10)), "NL", hosting=True, declared="US", asn=9009)
+    f = features_of(telemetry("vpn", 1, 8, 120, start=T0 + pd.Timedelta(days=4)), vpn)
+    assert f.loc["vpn", "clock_offset_h"] == 8.0
+    assert f.loc["vpn", "clock_excess"] > 0.5  # against the declared US zone
+    # A New York team (13:00-22:00 UTC) with two days in Shanghai: the trip is direct, the
+    # people keep New York hours, so the clock speaks against Beijing.
+    home = access("trip", week(range(13, 22), range(0, 3)), "US", declared="US")
+    away = access("trip", week(range(1, 10), range(3, 5)), "CN", restricted=True, declared="US")
+    f = features_of(
+        telemetry("trip", 1, 8, 120, start=T0 + pd.Timedelta(days=4)),
+        pd.concat([home, away], ignore_index=True),
+    )
+    assert f.loc["trip", "clock_excess"] < 0
+    assert f.loc["trip", "concern_people_share"] == 0  # at home they connect from home
+    assert f.loc["trip", "origin_evidence"] < 0.05
+
+
+def test_one_weak_tell_is_not_enough_and_agreeing_tells_add_up():
+    hosting = access("cloud", week(range(13, 22)), "US", hosting=True, declared="US", asn=16509)
+    f = features_of(telemetry("cloud", 1, 8, 60, start=T0 + pd.Timedelta(days=4)), hosting)
+    assert f.loc["cloud", "origin_evidence"] < 0.1  # cloud egress alone
+    leaks = access("crew", week(range(1, 10)), "NL", hosting=True, declared="SG", asn=9009)
+    home = access("crew", week([3], range(5)), "CN", restricted=True, declared="SG")
+    f = features_of(
+        telemetry("crew", 1, 8, 60, start=T0 + pd.Timedelta(days=4)),
+        pd.concat([leaks, home], ignore_index=True),
+    )
+    # Beijing and Singapore share a clock, but a VPN user whose every direct connection is
+    # from China, behind foreign hosting exits, adds up.
+    assert f.loc["crew", "clock_excess"] == 0
+    assert f.loc["crew", "concern_people_share"] == 1.0
+    assert f.loc["crew", "origin_evidence"] > 0.9
+
+
+def test_training_evidence_does_not_hinge_on_utilisation_level():
+    busy = telemetry("busy", 2, 8, 240, util=97.0)
+    throttled = telemetry("throttled", 2, 8, 240, util=60.0, seed=1)
+    mining = telemetry("mining", 1, 8, 240, util=100.0, tensor=0.0, seed=2)
+    mining[["fb_used_mib", "fb_free_mib"]] = [3000.0, 77000.0]
+    f = features_of(pd.concat([busy, throttled, mining], ignore_index=True))
+    assert f.loc["busy", "training_evidence"] > 0.9
+    assert f.loc["throttled", "training_evidence"] > 0.9
+    assert f.loc["mining", "training_evidence"] < 0.05
 
 
 def test_interactions_need_both_training_and_restricted_origin():
@@ -115,12 +160,21 @@ def test_interactions_need_both_training_and_restricted_origin():
     tel.loc[tel["tenant_id"] == "mine_cn", ["fb_used_mib", "fb_free_mib"]] = [3000.0, 77000.0]
     acc = pd.concat(
         [
-            access("train_cn", [T0] * 5, "CN", restricted=True),
-            access("train_us", [T0] * 5, "US"),
-            access("mine_cn", [T0] * 5, "CN", restricted=True),
+            access("train_cn", week(range(1, 10)), "CN", restricted=True),
+            access("train_us", week(range(13, 22)), "US"),
+            access("mine_cn", week(range(1, 10)), "CN", restricted=True),
         ],
         ignore_index=True,
     )
     f = features_of(tel, acc)
-    assert f.loc["train_us", "restricted_compute"] == 0.0
-    assert f.loc["train_cn", "restricted_compute"] > 2 * f.loc["mine_cn", "restricted_compute"]
+    assert f.loc["train_us", "restricted_compute"] < 0.1
+    assert f.loc["train_cn", "restricted_compute"] > 2
+    assert f.loc["train_cn", "restricted_compute"] > 20 * f.loc["mine_cn", "restricted_compute"]
+
+
+def test_compute_accounting_sums_tenants_and_entities_with_a_band():
+    f = features_of(telemetry("t", 2, 8, 240, util=97.0)).loc["t"]
+    assert f["est_flop_low"] < f["est_flop"] < f["est_flop_high"]
+    assert f["tenant_training_flop"] == pytest.approx(f["est_flop"])
+    assert f["entity_training_flop"] == pytest.approx(f["est_flop"])
+    assert f["entity_flop_threshold"] == 0.0  # 1e20 FLOP: below the first threshold

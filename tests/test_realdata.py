@@ -1,6 +1,6 @@
 """Real traces recorded by others (../shared/realdata): read through the shipped mappings,
-cut into sessions, features computed. Short NVML runs (26-55 s at 1 Hz) need session settings
-far below the defaults (gap 1800 s, 600 s minimum, 60 s grid): see `SHORT_RUNS`."""
+cut into sessions with the default settings (short NVML runs of 26-55 s at 1 Hz make sessions
+too: the minimum is counted in samples), features computed."""
 
 from __future__ import annotations
 
@@ -28,8 +28,6 @@ ALIBABA_FILES = [
 ]
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} not present")
 
-# 1 Hz runs of under a minute: sessions of at least 10 s on a 1 s grid.
-SHORT_RUNS = load_settings().override("sessions", min_duration_seconds=10, grid_seconds=1)
 # Workload features a trace without the metric leaves NaN (no profiling, NVLink, PCIe, ...).
 NEEDS = {
     "sm_active_mean": "sm_active",
@@ -50,7 +48,7 @@ ALWAYS = [
     "util_p95",
     "busy_frac",
     "idle_frac",
-    "training_gpu_share",
+    "training_evidence",
 ]
 
 
@@ -75,14 +73,15 @@ def test_nvml_a100_runs_every_row_read_and_one_session_per_run():
     loaded = read_table([NVML], TELEMETRY, fmt="nvml", options=SourceOptions(columns="nvml-spar"))
     raw = sum(len(pd.read_parquet(p, columns=["run_id"])) for p in NVML.glob("*.parquet"))
     assert loaded.rows_read == loaded.rows_accepted == raw
-    table = features(loaded.table, SHORT_RUNS)
+    table = features(loaded.table, load_settings())
     assert sorted(table["job_id"]) == sorted(loaded.table["job_id"].unique())
     check_finite(table, loaded.table)
-    by = table.groupby("tenant_id")
-    # Real training keeps the framebuffer fuller than rendering; Blender renders are
-    # busier and longer
-    assert by["mem_fill"].min()["gpt2_wikitext2_amp"] > by["mem_fill"].max()["blender_bmw"]
-    assert by["duration_s"].min()["blender_bmw"] > by["duration_s"].max()["bert_sst2_amp"]
+    evidence = table.groupby("tenant_id")["training_evidence"]
+    # Without tensor metrics, power, memory traffic and PCIe per unit of utilisation tell the
+    # real training runs from the (busier) Blender renders.
+    training = min(evidence.min()["gpt2_wikitext2_amp"], evidence.min()["bert_sst2_amp"])
+    assert training > 0.5 > 0.1 > evidence.max()["blender_bmw"]
+    assert evidence.min()["gpt2_wikitext2_amp"] > 0.8  # 34 samples: more confident than BERT's 13
 
 
 def test_alibaba_serving_pods_every_row_read_or_quarantined():
@@ -99,4 +98,4 @@ def test_alibaba_serving_pods_every_row_read_or_quarantined():
     table = features(loaded.table, load_settings())
     assert len(table) > 20
     check_finite(table, loaded.table)
-    assert table["training_gpu_share"].max() == 0.0  # serving, not training
+    assert table["training_evidence"].max() < 0.3  # serving, not training

@@ -27,7 +27,7 @@ from detector.simulate import (
     simulate,
 )
 
-N_TENANTS, DAYS, SEED, INTERVAL = 20, 1, 3, 300
+N_TENANTS, DAYS, SEED, INTERVAL = 34, 2, 3, 300
 TRUTH_COLUMNS = [
     "tenant_id",
     "start",
@@ -139,6 +139,18 @@ def test_every_scenario_workload_and_origin_present(tables):
     assert set(truth["origin"]) == set(ORIGINS)
 
 
+def test_a_split_crew_runs_one_job_in_step_across_accounts(tables):
+    truth, tenants, acc = tables["truth"], tables["tenants"], tables["access"]
+    crew = truth[truth["scenario"] == "restricted_split_pretraining"]
+    assert crew["tenant_id"].nunique() >= 3 and len(crew) == crew["tenant_id"].nunique()
+    starts = pd.to_datetime(crew["start"])
+    assert (starts.max() - starts.min()) <= pd.Timedelta(minutes=2)
+    assert crew["end"].nunique() == 1
+    principals = acc[acc["tenant_id"].isin(crew["tenant_id"])].groupby("principal")["tenant_id"]
+    assert principals.nunique().max() >= 2  # people of the crew log into several accounts
+    assert tenants["billing_id"].str.fullmatch(r"pm-[0-9a-f]{10}").all()
+
+
 def test_restricted_training_means_training_driven_from_a_country_of_concern(tables):
     truth = tables["truth"]
     expected = truth["workload"].isin(TRAINING) & truth["origin"].isin(RESTRICTED_ORIGINS)
@@ -149,12 +161,16 @@ def test_restricted_training_means_training_driven_from_a_country_of_concern(tab
 def test_scenario_mix(n):
     counts = scenario_counts(n)
     assert sum(counts.values()) == n
+    held = scenario_counts(n, without=("restricted_split_pretraining",))
+    assert sum(held.values()) == n and "restricted_split_pretraining" not in held
+    with pytest.raises(ConfigError, match="unknown scenario"):
+        scenario_counts(n, without=("nope",))
     restricted = sum(
         c
         for name, c in counts.items()
         if next(s for s in SCENARIOS if s.name == name).restricted_training
     )
-    assert 0.15 <= restricted / n <= 0.2 if n >= 40 else restricted >= 1
+    assert 0.15 <= restricted / n <= 0.25 if n >= 40 else restricted >= 1
     if n >= len(SCENARIOS):
         assert len(counts) == len(SCENARIOS)
 
@@ -216,7 +232,8 @@ def test_restricted_training_access_enriches_to_concern_or_hosting(tables, geo):
         by_tenant[tenant] = np.mean(drivers)
         assert any(r.country_code in concern for r in answers) or all(drivers), tenant
     assert min(by_tenant.values()) > 0.5
-    domestic = acc[acc["tenant_id"].isin(truth.loc[truth["origin"] == "domestic", "tenant_id"])]
+    home = truth[(truth["origin"] == "domestic") & ~truth["scenario"].str.contains("traveller")]
+    domestic = acc[acc["tenant_id"].isin(home["tenant_id"])]
     assert {geo.lookup(ip).country_code for ip in domestic["src_ip"].unique()} == {"US"}
 
 

@@ -117,7 +117,9 @@ class _Writer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.schema = schema
         self.writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
-        self.codes: dict[str, dict[str, int]] = {name: {} for name in _TEXT_COLUMNS}
+        # "" first: a file's first dictionary is never empty, so later values are deltas
+        # (Arrow takes an empty first dictionary followed by values for a replacement)
+        self.codes: dict[str, dict[str, int]] = {name: {"": 0} for name in _TEXT_COLUMNS}
         self.values: dict[str, pa.Array] = {}
         self.tenant_part = np.zeros(0, dtype=np.int64)  # partition per tenant code
 

@@ -29,18 +29,17 @@ from .pseudonym import pseudonymize
 SEVERITIES = ("low", "medium", "high", "critical")
 ORIGINS = ("restricted", "other")
 RISK_BUCKETS = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0)
-RESTRICTED_SHARE_MIN = 0.5
 REQUIRED = ("session_id", "tenant_id", "gpu_hours", "risk_score", "severity", "alert")
 
 
-def origin_of(scores: pd.DataFrame) -> pd.Series:
-    """'restricted' when restricted_share >= 0.5 or origin_restricted is true, else 'other'."""
-    restricted = pd.Series(False, index=scores.index)
-    if "restricted_share" in scores:
-        share = pd.to_numeric(scores["restricted_share"], errors="coerce")
-        restricted |= (share >= RESTRICTED_SHARE_MIN).fillna(False).astype(bool)
-    if "origin_restricted" in scores:
-        restricted |= scores["origin_restricted"].fillna(False).astype(bool)
+def origin_of(scores: pd.DataFrame, restricted_evidence: float) -> pd.Series:
+    """'restricted' where the origin evidence (direct, VPN clock and leaks, reseller, ...)
+    reaches `restricted_evidence`, else 'other' (also without the column)."""
+    if "origin_evidence" in scores:
+        evidence = pd.to_numeric(scores["origin_evidence"], errors="coerce")
+        restricted = (evidence >= restricted_evidence).fillna(False).to_numpy(bool)
+    else:
+        restricted = np.zeros(len(scores), dtype=bool)
     return pd.Series(np.where(restricted, ORIGINS[0], ORIGINS[1]), index=scores.index)
 
 
@@ -55,7 +54,7 @@ def score_families(scores: pd.DataFrame, options: ExportOptions) -> Iterator[Met
             "severity": scores["severity"].astype(str),
             "alert": scores["alert"].fillna(False).astype(bool),
             "gpu_seconds": pd.to_numeric(scores["gpu_hours"], errors="coerce").fillna(0.0) * 3600.0,
-            "origin": origin_of(scores),
+            "origin": origin_of(scores, options.restricted_evidence),
         }
     )
     yield from _fleet(frame)
@@ -184,7 +183,7 @@ def _fleet(frame: pd.DataFrame) -> Iterator[Metric]:
     gpu_family = GaugeMetricFamily(
         "gpuwatch_gpu_seconds",
         "GPU time (GPU-seconds) of the sessions in the last successful run, by severity and "
-        "access origin (restricted: restricted_share >= 0.5 or origin_restricted).",
+        "access origin (restricted: origin evidence at or above the policy's alert level).",
         labels=["severity", "origin"],
     )
     for (severity, origin), seconds in gpu.items():

@@ -20,3 +20,5 @@ class ExportOptions:
     top_n: int = 10
     max_series: int = 500
     pseudonymize_salt: str | None = None
+    # origin="restricted" from this origin evidence up ([scoring] alert_origin_evidence)
+    restricted_evidence: float = 0.5

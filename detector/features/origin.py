@@ -1,188 +1,330 @@
-"""Origin features: where a session is driven from, from the tenant's enriched access events.
+"""Origin evidence: are the people driving a tenant (or a linked entity) in a country of concern?
 
-Each session looks at its tenant's events from `access_lookback_seconds` before its start to
-its end; shares over fewer than MIN_WINDOW_EVENTS events fall back to the tenant's whole
-history. Window counts use per-tenant cumulative sums and binary search: no loop per session.
+Evidence is per tenant, over its access history: the `origin_history_days` before the end of
+the scoring window, whatever the window's length, so scoring a sub-window sees the same
+people as scoring the whole period. Each tell below is graded in 0-1 and weighted in log-odds;
+tells that agree add up, and a single weak one (an evening login, cloud egress, a trip abroad)
+stays far below the alert. Behavioural tells are shrunk while the history is short (a day of
+events is not yet a pattern). `gpuwatch features` prints the table; docs/DESIGN-NOTES.md says
+what each tell bought, measured.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
 import numpy as np
 import pandas as pd
 
-from ..config import Settings
+from ..config import Settings, country_zones
 from ..timeutil import epoch_s
 
-MIN_WINDOW_EVENTS = 3
-# Connecting only through hosting exits abroad hides the origin: evidence, weaker than a
-# direct connection from a country of concern.
-OBSCURED_WEIGHT = 0.6
-_SHARES = ("restricted", "hosting", "unknown", "kyc_mismatch", "concern_hours", "declared_hours")
+PRIOR = -4.0  # log-odds of a restricted origin before looking: sigmoid(-4) = 0.018
+HISTORY_HALF_DAYS = 1.0  # days of history at which the shares of direct events count half
+DIRECT_EVENTS_FULL = 3  # direct events from a country of concern at which `direct` counts fully
+CLOCK_FULL = 0.5  # log-likelihood ratio per event at which the clock counts fully
+CONCERN_PERSON_SHARE = 0.8  # of a person's own-network events from a country of concern
+_DAY, _BINS = 86400, 336  # half-hours in a week
+_MIN_CLOCK_GAP = 6  # half-hours between the fitted and the declared zone for the clock to count
 
 
-def origin_features(
-    sessions: pd.DataFrame,
-    access: pd.DataFrame,
-    settings: Settings,
-    tenants: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """One row per session (same index) of origin features. `access` is enriched."""
-    events = _event_indicators(access, settings)
-    tenant_codes, tenant_names = pd.factorize(
-        pd.concat([sessions["tenant_id"], events["tenant_id"]], ignore_index=True).astype(str)
-    )
-    sess_tenant = tenant_codes[: len(sessions)]
-    ev_tenant = tenant_codes[len(sessions) :]
+@dataclass(frozen=True)
+class Tell:
+    """One origin tell: its name, weight (log-odds at full strength) and what it measures."""
 
-    order = np.lexsort((events["t"].to_numpy(), ev_tenant))
-    ev_key = _key(ev_tenant[order], events["t"].to_numpy()[order])
-    lookback = int(settings.sessions.access_lookback_seconds)
-    start = epoch_s(sessions["start"]) - lookback
-    end = epoch_s(sessions["end"])
-    lo = np.searchsorted(ev_key, _key(sess_tenant, start), side="left")
-    hi = np.searchsorted(ev_key, _key(sess_tenant, end), side="right")
-    t_lo = np.searchsorted(ev_key, _key(sess_tenant, np.zeros_like(start)), side="left")
-    t_hi = np.searchsorted(ev_key, _key(sess_tenant + 1, np.zeros_like(start)), side="left")
-
-    out = pd.DataFrame(index=sessions.index)
-    window = hi - lo
-    use_window = window >= MIN_WINDOW_EVENTS
-    a = np.where(use_window, lo, t_lo)
-    b = np.where(use_window, hi, t_hi)
-    out["access_events"] = window
-    for name in _SHARES:
-        values = events[name].to_numpy(float)[order]
-        valid = ~np.isnan(values)
-        cum = np.r_[0.0, np.cumsum(np.where(valid, values, 0.0))]
-        cnt = np.r_[0.0, np.cumsum(valid)]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[name + "_share"] = (cum[b] - cum[a]) / (cnt[b] - cnt[a])
-    out = out.rename(
-        columns={
-            "concern_hours_share": "concern_hours_fit",
-            "declared_hours_share": "declared_hours_fit",
-        }
-    )
-
-    per_tenant = _tenant_summary(events, tenants, settings).reindex(tenant_names[sess_tenant])
-    for col in per_tenant:
-        out[col] = per_tenant[col].to_numpy()
-    out["origin_evidence"] = origin_evidence(out)
-    return out
+    name: str
+    weight: float
+    meaning: str
 
 
-def origin_evidence(f: pd.DataFrame) -> pd.Series:
-    """Restricted-origin evidence in 0-1 that survives VPNs: the strongest of its parts."""
-    tz_excess = (f["concern_hours_fit"] - f["declared_hours_fit"]).clip(lower=0)
-    parts = pd.DataFrame(
+TELLS: tuple[Tell, ...] = (
+    Tell(
+        "direct",
+        8.0,
+        "share of the events made by people who connect straight from a country of concern "
+        "whenever they do not use a hosting exit (graded 30-70 %): residents, and VPN users "
+        "who leak; not travellers, who connect from home when at home. Counts fully from "
+        "DIRECT_EVENTS_FULL direct events and grows with the days of history",
+    ),
+    Tell("declared", 6.0, "declared or billing country is a country of concern"),
+    Tell(
+        "clock",
+        3.5,
+        "signed: the people's weekly office hours fit the zone of a country of concern (the "
+        "one their direct events come from, else the best fitting) better (+) or the declared "
+        f"country's better (-, only against direct events), by up to {CLOCK_FULL} nats per event; "
+        "zones at least 3 h apart, weighted by events and days of history",
+    ),
+    Tell("hosting", 1.5, "share of events through hosting, cloud or VPN networks"),
+    Tell("foreign_exit", 1.0, "share of events through hosting exits outside the declared country"),
+    Tell("reseller", 1.5, "the tenant signed up through a reseller"),
+    Tell(
+        "kyc_mismatch",
+        1.0,
+        "share of events from non-hosting networks outside the declared country (not from a "
+        "country of concern); grows with the days of history",
+    ),
+)
+TELL_NAMES = [t.name for t in TELLS]
+HISTORY_COLUMNS = [
+    "history_events",
+    "history_days",
+    "restricted_share",
+    "direct_events",
+    "concern_people_share",
+    "hosting_share",
+    "foreign_exit_share",
+    "kyc_mismatch_share",
+    "clock_offset_h",
+    "clock_excess",
+    "declared_restricted",
+    "reseller",
+    "distinct_countries",
+    "distinct_asns",
+]
+
+
+def tell_strengths(values: pd.DataFrame) -> pd.DataFrame:
+    """Each tell's strength (0-1; the clock -1 to 1) from the history values (same index)."""
+    days = values["history_days"].fillna(0.0)
+    history = days / (days + HISTORY_HALF_DAYS)
+    enough = (values["direct_events"].fillna(0.0) / DIRECT_EVENTS_FULL).clip(0, 1)
+    people = values["concern_people_share"].fillna(0.0)
+    return pd.DataFrame(
         {
-            "direct": f["restricted_share"],
-            "declared": f["declared_restricted"],
-            "vpn_clock": f["hosting_share"] * tz_excess,
-            "vpn_leak": f["restricted_leak"] * f["hosting_share"],
-            "reseller": f["reseller"] * f["kyc_mismatch_share"],
-            "hidden": OBSCURED_WEIGHT * f["hosting_share"] * f["kyc_mismatch_share"],
+            "direct": np.interp(people, (0.3, 0.7), (0.0, 1.0)) * enough * history,
+            "declared": values["declared_restricted"].fillna(0.0),
+            "clock": (values["clock_excess"].fillna(0.0) / CLOCK_FULL).clip(-1, 1),
+            "hosting": values["hosting_share"].fillna(0.0),
+            "foreign_exit": values["foreign_exit_share"].fillna(0.0),
+            "reseller": values["reseller"].fillna(0.0),
+            "kyc_mismatch": values["kyc_mismatch_share"].fillna(0.0) * history,
+        },
+        index=values.index,
+    )
+
+
+def tell_contributions(values: pd.DataFrame) -> pd.DataFrame:
+    """Each tell's log-odds contribution (weight x strength), same index."""
+    strengths = tell_strengths(values)
+    return pd.DataFrame({t.name: t.weight * strengths[t.name] for t in TELLS}, index=values.index)
+
+
+def evidence_of(values: pd.DataFrame) -> pd.Series:
+    """Restricted-origin evidence in 0-1 from the history values."""
+    log_odds = PRIOR + tell_contributions(values).sum(axis=1)
+    return 1.0 / (1.0 + np.exp(-log_odds))
+
+
+def tenant_registry(tenants: pd.DataFrame | None, settings: Settings) -> pd.DataFrame:
+    """Per tenant id: declared_restricted (declared or billing country of concern) and
+    reseller, as 0/1 (empty without a registry)."""
+    if tenants is None or not len(tenants):
+        return pd.DataFrame(columns=["declared_restricted", "reseller"], dtype=float)
+    concern = settings.jurisdiction.countries_of_concern
+    declared = tenants["declared_country"].isin(concern)
+    if "billing_country" in tenants:
+        declared |= tenants["billing_country"].isin(concern)
+    reseller = tenants["reseller"].fillna("").astype(str).str.len().gt(0)
+    return pd.DataFrame(
+        {"declared_restricted": declared.astype(float), "reseller": reseller.astype(float)}
+    ).set_axis(tenants["tenant_id"].astype(str))
+
+
+def origin_history(
+    access: pd.DataFrame,
+    key: pd.Series,
+    settings: Settings,
+    as_of: pd.Timestamp,
+    registry: pd.DataFrame,
+) -> pd.DataFrame:
+    """Per key (a tenant, or an entity: `key` gives each access row's), the history values of
+    HISTORY_COLUMNS and `origin_evidence`, over the events before `as_of`. `access` is
+    enriched; `registry` (per key: declared_restricted, reseller) also brings keys without
+    events."""
+    t = epoch_s(access["timestamp"])
+    end = int(as_of.timestamp())
+    keep = (t < end) & (t >= end - settings.features.origin_history_days * _DAY)
+    ev = _event_flags(access[keep])
+    ev["key"] = key[keep].astype(str).to_numpy()
+    ev["t"] = t[keep]
+    ev["day"] = ev["t"] // _DAY
+    by = ev.groupby("key", sort=True)
+    values = pd.DataFrame(
+        {
+            "history_events": by.size().astype(float),
+            "history_days": by["day"].nunique().astype(float),
+            "restricted_share": by["direct"].mean(),
+            "hosting_share": by["hosting"].mean(),
+            "foreign_exit_share": by["foreign_exit"].mean(),
+            "kyc_mismatch_share": by["kyc_mismatch"].mean(),
+            "distinct_countries": by["country"].nunique().astype(float),
+            "distinct_asns": by["network"].nunique().astype(float),
         }
     )
-    return parts.max(axis=1, skipna=True).fillna(0.0).clip(0, 1)
+    values["direct_events"] = by["direct"].sum().astype(float)
+    values["concern_people_share"] = _concern_people(ev).reindex(values.index)
+    values = values.join(_clock(ev, settings, as_of)).join(registry, how="outer")
+    values["history_events"] = values["history_events"].fillna(0.0)
+    values["history_days"] = values["history_days"].fillna(0.0)
+    values["origin_evidence"] = evidence_of(values)
+    return values[[*HISTORY_COLUMNS, "origin_evidence"]]
 
 
-def _key(tenant: np.ndarray, seconds: np.ndarray) -> np.ndarray:
-    return tenant.astype(np.int64) * (1 << 36) + (seconds.astype(np.int64) - _EPOCH_OFFSET)
+def _concern_people(ev: pd.DataFrame) -> pd.Series:
+    """Per key: the share of its events made by people who, whenever they do not go through a
+    hosting exit, connect from a country of concern (CONCERN_PERSON_SHARE of their own-network
+    events). A resident, and a VPN user who leaks, is one; a traveller is not: at home they
+    connect from home."""
+    person = ev.groupby(["key", "principal"]).agg(
+        events=("direct", "size"), direct=("direct", "sum"), own=("own_network", "sum")
+    )
+    own = person["direct"] + person["own"]
+    concern = (person["direct"] > 0) & (person["direct"] >= CONCERN_PERSON_SHARE * own)
+    by_key = person["events"].groupby(level="key")
+    return person["events"].where(concern, 0).groupby(level="key").sum() / by_key.sum()
 
 
-_EPOCH_OFFSET = -(1 << 34)  # keeps keys positive for any time after 1425 AD
-
-
-def _event_indicators(access: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """Per event: time in seconds and 0/1 indicators (NaN where unknowable)."""
-    ts = access["timestamp"]
-    known = access["country"].notna()
-    declared = (
-        access["declared_country"]
-        if "declared_country" in access
-        else pd.Series(pd.NA, index=access.index)
+def _event_flags(access: pd.DataFrame) -> pd.DataFrame:
+    """Per event: direct (from a country of concern, whatever the network), hosting (another
+    hosting exit), foreign exit (hosting outside the declared country), KYC mismatch (a direct
+    event from another country than the declared one)."""
+    country = access["country"].astype("string")
+    declared = access["declared_country"].astype("string")
+    restricted = access["restricted"].astype(bool).to_numpy()
+    hosting = access["hosting"].astype(bool).to_numpy() & ~restricted
+    elsewhere = (country.notna() & declared.notna() & (country != declared)).to_numpy(bool)
+    principal = (
+        access["principal"].astype("string").fillna("")
+        if "principal" in access
+        else pd.Series("", index=access.index)
     )
     return pd.DataFrame(
         {
-            "tenant_id": access["tenant_id"].astype(str),
-            "t": epoch_s(ts),
-            "restricted": access["restricted"].astype(float),
-            "hosting": access["hosting"].astype(float),
-            "unknown": (~known).astype(float),
-            "kyc_mismatch": access["kyc_mismatch"].astype(float).where(known & declared.notna()),
-            "concern_hours": _best_working_hours(ts, access["tenant_id"], settings),
-            "declared_hours": _working_hours_in(
-                ts,
-                declared.map(
-                    {c: settings.jurisdiction.zone_of(c) for c in declared.dropna().unique()}
-                ),
-                settings,
-            ),
-            "country": access["country"],
+            "direct": restricted,
+            "hosting": hosting,
+            "foreign_exit": hosting & elsewhere,
+            "kyc_mismatch": ~hosting & ~restricted & elsewhere,
+            "own_network": ~hosting & ~restricted,
+            "country": country.to_numpy(),
             "network": access["asn"].astype("string").fillna(access["as_org"].astype("string")),
+            "principal": principal.to_numpy(),
+            "declared": declared.to_numpy(),
         },
         index=access.index,
     )
 
 
-def _in_working_hours(local: pd.Series, hours: tuple[int, int]) -> np.ndarray:
-    return (
-        (local.dt.hour >= hours[0]) & (local.dt.hour < hours[1]) & (local.dt.day_of_week < 5)
-    ).to_numpy(float)
+def _clock(ev: pd.DataFrame, settings: Settings, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Per key: the best-fitting UTC offset of its weekly activity (hours), and the clock
+    evidence: the log-likelihood per event of the activity under office hours in the zone of
+    a country of concern (the one its direct events come from, else the best-fitting one),
+    minus under the declared country's zone (without one: the best zone at least 3 h away),
+    weighted by confidence in events and days. Negative when the declared zone fits better,
+    which refutes direct events (a trip) but proves nothing without them. Zero when the zones
+    are within 3 h: the clock cannot tell Beijing from Singapore."""
+    offsets = _half_hour_offsets(settings, as_of)
+    zone_of = settings.jurisdiction.zone_of
+    concern = np.array(sorted({offsets[z] for z in _concern_zones(settings) if z in offsets}))
+    keys = np.array(sorted(ev["key"].unique()), dtype=object)
+    if not len(ev) or not len(concern):
+        return pd.DataFrame({"clock_offset_h": np.nan, "clock_excess": 0.0}, index=keys)
+    t = ev["t"].to_numpy()
+    how = ((t // _DAY + 3) % 7) * 48 + (t % _DAY) // 1800  # UTC half-hour of the week
+    code = np.searchsorted(keys, ev["key"].to_numpy())
+    log_p = _log_template(settings)
+    candidates = np.arange(-24, 29)  # UTC-12 to UTC+14, in half-hours
+    hist = np.zeros((len(keys), _BINS))
+    np.add.at(hist, (code, how), 1.0)
+    ll = hist @ np.stack([np.roll(log_p, -o) for o in candidates], axis=1)
+    n = hist.sum(axis=1)
+
+    def offset_of(country: object) -> float:
+        zone = zone_of(country) if isinstance(country, str) else None
+        return float(offsets.get(zone or "", np.nan))
+
+    at_concern = ll[:, np.searchsorted(candidates, concern)]
+    hypothesis = concern[at_concern.argmax(axis=1)].astype(float)
+    direct = ev.loc[ev["direct"], ["key", "country"]]
+    has_direct = np.isin(keys, direct["key"].unique())
+    if len(direct):
+        source = direct.groupby("key")["country"].agg(lambda c: c.mode().iloc[0])
+        from_direct = source.map(offset_of).reindex(keys).to_numpy(float)
+        hypothesis = np.where(np.isnan(from_direct), hypothesis, from_direct)
+    hyp = hypothesis.astype(int)
+    ll_hyp = ll[np.arange(len(keys)), np.searchsorted(candidates, hyp)]
+
+    declared = pd.Series(ev["declared"]).map(offset_of).to_numpy(float)
+    known = ~np.isnan(declared)
+    own = log_p[(how[known] + declared[known].astype(int)) % _BINS]
+    ref_declared = np.bincount(code[known], weights=own, minlength=len(keys))
+    near = known.copy()
+    near[known] = np.abs(declared[known] - hyp[code[known]]) < _MIN_CLOCK_GAP
+    any_near = np.bincount(code, weights=near, minlength=len(keys)) > 0
+    all_known = np.bincount(code, weights=known, minlength=len(keys)) == n
+    away = np.abs(candidates[None, :] - hyp[:, None]) >= _MIN_CLOCK_GAP
+    ref = np.where(all_known, ref_declared, np.where(away, ll, -np.inf).max(axis=1))
+    days = pd.Series(ev["day"].to_numpy()).groupby(code).nunique()
+    days = days.reindex(range(len(keys))).fillna(0).to_numpy()
+    confidence = np.clip((days - 1) / 4, 0, 1) * np.clip(n / 20, 0, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        llr = (ll_hyp - ref) / n * confidence
+    llr = np.where(has_direct, llr, np.clip(llr, 0, None))
+    return pd.DataFrame(
+        {
+            "clock_offset_h": candidates[ll.argmax(axis=1)] / 2.0,
+            "clock_excess": np.nan_to_num(np.where(any_near, 0.0, llr)),
+        },
+        index=keys,
+    )
 
 
-def _working_hours_in(ts: pd.Series, zones: pd.Series, settings: Settings) -> np.ndarray:
-    """1 where the event falls in working hours of its own zone; NaN where the zone is unknown."""
-    out = np.full(len(ts), np.nan)
-    for zone, idx in zones.groupby(zones, dropna=True).groups.items():
-        pos = ts.index.get_indexer(idx)
-        local = ts.iloc[pos].dt.tz_convert(zone)
-        out[pos] = _in_working_hours(local, settings.jurisdiction.working_hours)
+def _concern_zones(settings: Settings) -> list[str]:
+    j = settings.jurisdiction
+    return [z for c in j.countries_of_concern if (z := j.zone_of(c))]
+
+
+def _half_hour_offsets(settings: Settings, as_of: pd.Timestamp) -> dict[str, int]:
+    """UTC offset in half-hours at `as_of` of every zone the clock may use."""
+    zones = set(_concern_zones(settings)) | set(country_zones().values())
+    moment = datetime.fromtimestamp(as_of.timestamp(), UTC)
+    out = {}
+    for zone in zones | set(settings.jurisdiction.timezones.values()):
+        offset = moment.astimezone(ZoneInfo(zone)).utcoffset()
+        if offset is not None:
+            out[zone] = int(round(offset.total_seconds() / 1800))
     return out
 
 
-def _best_working_hours(ts: pd.Series, tenant: pd.Series, settings: Settings) -> np.ndarray:
-    """Per event: in working hours of the concern zone that fits its tenant best."""
-    jurisdiction = settings.jurisdiction
-    zones = sorted({jurisdiction.zone_of(c) for c in jurisdiction.countries_of_concern})
-    if not zones or ts.empty:
-        return np.full(len(ts), np.nan)
-    fits = np.column_stack(
-        [
-            _in_working_hours(ts.dt.tz_convert(zone), settings.jurisdiction.working_hours)
-            for zone in zones
-        ]
+def _log_template(settings: Settings) -> np.ndarray:
+    """log p(local half-hour of the week) of someone keeping office hours: the working hours
+    of the policy on weekdays, mornings and evenings less, nights rarely, weekends a fifth;
+    mixed with a uniform share for automation and odd hours."""
+    start, end = settings.jurisdiction.working_hours
+    hour = np.arange(48) / 2
+    day = np.select(
+        [(hour >= start) & (hour < end), (hour >= start - 2) & (hour < 23.5)], [1.0, 0.35], 0.03
     )
-    per_tenant = pd.DataFrame(fits).groupby(tenant.to_numpy()).mean()
-    best = per_tenant.to_numpy().argmax(axis=1)
-    best_of_event = pd.Series(best, index=per_tenant.index).reindex(tenant.to_numpy()).to_numpy()
-    return fits[np.arange(len(ts)), best_of_event]
+    week = np.concatenate([day] * 5 + [0.2 * day] * 2)
+    p = 0.8 * week / week.sum() + 0.2 / _BINS
+    return np.log(p)
 
 
-def _tenant_summary(
-    events: pd.DataFrame, tenants: pd.DataFrame | None, settings: Settings
-) -> pd.DataFrame:
-    by = events.groupby("tenant_id")
-    summary = pd.DataFrame(
-        {
-            "restricted_leak": by["restricted"].max(),
-            "tenant_restricted_share": by["restricted"].mean(),
-            "distinct_countries": by["country"].nunique(),
-            "distinct_asns": by["network"].nunique(),
-        }
+def window_events(sessions: pd.DataFrame, access: pd.DataFrame, lookback_s: float) -> np.ndarray:
+    """Access events of each session's tenant from `lookback_s` before its start to its end
+    (the window an analyst reads with the case)."""
+    tenant_codes, _ = pd.factorize(
+        pd.concat([sessions["tenant_id"], access["tenant_id"]], ignore_index=True).astype(str)
     )
-    if tenants is not None and len(tenants):
-        concern = settings.jurisdiction.countries_of_concern
-        t = tenants.drop_duplicates("tenant_id")
-        t = t.set_index(t["tenant_id"].astype(str))
-        declared = t["declared_country"].isin(concern) | t["billing_country"].isin(concern)
-        reseller = t["reseller"].fillna("").astype(str).str.len().gt(0)
-        info = pd.DataFrame(
-            {"declared_restricted": declared.astype(float), "reseller": reseller.astype(float)}
-        )
-        summary = summary.join(info, how="outer")
-    else:
-        summary["declared_restricted"] = np.nan
-        summary["reseller"] = np.nan
-    return summary
+    s_tenant, a_tenant = tenant_codes[: len(sessions)], tenant_codes[len(sessions) :]
+    key = _key(a_tenant, epoch_s(access["timestamp"]))
+    key.sort()
+    lo = np.searchsorted(key, _key(s_tenant, epoch_s(sessions["start"]) - int(lookback_s)))
+    hi = np.searchsorted(key, _key(s_tenant, epoch_s(sessions["end"])), side="right")
+    return (hi - lo).astype(float)
+
+
+def _key(tenant: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    return tenant.astype(np.int64) * (1 << 36) + (seconds.astype(np.int64) + (1 << 34))

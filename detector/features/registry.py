@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-WORKLOAD, ORIGIN, RISK = "workload", "origin", "risk"
+WORKLOAD, ENTITY, ORIGIN, ACCOUNTING, RISK = "workload", "entity", "origin", "accounting", "risk"
 
 
 @dataclass(frozen=True)
@@ -23,24 +23,18 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "gpu_hours", "GPU h", WORKLOAD, "sum over GPUs of the time each GPU was in the session"
     ),
+    Feature("samples_per_gpu", "samples", WORKLOAD, "telemetry samples per GPU"),
     Feature(
         "est_flop",
         "FLOP",
         WORKLOAD,
-        "estimated dense tensor FLOP: GPU time x peak FLOP/s of the model x tensor activity "
-        "(SM activity x 0.5, else utilisation x 0.35, when profiling metrics are missing)",
+        "estimated dense tensor FLOP: GPU time x peak FLOP/s of the model x achieved share of "
+        "peak, from tensor activity, else SM activity, else utilisation "
+        "(workload.ACTIVITY_FACTORS)",
     ),
+    Feature("est_flop_low", "FLOP", WORKLOAD, "low end of the est_flop band"),
+    Feature("est_flop_high", "FLOP", WORKLOAD, "high end of the est_flop band"),
     Feature("log10_flop", "log10 FLOP", WORKLOAD, "log10 of est_flop"),
-    Feature(
-        "training_gpu_share",
-        "ratio",
-        WORKLOAD,
-        "share of the session's GPUs that run training: mostly >= 80 % busy with tensor "
-        "work (without profiling metrics: a mostly full framebuffer) for at least "
-        "[features] training_min_gpu_seconds",
-    ),
-    Feature("training_gpu_hours", "GPU h", WORKLOAD, "GPU-hours of the training GPUs"),
-    Feature("training_flop", "FLOP", WORKLOAD, "estimated FLOP of the training GPUs"),
     Feature("util_mean", "%", WORKLOAD, "mean GPU utilisation"),
     Feature("util_std", "%", WORKLOAD, "standard deviation of GPU utilisation"),
     Feature("util_p95", "%", WORKLOAD, "95th percentile of GPU utilisation"),
@@ -53,20 +47,34 @@ FEATURES: tuple[Feature, ...] = (
     Feature("dram_active_mean", "ratio", WORKLOAD, "mean DRAM activity"),
     Feature("mem_fill", "ratio", WORKLOAD, "mean framebuffer fill, used / (used + free)"),
     Feature("power_mean_w", "W", WORKLOAD, "mean board power per GPU"),
+    Feature(
+        "power_per_util",
+        "ratio",
+        WORKLOAD,
+        "board power / (power limit of the GPU model x utilisation), over active samples",
+    ),
+    Feature("dram_per_util", "ratio", WORKLOAD, "DRAM activity / utilisation, over active samples"),
     Feature("nvlink_bps", "B/s", WORKLOAD, "mean NVLink traffic per GPU, tx + rx"),
     Feature("pcie_bps", "B/s", WORKLOAD, "mean PCIe traffic per GPU, tx + rx"),
     Feature(
         "lockstep",
         "correlation",
         WORKLOAD,
-        "mean correlation of each GPU's utilisation with the session's mean over GPUs "
-        "(NaN for one GPU)",
+        "mean correlation of each GPU's utilisation changes with those of the mean of the "
+        "session's other GPUs (NaN for one GPU, or when the others never move)",
     ),
     Feature(
         "util_autocorr",
         "correlation",
         WORKLOAD,
         "lag-1 autocorrelation of the session's mean utilisation on the time grid",
+    ),
+    Feature(
+        "util_dispersion",
+        "ratio",
+        WORKLOAD,
+        "robust coefficient of variation of the session's mean utilisation on the time grid "
+        "(1.4826 x median absolute deviation / median)",
     ),
     Feature(
         "dip_rate_per_h",
@@ -81,44 +89,77 @@ FEATURES: tuple[Feature, ...] = (
         "1 - coefficient of variation of the intervals between dips: 1 = checkpoint-like",
     ),
     Feature(
-        "training_signature",
-        "ratio",
+        "training_evidence",
+        "probability",
         WORKLOAD,
-        "how much the session looks like large-model training: mean of busy_frac, "
-        "tensor activity / 0.4, mem_fill and lockstep (each clipped to 0-1, NaN ones skipped)",
+        "evidence that the session is neural-network training, from graded workload signals "
+        "(features/training.py; `gpuwatch features --evidence`)",
     ),
-    # Who drives it: access events of the tenant in the session window.
+    # Linked accounts (features/entities.py).
+    Feature("entity_tenants", "tenants", ENTITY, "tenants in the session's entity"),
+    Feature(
+        "group_sessions",
+        "sessions",
+        ENTITY,
+        "sessions of linked accounts running in step with this one, itself included",
+    ),
+    Feature("group_flop", "FLOP", ENTITY, "est_flop of the in-step group"),
+    # Who drives it: the tenant's access history (features/origin.py).
     Feature(
         "access_events",
         "events",
         ORIGIN,
-        "access events in the session window (from lookback before start to end)",
+        "access events of the tenant from [sessions] access_lookback_seconds before the "
+        "session to its end",
     ),
+    Feature("history_events", "events", ORIGIN, "the tenant's access events in its history"),
+    Feature("history_days", "days", ORIGIN, "distinct days with access events in the history"),
     Feature(
         "restricted_share",
         "ratio",
         ORIGIN,
-        "share of access events from countries of concern (window, else the tenant's)",
+        "share of the tenant's events from countries of concern (any network)",
     ),
+    Feature("hosting_share", "ratio", ORIGIN, "share of events from other hosting/VPN networks"),
     Feature(
-        "tenant_restricted_share",
+        "foreign_exit_share",
         "ratio",
         ORIGIN,
-        "share of all the tenant's access events from countries of concern",
+        "share of events through hosting exits outside the declared country",
     ),
-    Feature(
-        "restricted_leak",
-        "ratio",
-        ORIGIN,
-        "1 if any of the tenant's events came directly from a country of concern",
-    ),
-    Feature("hosting_share", "ratio", ORIGIN, "share of access events from hosting/VPN ASNs"),
-    Feature("unknown_share", "ratio", ORIGIN, "share of access events with unknown country"),
     Feature(
         "kyc_mismatch_share",
         "ratio",
         ORIGIN,
-        "share of access events from a country other than the tenant's declared one",
+        "share of events from a non-hosting network outside the declared country (and not "
+        "from a country of concern)",
+    ),
+    Feature(
+        "direct_events",
+        "events",
+        ORIGIN,
+        "the tenant's events straight from a country of concern (not through hosting)",
+    ),
+    Feature(
+        "concern_people_share",
+        "ratio",
+        ORIGIN,
+        "share of the tenant's events made by people who connect from a country of concern "
+        "whenever they do not use a hosting exit (a VPN user's leaks, a resident)",
+    ),
+    Feature(
+        "clock_offset_h",
+        "h",
+        ORIGIN,
+        "UTC offset whose office hours fit the tenant's weekly activity best",
+    ),
+    Feature(
+        "clock_excess",
+        "log-likelihood",
+        ORIGIN,
+        "per event, how much better a country of concern's office hours fit than the declared "
+        "country's (negative: the declared country's fit better), times the confidence of the "
+        "history",
     ),
     Feature(
         "declared_restricted",
@@ -135,39 +176,56 @@ FEATURES: tuple[Feature, ...] = (
         "distinct source networks of the tenant (ASN, else AS organisation)",
     ),
     Feature(
-        "concern_hours_fit",
-        "ratio",
+        "entity_origin_evidence",
+        "probability",
         ORIGIN,
-        "best share, over countries of concern, of events on weekdays in its working hours",
-    ),
-    Feature(
-        "declared_hours_fit",
-        "ratio",
-        ORIGIN,
-        "share of events on weekdays in the working hours of the declared country",
+        "origin evidence of the session's entity, its tenants' events pooled",
     ),
     Feature(
         "origin_evidence",
-        "ratio",
+        "probability",
         ORIGIN,
-        "restricted-origin evidence that survives VPNs, the strongest of: restricted_share; "
-        "declared_restricted; hosting_share x (concern_hours_fit - declared_hours_fit)+; "
-        "restricted_leak x hosting_share (direct leaks of a tenant hiding behind hosting); "
-        "reseller x kyc_mismatch_share; 0.6 x hosting_share x kyc_mismatch_share (only "
-        "foreign hosting exits)",
+        "evidence that the people driving the tenant or its entity are in a country of concern, "
+        "from tells that add up in log-odds (features/origin.py; `gpuwatch features "
+        "--evidence`)",
     ),
-    # Interactions: large-model training weighted by restricted-origin evidence.
+    # Compute accounting (features/accounting.py).
+    Feature("tenant_gpu_hours", "GPU h", ACCOUNTING, "GPU-hours of the tenant's sessions"),
+    Feature(
+        "tenant_training_flop",
+        "FLOP",
+        ACCOUNTING,
+        "est_flop of the tenant's sessions that look like training",
+    ),
+    Feature("tenant_training_flop_low", "FLOP", ACCOUNTING, "low end of tenant_training_flop"),
+    Feature("tenant_training_flop_high", "FLOP", ACCOUNTING, "high end of tenant_training_flop"),
+    Feature("entity_gpu_hours", "GPU h", ACCOUNTING, "GPU-hours of the entity's sessions"),
+    Feature(
+        "entity_training_flop",
+        "FLOP",
+        ACCOUNTING,
+        "est_flop of the entity's sessions that look like training",
+    ),
+    Feature("entity_training_flop_low", "FLOP", ACCOUNTING, "low end of entity_training_flop"),
+    Feature("entity_training_flop_high", "FLOP", ACCOUNTING, "high end of entity_training_flop"),
+    Feature(
+        "entity_flop_threshold",
+        "FLOP",
+        ACCOUNTING,
+        "highest [accounting] thresholds_flop the entity's training FLOP reaches (0: none)",
+    ),
+    # The forest's inputs (features/risk.py).
+    Feature(
+        "restricted_training",
+        "probability",
+        RISK,
+        "origin_evidence x training_evidence: restricted-origin training",
+    ),
     Feature(
         "restricted_compute",
         "log10 EFLOP",
         RISK,
-        "log10(1 + training_flop / 1e18) x origin_evidence",
-    ),
-    Feature(
-        "restricted_gpu_hours",
-        "log10 GPU h",
-        RISK,
-        "log10(1 + training_gpu_hours) x origin_evidence",
+        "restricted_training x log10(1 + group_flop / 1e18)",
     ),
 )
 

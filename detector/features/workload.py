@@ -14,18 +14,33 @@ from ..sessions import factorize_rows, first_rows
 from ..timeutil import NS as _NS
 from ..timeutil import epoch_ns
 from .registry import BY_NAME, WORKLOAD
+from .training import training_evidence
 
 WORKLOAD_NAMES = [name for name, f in BY_NAME.items() if f.family == WORKLOAD]
 DEFAULT_PEAK_TFLOPS = 312.0  # an A100: the model name is unknown or not in the table
+# Achieved tensor FLOP/s as a share of peak, from the best metric a sample has: the estimate
+# and a band around it (low, high). Tensor-pipe activity bounds the matrix work closely; SM
+# activity and utilisation only loosely (the FLOP interval of gpuwatch accounting).
+ACTIVITY_FACTORS = {
+    "tensor_active": (1.0, 0.7, 1.15),
+    "sm_active": (0.5, 0.3, 0.7),
+    "gpu_util": (0.35, 0.2, 0.5),  # percent / 100
+}
+DIP_TIMES = "dip_times"  # per-session summary for linking in-step jobs (not a feature)
+# Utilisation points: below this typical change of the other GPUs' mean per grid step there is
+# nothing to be in lock-step with (a flat-out job without dips), and lock-step is unknown.
+LOCKSTEP_MIN_MOVE = 1.0
 
 
 def workload_features(
     sessions: pd.DataFrame, samples: pd.DataFrame, settings: Settings
 ) -> pd.DataFrame:
-    """One row per session (same index as `sessions`) of the workload features."""
+    """One row per session (same index as `sessions`) of the workload features, plus the
+    session's synchronous-dip times (`DIP_TIMES`, epoch seconds) for the global linking pass."""
     n = len(sessions)
     if n == 0:
-        return pd.DataFrame(columns=WORKLOAD_NAMES, index=sessions.index, dtype=float)
+        empty = pd.DataFrame(columns=WORKLOAD_NAMES, index=sessions.index, dtype=float)
+        return empty.assign(**{DIP_TIMES: pd.Series(dtype=object)})
     s = samples["session"].to_numpy()
     gpu_key = factorize_rows(s, samples["host"], samples["gpu"])[0]
     util = samples["gpu_util"].to_numpy(float)
@@ -41,36 +56,24 @@ def workload_features(
         gpu_session.to_numpy(), factorize_rows(gpu_session, gpu_host)[0], n
     )
 
-    # Per GPU: time in the session (span plus one sampling interval), activity, and whether
-    # the GPU itself runs training (settings.features): mostly busy, with tensor work (or,
-    # without profiling metrics, a mostly full framebuffer), for long enough. Mining, FP64
-    # HPC, serving, notebook bursts and idle GPUs do not.
+    # Per GPU: time in the session (span plus one sampling interval) and estimated FLOP with
+    # its band (ACTIVITY_FACTORS).
     mem_fill = (
         samples["fb_used_mib"] / (samples["fb_used_mib"] + samples["fb_free_mib"])
     ).to_numpy(float)
     k = len(by_gpu.starts)
     first, last = by_gpu.reduce(np.minimum, ts), by_gpu.reduce(np.maximum, ts)
-    gpu_seconds = pd.Series((last - first + by_gpu.median_interval()) / _NS)
+    gpu_seconds = (last - first + by_gpu.median_interval()) / _NS
     rows = np.diff(np.r_[by_gpu.starts, len(gpu_key)])  # samples per GPU
-    act = pd.Series(mean_by(gpu_key, _tensor_activity(samples), k, rows)).fillna(0)
-    flop = gpu_seconds * act * _peak_flops(samples["model_name"].iloc[by_gpu.first_row])
-    gpu_means = pd.DataFrame(
-        {
-            c: mean_by(gpu_key, v, k, rows)
-            for c, v in (
-                ("busy", util >= 80.0),
-                ("tensor", samples["tensor_active"]),
-                ("mem", mem_fill),
-            )
-        }
-    )
-    training = _training_gpus(gpu_means, gpu_seconds, settings)
-    out["gpu_hours"] = _sum_by(gpu_session, gpu_seconds / 3600.0, n)
-    out["est_flop"] = _sum_by(gpu_session, flop, n)
+    peak, tdp = _gpu_specs(samples["model_name"].iloc[by_gpu.first_row])
+    for name, activity in zip(
+        ("est_flop", "est_flop_low", "est_flop_high"), _tensor_activity(samples), strict=True
+    ):
+        act = np.nan_to_num(mean_by(gpu_key, activity, k, rows))
+        out[name] = np.bincount(gpu_session, weights=gpu_seconds * act * peak, minlength=n)
+    out["gpu_hours"] = np.bincount(gpu_session, weights=gpu_seconds / 3600.0, minlength=n)
     out["log10_flop"] = np.log10(1.0 + out["est_flop"])
-    out["training_gpu_share"] = _sum_by(gpu_session, training.astype(float), n) / out["n_gpus"]
-    out["training_gpu_hours"] = _sum_by(gpu_session, gpu_seconds.where(training, 0) / 3600.0, n)
-    out["training_flop"] = _sum_by(gpu_session, flop.where(training, 0), n)
+    out["samples_per_gpu"] = np.bincount(gpu_session, weights=rows, minlength=n) / out["n_gpus"]
 
     by = pd.Series(util).groupby(s, sort=True)
     spread = pd.DataFrame(
@@ -97,28 +100,32 @@ def workload_features(
     with np.errstate(invalid="ignore", divide="ignore"):
         share = out["tensor_active_mean"] / out["sm_active_mean"]
     out["tensor_share"] = np.clip(np.where(out["sm_active_mean"] > 0.01, share, np.nan), 0, 1)
+    # Relative to how busy the GPUs are: power against the board's limit, memory traffic.
+    load = np.where(util > settings.sessions.active_util_pct, util / 100.0, np.nan)
+    gpu_of_row = np.empty(len(gpu_key), dtype=np.int64)
+    gpu_of_row[by_gpu.order] = np.repeat(np.arange(k), rows)
+    out["power_per_util"] = _ratio_by(
+        s, samples["power_w"].to_numpy(float), tdp[gpu_of_row] * load, n
+    )
+    out["dram_per_util"] = _ratio_by(s, samples["dram_active"].to_numpy(float), load, n)
 
     grid = _grid_series(s, gpu_key, ts, util, settings.sessions.grid_seconds)
-    out |= _shape_features(grid, n, settings.sessions.grid_seconds)
+    shape, dip_times = _shape_features(grid, n, settings.sessions.grid_seconds)
+    out |= shape
     table = pd.DataFrame(out, index=sessions.index)
-    table["training_signature"] = _training_signature(table)
+    table = table[WORKLOAD_NAMES[: WORKLOAD_NAMES.index("training_evidence")]]
+    table["training_evidence"] = training_evidence(table)
+    table[DIP_TIMES] = pd.Series(dip_times, index=sessions.index, dtype=object)
     return table
 
 
-def _training_gpus(
-    gpu_means: pd.DataFrame, gpu_seconds: pd.Series, settings: Settings
-) -> pd.Series:
-    f = settings.features
-    tensor_work = (
-        gpu_means["tensor"]
-        .ge(f.training_tensor)
-        .where(gpu_means["tensor"].notna(), gpu_means["mem"] >= f.training_memory)
-    )
-    return (
-        (gpu_means["busy"] >= f.training_busy_share)
-        & tensor_work.astype(bool)
-        & (gpu_seconds >= f.training_min_gpu_seconds)
-    )
+def _ratio_by(codes: np.ndarray, num: np.ndarray, den: np.ndarray, n: int) -> np.ndarray:
+    """Per code: sum(num) / sum(den) over rows where both are known."""
+    ok = ~(np.isnan(num) | np.isnan(den))
+    top = np.bincount(codes[ok], weights=num[ok], minlength=n)
+    bottom = np.bincount(codes[ok], weights=den[ok], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(bottom > 0, top / bottom, np.nan)
 
 
 def mean_by(
@@ -146,10 +153,6 @@ def mean_by(
 def _count_distinct(session: np.ndarray, key: np.ndarray, n: int) -> np.ndarray:
     """Distinct keys per session (keys numbered in order of first appearance)."""
     return np.bincount(session[first_rows(key)], minlength=n)
-
-
-def _sum_by(index: pd.Series, values: pd.Series, n: int) -> np.ndarray:
-    return np.bincount(index.to_numpy(), weights=values.to_numpy(float), minlength=n)
 
 
 class _GpuRows:
@@ -201,35 +204,45 @@ class _GpuRows:
         return median
 
 
-def _tensor_activity(samples: pd.DataFrame) -> np.ndarray:
-    """Tensor activity, else a documented estimate from SM activity or utilisation."""
-    act = samples["tensor_active"].to_numpy(float)
-    act = np.where(np.isnan(act), samples["sm_active"].to_numpy(float) * 0.5, act)
-    return np.where(np.isnan(act), samples["gpu_util"].to_numpy(float) / 100.0 * 0.35, act)
+def _tensor_activity(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample: achieved share of tensor peak (estimate, low, high) from tensor activity,
+    else SM activity, else utilisation (ACTIVITY_FACTORS)."""
+    out = [np.full(len(samples), np.nan) for _ in range(3)]
+    for column, factors in ACTIVITY_FACTORS.items():
+        metric = samples[column].to_numpy(float) / (100.0 if column == "gpu_util" else 1.0)
+        for values, factor in zip(out, factors, strict=True):
+            values[:] = np.where(np.isnan(values), np.clip(metric * factor, 0, 1), values)
+    return out[0], out[1], out[2]
 
 
 @cache
-def _peak_table() -> tuple[tuple[str, float], ...]:
+def _spec_table() -> tuple[tuple[str, float, float], ...]:
     text = resources.files("detector.data").joinpath("gpu_specs.csv").read_text()
     rows = csv.reader(line for line in text.splitlines() if not line.startswith("#"))
     next(rows)
-    return tuple((pattern.lower(), float(tflops)) for pattern, tflops in rows)
+    return tuple((pattern.lower(), float(tflops), float(tdp)) for pattern, tflops, tdp in rows)
+
+
+def gpu_spec(model_name: str | None) -> tuple[float, float]:
+    """Dense tensor peak FLOP/s and board power limit (W, NaN when unknown) of a GPU model,
+    from the bundled table."""
+    name = (model_name or "").lower()
+    for pattern, tflops, tdp in _spec_table():
+        if pattern in name:
+            return tflops * 1e12, tdp
+    return DEFAULT_PEAK_TFLOPS * 1e12, np.nan
 
 
 def peak_flops(model_name: str | None) -> float:
     """Dense tensor peak FLOP/s of a GPU model, from the bundled table."""
-    name = (model_name or "").lower()
-    for pattern, tflops in _peak_table():
-        if pattern in name:
-            return tflops * 1e12
-    return DEFAULT_PEAK_TFLOPS * 1e12
+    return gpu_spec(model_name)[0]
 
 
-def _peak_flops(model_names: pd.Series) -> np.ndarray:
+def _gpu_specs(model_names: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     codes, names = pd.factorize(model_names, use_na_sentinel=False)
     names = pd.Series(np.asarray(names, dtype=object)).astype("string").fillna("")
-    table = np.array([peak_flops(name) for name in names] or [0.0])
-    return table[codes]
+    table = np.array([gpu_spec(name) for name in names] or [(0.0, np.nan)])
+    return table[codes, 0], table[codes, 1]
 
 
 def _grid_series(
@@ -262,33 +275,19 @@ def _grid_series(
     )
 
 
-def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, np.ndarray]:
-    """Lock-step, autocorrelation and checkpoint-dip features from the gridded series."""
-    # Lock-step: Pearson correlation of each GPU with the session mean, from sums.
-    x, m = grid["util"].to_numpy(float), grid["m"].to_numpy(float)
-    pair, p_gpu = pd.factorize(grid["gpu"].to_numpy())  # a gpu is in one session
-    p_session = grid["session"].to_numpy()[first_rows(pair)]
-    k = len(p_session)
-    sums = {
-        name: np.bincount(pair, weights=v, minlength=k)
-        for name, v in {
-            "n": np.ones(len(x)),
-            "x": x,
-            "m": m,
-            "xx": x * x,
-            "mm": m * m,
-            "xm": x * m,
-        }.items()
-    }
-    cov = sums["xm"] - sums["x"] * sums["m"] / sums["n"]
-    var_x = sums["xx"] - sums["x"] ** 2 / sums["n"]
-    var_m = sums["mm"] - sums["m"] ** 2 / sums["n"]
+def _shape_features(
+    grid: pd.DataFrame, n: int, grid_seconds: int
+) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    """Lock-step, autocorrelation, dispersion and checkpoint-dip features from the gridded
+    series, and each session's dip times (epoch seconds)."""
+    sums, pair_session = _lockstep_sums(grid)
     with np.errstate(invalid="ignore", divide="ignore"):
-        corr = np.where((var_x > 1e-9) & (var_m > 1e-9), cov / np.sqrt(var_x * var_m), np.nan)
-    by_gpu = np.lexsort((p_gpu.astype(np.int64), p_session.astype(np.int64)))
-    pair_session = p_session.astype(np.int64)[by_gpu]
-    n_gpus = np.bincount(pair_session, minlength=n)
-    lockstep = pd.Series(np.where(n_gpus > 1, mean_by(pair_session, corr[by_gpu], n), np.nan))
+        cov = sums["xm"] - sums["x"] * sums["m"] / sums["n"]
+        var_x = sums["xx"] - sums["x"] ** 2 / sums["n"]
+        var_m = sums["mm"] - sums["m"] ** 2 / sums["n"]
+        moves = var_m / sums["n"] >= LOCKSTEP_MIN_MOVE**2  # the others move at all
+        corr = np.where(moves & (var_x > 1e-9), cov / np.sqrt(var_x * var_m), np.nan)
+    lockstep = mean_by(pair_session, corr, n)
 
     # The session mean series on the grid, in time order.
     first = first_rows(grid["slot"].to_numpy())  # one row per (session, bucket)
@@ -305,9 +304,12 @@ def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, 
         .corr()
         .xs("a", level=1)["b"]
     )
+    median = pd.Series(mser).groupby(sess).transform("median").to_numpy()
+    spread = pd.Series(np.abs(mser - median)).groupby(sess).median()
+    level = pd.Series(median).groupby(sess).first()
+    dispersion = 1.4826 * spread / level.clip(lower=1.0)  # robust CV: dips and restarts aside
 
     # Dips: the mean falls below half the session median; count dip starts and their spacing.
-    median = pd.Series(mser).groupby(sess).transform("median").to_numpy()
     low = mser < 0.5 * median
     start = low & ~np.r_[False, low[:-1] & same[1:]]
     dip_bucket = buckets[start]
@@ -322,21 +324,48 @@ def _shape_features(grid: pd.DataFrame, n: int, grid_seconds: int) -> dict[str, 
     )
     hours = pd.Series(1.0, index=sess).groupby(level=0).sum() * grid_seconds / 3600.0
     dips = pd.Series(start.astype(float)).groupby(sess).sum()
-    return {
-        "lockstep": lockstep.to_numpy(),
+    bounds = np.searchsorted(dip_sess, np.arange(n + 1))  # dip_sess is sorted
+    times = dip_bucket.astype(np.int64) * grid_seconds
+    features = {
+        "lockstep": lockstep,
         "util_autocorr": autocorr.reindex(range(n)).to_numpy(),
+        "util_dispersion": dispersion.reindex(range(n)).to_numpy(),
         "dip_rate_per_h": (dips / hours).reindex(range(n)).to_numpy(),
         "dip_regularity": regularity.reindex(range(n)).fillna(0.0).to_numpy(),
     }
+    return features, [times[bounds[i] : bounds[i + 1]] for i in range(n)]
 
 
-def _training_signature(features: pd.DataFrame) -> pd.Series:
-    parts = pd.DataFrame(
-        {
-            "busy": features["busy_frac"],
-            "tensor": (features["tensor_active_mean"] / 0.4).clip(0, 1),
-            "memory": features["mem_fill"].clip(0, 1),
-            "lockstep": features["lockstep"].clip(0, 1),
-        }
-    )
-    return parts.mean(axis=1, skipna=True).fillna(0.0)
+def _lockstep_sums(grid: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per GPU: sums for the Pearson correlation of its utilisation changes (bucket to next
+    bucket) with the changes of the mean of the session's *other* GPUs, and each GPU's session.
+    Changes, not levels: a common daily load curve does not make independent servers look
+    lock-step; leaving the GPU out of the mean keeps two independent GPUs at ~0, not 0.7."""
+    gpu = grid["gpu"].to_numpy()
+    bucket = grid["bucket"].to_numpy()
+    x = grid["util"].to_numpy(float)
+    slot = grid["slot"].to_numpy()
+    count = np.bincount(slot)[slot]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        others = np.where(count > 1, (grid["m"].to_numpy(float) * count - x) / (count - 1), np.nan)
+    order = np.lexsort((bucket, gpu))
+    g, b, x, others = gpu[order], bucket[order], x[order], others[order]
+    step = (g[1:] == g[:-1]) & (b[1:] - b[:-1] == 1)
+    dx, dm = np.diff(x)[step], np.diff(others)[step]
+    ok = ~np.isnan(dm)
+    owner, dx, dm = g[1:][step][ok], dx[ok], dm[ok]
+    k = int(gpu.max()) + 1 if len(gpu) else 0
+    sums = {
+        name: np.bincount(owner, weights=v, minlength=k)
+        for name, v in {
+            "n": np.ones(len(dx)),
+            "x": dx,
+            "m": dm,
+            "xx": dx * dx,
+            "mm": dm * dm,
+            "xm": dx * dm,
+        }.items()
+    }
+    session_of = np.zeros(k, dtype=np.int64)
+    session_of[gpu] = grid["session"].to_numpy()
+    return sums, session_of

@@ -1,10 +1,10 @@
-"""Per-session explanations: exact Shapley values of the forest's path length (shap).
+"""Per-session explanations: which pieces of evidence made the risk, in the evidence's terms.
 
-shap's TreeExplainer decomposes each session's expected isolation path length over the
-features, exactly (interventional on the training background is not needed for trees: it
-uses the path-dependent algorithm over the trees' own cover counts). A short path means
-anomalous, so a feature's contribution to the anomaly is minus its Shapley value: positive
-contributions pushed the session towards "anomalous", in path-length units.
+The forest scores products of two evidences (features/risk.py), each a sum of log-odds
+contributions: the origin tells (features/origin.py) and the training signals
+(features/training.py). A session's explanation names the strongest of each, with the value
+that fired and its contribution in log-odds, so an analyst reads "clock +3.5" and "tensor
+share +2.0" rather than a path length.
 """
 
 from __future__ import annotations
@@ -13,45 +13,59 @@ import json
 
 import numpy as np
 import pandas as pd
-import shap
 
-from .forest import SessionRiskModel
+from ..features import origin, training
 
-TOP_K = 3
-
-
-def contributions(model: SessionRiskModel, X: pd.DataFrame) -> pd.DataFrame:
-    """Contribution of each model feature to each session's anomaly (rows like X)."""
-    if X.empty:
-        return pd.DataFrame(columns=list(model.features), index=X.index, dtype=float)
-    explainer = shap.TreeExplainer(model.forest_)
-    values = explainer.shap_values(model.transform(X), check_additivity=False)
-    return pd.DataFrame(-np.asarray(values), columns=list(model.features), index=X.index)
+TOP_PER_FAMILY = 2
 
 
-def top_features(contrib: pd.DataFrame, X: pd.DataFrame, k: int = TOP_K) -> pd.Series:
-    """JSON list per session of the k features that pushed its score most."""
-    names = np.array(contrib.columns)
-    order = np.argsort(-contrib.to_numpy(), axis=1)[:, :k]
-    top_names = names[order]
-    top_contrib = np.take_along_axis(contrib.to_numpy(), order, axis=1)
-    values = X[list(names)].to_numpy(float)
-    top_values = np.take_along_axis(values, order, axis=1)
+def evidence_items(features: pd.DataFrame) -> pd.DataFrame:
+    """Long table: session index, family, name, value, contribution (log-odds), for every
+    origin tell and training signal of every session."""
+    tells = origin.tell_contributions(features)
+    strengths = origin.tell_strengths(features)
+    signals = training.contributions(features)
+    values = training.signal_values(features)
+    parts = [
+        _long(tells, strengths, "origin"),
+        _long(signals, values[list(signals.columns)], "workload"),
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def top_features(features: pd.DataFrame, k: int = TOP_PER_FAMILY) -> pd.Series:
+    """JSON list per session: its k strongest positive origin tells and training signals,
+    strongest first (feature "origin:clock", value, contribution)."""
+    items = evidence_items(features)
+    items = items[items["contribution"] > 0].sort_values(
+        ["row", "family", "contribution"], ascending=[True, True, False], kind="stable"
+    )
+    items = items.groupby(["row", "family"], sort=False).head(k)
+    items = items.sort_values(["row", "contribution"], ascending=[True, False], kind="stable")
+    lists: dict[int, list[dict]] = {}
+    for row, family, name, value, contribution in items.itertuples(index=False):
+        lists.setdefault(row, []).append(
+            {
+                "feature": f"{family}:{name}",
+                "value": None if pd.isna(value) else round(float(value), 4),
+                "contribution": round(float(contribution), 3),
+            }
+        )
     return pd.Series(
-        [
-            json.dumps(
-                [
-                    {"feature": f, "value": _num(v), "contribution": round(float(c), 4)}
-                    for f, v, c in zip(fs, vs, cs, strict=True)
-                    if c > 0
-                ]
-            )
-            for fs, vs, cs in zip(top_names, top_values, top_contrib, strict=True)
-        ],
-        index=X.index,
+        [json.dumps(lists.get(i, [])) for i in range(len(features))],
+        index=features.index,
         dtype=object,
     )
 
 
-def _num(value: float) -> float | None:
-    return None if np.isnan(value) else round(float(value), 6)
+def _long(contrib: pd.DataFrame, values: pd.DataFrame, family: str) -> pd.DataFrame:
+    n, k = contrib.shape
+    return pd.DataFrame(
+        {
+            "row": np.repeat(np.arange(n), k),
+            "family": family,
+            "name": np.tile(np.asarray(contrib.columns, dtype=object), n),
+            "value": values.to_numpy(float).ravel(),
+            "contribution": contrib.to_numpy(float).ravel(),
+        }
+    )

@@ -1,103 +1,115 @@
 """The session risk model: an Isolation Forest behind the scikit-learn estimator contract.
 
-This is the one place where sklearn's score is turned into ours. `anomaly_score` is the
-forest's s(x) = 2^(-E[h(x)]/c(psi)) in (0, 1), higher = more anomalous. `risk_score` maps it
-to 0-100 through three anchors: the training population's median score maps to 0 (a typical
-session), the paper's line s = 0.5 ("clearly anomalous" above it) to 40, where the medium
-severity band starts, and the highest score the forest can give (a session isolated by the
-first split of every tree, s = 2^(-1/c(psi))) to 100; linear in between. The median and the
-top are fitted attributes saved with the model, so scores of different runs are comparable.
+This is the one place where sklearn's score is turned into ours, in three steps.
+
+1. The forest's score s(x) = 2^(-E[h(x)]/c(psi)) in (0, 1), higher = more anomalous, over
+   the model features: restricted-origin evidence x training evidence, and that times the
+   compute scale (features/risk.py). Both grow with every piece of evidence.
+2. Monotone in the evidence: a forest isolates a small value next to a mass of zeros as fast
+   as a large one, so s(x) alone is not monotone. `anomaly_score` is the monotone envelope of
+   s: the forest is evaluated on a grid spanning the features, the running maximum is taken
+   along every axis, and a session's score is read off the grid by multilinear
+   interpolation (monotone between monotone grid points). More evidence never scores lower.
+3. `risk_score` maps the anomaly score to 0-100 by three anchors: the training median -> 0,
+   the score of the policy's reference case -> `reference_risk` (the alert threshold, 70 by
+   default), and the top of the grid -> 100; linear in between. The reference case is a point
+   in feature space, in units (origin evidence, training evidence, FLOP: `[scoring]` of the
+   settings), so the alert means the same thing whichever fleet the forest was trained on:
+   a session alerts when the forest finds it at least as anomalous as the reference case.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import product
 
 import numpy as np
 import pandas as pd
+from scipy.interpolate import RegularGridInterpolator
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import IsolationForest
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from ..errors import ModelError
 from ..schema import SEVERITY_BANDS
 
-# The forest sees these features: interactions and origin evidence that make restricted
-# large-model training the rare thing (see docs/DESIGN-NOTES.md for what each bought).
-MODEL_FEATURES = ("restricted_compute", "restricted_gpu_hours")
-ANOMALY_LINE, RISK_AT_LINE = 0.5, 40.0
+# The forest sees these features (features/risk.py; docs/DESIGN-NOTES.md says what they bought).
+MODEL_FEATURES = ("restricted_training", "restricted_compute")
+GRID_POINTS = 65  # per feature: the envelope's resolution
+GRID_HEADROOM = 1.5  # the grid reaches this far beyond the largest training value
 
 
 class SessionRiskModel(BaseEstimator):
-    """Isolation Forest over session features, scoring higher = more anomalous."""
+    """Isolation Forest over session features, scoring higher = more anomalous, monotone."""
 
     def __init__(
         self,
         features: Sequence[str] = MODEL_FEATURES,
+        reference: Sequence[float] = (),
+        reference_risk: float = 70.0,
         n_estimators: int = 300,
         max_samples: int | str = "auto",
         random_state: int = 0,
     ) -> None:
         self.features = features
+        self.reference = reference
+        self.reference_risk = reference_risk
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.random_state = random_state
 
     def fit(self, X: pd.DataFrame, y: None = None) -> SessionRiskModel:
-        matrix = self._matrix(X)
+        matrix = self._matrix(X).to_numpy()
         if len(matrix) < 2:
             raise ModelError(f"need at least 2 sessions to train, got {len(matrix)}")
-        self.pipeline_ = Pipeline(
-            [
-                ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                (
-                    "forest",
-                    IsolationForest(
-                        n_estimators=self.n_estimators,
-                        max_samples=self.max_samples,
-                        random_state=self.random_state,
-                    ),
-                ),
-            ]
+        if len(self.reference) != len(self.features):
+            raise ModelError(
+                f"the reference case has {len(self.reference)} values for "
+                f"{len(self.features)} features"
+            )
+        self.forest_ = IsolationForest(
+            n_estimators=self.n_estimators,
+            max_samples=self.max_samples,
+            random_state=self.random_state,
         ).fit(matrix)
-        self.score_median_ = float(np.median(self._anomaly(matrix)))
-        self.score_top_ = float(2.0 ** (-1.0 / average_path_length(self.forest_.max_samples_)))
+        top = np.maximum(np.nanmax(matrix, axis=0), np.asarray(self.reference, float))
+        self.grid_ = [np.linspace(0.0, GRID_HEADROOM * max(t, 1e-6), GRID_POINTS) for t in top]
+        points = np.array(list(product(*self.grid_)))
+        raw = -self.forest_.score_samples(points).reshape([GRID_POINTS] * len(self.grid_))
+        for axis in range(raw.ndim):
+            raw = np.maximum.accumulate(raw, axis=axis)
+        self.envelope_ = raw
+        self.score_median_ = float(np.median(self._envelope(matrix)))
+        self.score_reference_ = float(self._envelope(np.asarray([self.reference], float))[0])
+        self.score_top_ = float(raw.max())
         self.n_training_sessions_ = len(matrix)
         return self
 
     def anomaly_score(self, X: pd.DataFrame) -> np.ndarray:
-        """The forest's anomaly score s(x) in (0, 1); higher = more anomalous."""
-        check_is_fitted(self, "pipeline_")
-        return self._anomaly(self._matrix(X))
+        """The forest's anomaly score, made monotone in every feature; higher = more anomalous."""
+        check_is_fitted(self, "envelope_")
+        return self._envelope(self._matrix(X))
 
     def risk_score(self, X: pd.DataFrame) -> np.ndarray:
         return self.to_risk(self.anomaly_score(X))
 
     def to_risk(self, anomaly: np.ndarray) -> np.ndarray:
-        """Map anomaly scores to 0-100 through the median, s = 0.5 and the top anchors."""
-        check_is_fitted(self, "pipeline_")
-        low, top = self.score_median_, self.score_top_
-        if low < ANOMALY_LINE < top:
-            xp, fp = [low, ANOMALY_LINE, top], [0.0, RISK_AT_LINE, 100.0]
-        else:  # no clear typical bulk below the line: median to top, linearly
-            xp, fp = [low, max(top, low + 1e-6)], [0.0, 100.0]
+        """Map anomaly scores to 0-100 through the median, reference and top anchors."""
+        check_is_fitted(self, "envelope_")
+        low, ref, top = self.score_median_, self.score_reference_, self.score_top_
+        if low < ref < top:
+            xp, fp = [low, ref, top], [0.0, self.reference_risk, 100.0]
+        else:  # the reference case is typical of the training fleet, or at its very top
+            xp, fp = [low, max(top, low + 1e-9)], [0.0, 100.0]
         return np.interp(np.asarray(anomaly, dtype=float), xp, fp)
 
-    def transform(self, X: pd.DataFrame) -> np.ndarray:
-        """The imputed matrix the forest sees (used by the explainer)."""
-        check_is_fitted(self, "pipeline_")
-        return self.pipeline_.named_steps["impute"].transform(self._matrix(X))
-
-    @property
-    def forest_(self) -> IsolationForest:
-        return self.pipeline_.named_steps["forest"]
-
-    def _anomaly(self, matrix: pd.DataFrame) -> np.ndarray:
-        if matrix.empty:
+    def _envelope(self, matrix: np.ndarray | pd.DataFrame) -> np.ndarray:
+        values = np.nan_to_num(np.asarray(matrix, dtype=float))
+        if not len(values):
             return np.zeros(0)
-        return -self.pipeline_.score_samples(matrix)
+        clipped = np.clip(values, 0.0, [g[-1] for g in self.grid_])
+        lookup = RegularGridInterpolator(tuple(self.grid_), self.envelope_, method="linear")
+        return lookup(clipped)
 
     def _matrix(self, X: pd.DataFrame) -> pd.DataFrame:
         missing = [f for f in self.features if f not in X.columns]
@@ -106,16 +118,7 @@ class SessionRiskModel(BaseEstimator):
                 f"the model needs feature(s) {missing}; the table has "
                 f"{len(X.columns)} columns without them"
             )
-        return X.loc[:, list(self.features)].astype(float)
-
-
-def average_path_length(n: int) -> float:
-    """c(n): the mean path length of an unsuccessful binary-search-tree lookup among n points."""
-    if n <= 1:
-        return 1.0  # a forest of single points: any path is as short as it gets
-    if n == 2:
-        return 1.0
-    return 2.0 * (np.log(n - 1.0) + np.euler_gamma) - 2.0 * (n - 1.0) / n
+        return X.loc[:, list(self.features)].astype(float).fillna(0.0)
 
 
 def severity(risk: np.ndarray | pd.Series) -> np.ndarray:

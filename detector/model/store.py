@@ -15,13 +15,13 @@ from typing import Any
 import skops.io as sio
 
 from ..errors import ModelError
-from .forest import ANOMALY_LINE, RISK_AT_LINE, SessionRiskModel
+from .forest import SessionRiskModel
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE, METADATA_FILE = "model.skops", "metadata.json"
-FORMAT_VERSION = 1
-_PACKAGES = ("gpuwatch", "scikit-learn", "numpy", "pandas", "skops", "shap")
+FORMAT_VERSION = 2
+_PACKAGES = ("gpuwatch", "scikit-learn", "numpy", "pandas", "skops")
 
 
 @dataclass
@@ -52,14 +52,7 @@ def save(stored: StoredModel, model_dir: str | os.PathLike) -> Path:
     folder = Path(model_dir)
     folder.mkdir(parents=True, exist_ok=True)
     m = stored.model
-    state = {
-        "pipeline": m.pipeline_,
-        "params": m.get_params(),
-        "score_median": m.score_median_,
-        "score_top": m.score_top_,
-        "n_training_sessions": m.n_training_sessions_,
-    }
-    sio.dump(state, folder / MODEL_FILE, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
+    sio.dump(m, folder / MODEL_FILE, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
     meta = {
         **stored.metadata,
         "format_version": FORMAT_VERSION,
@@ -68,9 +61,10 @@ def save(stored: StoredModel, model_dir: str | os.PathLike) -> Path:
         "params": _jsonable(m.get_params()),
         "normalisation": {
             "score_median": m.score_median_,
+            "score_reference": m.score_reference_,
             "score_top": m.score_top_,
-            "anomaly_line": ANOMALY_LINE,
-            "risk_at_line": RISK_AT_LINE,
+            "reference": list(m.reference),
+            "reference_risk": m.reference_risk,
         },
         "versions": package_versions(),
     }
@@ -101,12 +95,9 @@ def load(model_dir: str | os.PathLike) -> StoredModel:
             f"{meta_file}: format_version {meta.get('format_version')!r}, "
             f"this gpuwatch reads {FORMAT_VERSION}"
         )
-    state = sio.load(model_file, trusted=_TRUSTED)
-    model = SessionRiskModel(**state["params"])
-    model.pipeline_ = state["pipeline"]
-    model.score_median_ = state["score_median"]
-    model.score_top_ = state["score_top"]
-    model.n_training_sessions_ = state["n_training_sessions"]
+    model = sio.load(model_file, trusted=_TRUSTED)
+    if not isinstance(model, SessionRiskModel):
+        raise ModelError(f"{model_file}: holds a {type(model).__name__}, not a gpuwatch model")
     _warn_on_drift(meta.get("versions", {}), folder)
     return StoredModel(model, float(meta["alert_risk"]), meta)
 
@@ -129,4 +120,8 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
 
 
 # Types that a gpuwatch model file holds beyond skops' default trusted set.
-_TRUSTED: list[str] = ["numpy.dtype", "sklearn.tree._tree.Tree"]
+_TRUSTED: list[str] = [
+    "numpy.dtype",
+    "sklearn.tree._tree.Tree",
+    "detector.model.forest.SessionRiskModel",
+]

@@ -86,8 +86,8 @@ _HOSTING_ASES = [
     (49981, "WorldStream B.V."),
 ]
 _HOSTING_COUNTRIES = ("US", "NL", "DE", "SG", "JP", "GB", "FR")
-_PER_V4, _PER_V6 = 12, 2  # addresses kept per (AS, country) and address family
-_CANDIDATE_BLOCKS = 60  # blocks tried per AS and family
+_PER_V4, _PER_V6 = 40, 4  # addresses kept per (AS, country) and address family
+_CANDIDATE_BLOCKS = 240  # blocks tried per AS and family
 
 
 def _targets() -> list[tuple[int, str, str, tuple[str, ...]]]:

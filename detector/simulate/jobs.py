@@ -22,6 +22,8 @@ from .workloads import (
     MINING,
     NOTEBOOK,
     PRETRAINING,
+    RENDERING,
+    THROTTLED,
     Job,
 )
 
@@ -87,7 +89,7 @@ def plan_jobs(
     """The jobs of one workload family for one tenant (times may reach outside the window)."""
     w, days = window, window.days
     jobs: list[dict] = []
-    if workload == PRETRAINING:
+    if workload in (PRETRAINING, THROTTLED):
         model = _model(rng, ("h100", "a100"), (0.7, 0.3))
         hosts = int(rng.choice([2, 3, 4], p=[0.6, 0.3, 0.1]))
         start = (
@@ -98,6 +100,18 @@ def plan_jobs(
         jobs.append(
             dict(start=start, dur=rng.uniform(1.5, 5) * DAY, hosts=hosts, gph=8, model=model)
         )
+    elif workload == RENDERING:
+        model = _model(rng, ("l40s", "a100", "h100"), (0.6, 0.25, 0.15))
+        for _ in range(max(1, int(round(days * rng.uniform(0.5, 1.2))))):
+            jobs.append(
+                dict(
+                    start=work_time(w, zone, rng),
+                    dur=rng.uniform(2, 14) * HOUR,
+                    hosts=1,
+                    gph=int(rng.choice([1, 2, 4, 8], p=[0.2, 0.3, 0.3, 0.2])),
+                    model=model,
+                )
+            )
     elif workload in (FINE_TUNING, HPC):
         n = (
             max(1, int(round(days * rng.uniform(0.8, 1.6))))

@@ -6,7 +6,7 @@ users go out through hosting exits in a third country and leak a few events from
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -25,8 +25,13 @@ DOMESTIC, ALLIED, R_DIRECT, R_VPN, RESELLER = (
     "restricted_vpn",
     "reseller",
 )
-ORIGINS = (DOMESTIC, ALLIED, R_DIRECT, R_VPN, RESELLER)
-RESTRICTED_ORIGINS = frozenset({R_DIRECT, R_VPN, RESELLER})
+# Benign look-alikes: US staff working evenings behind cloud egress; multinationals with an
+# office in a country of concern; Japanese and Korean tenants egressing through cloud regions.
+EVENING, MULTINATIONAL, APAC_CLOUD = "domestic_evening", "multinational", "apac_cloud"
+# One restricted crew behind 3-4 accounts (each a tenant) that run one job in step.
+SPLIT = "restricted_split"
+ORIGINS = (DOMESTIC, ALLIED, EVENING, MULTINATIONAL, APAC_CLOUD, R_DIRECT, R_VPN, RESELLER, SPLIT)
+RESTRICTED_ORIGINS = frozenset({R_DIRECT, R_VPN, RESELLER, SPLIT})
 
 ALLIED_COUNTRIES = ("DE", "JP", "KR", "GB", "IN", "SG", "FR", "NL")
 US_ZONES = ("America/New_York", "America/Chicago", "America/Los_Angeles")
@@ -69,7 +74,8 @@ _BOT_UA = (
 
 @dataclass(frozen=True)
 class Person:
-    """One principal: home addresses, exits they tunnel through and how often, tools."""
+    """One principal: home addresses, exits they tunnel through and how often, tools, and how
+    often they also work in the evening (local 19-24 h)."""
 
     principal: str
     zone: str
@@ -77,6 +83,18 @@ class Person:
     exit_ips: tuple[str, ...] = ()
     exit_share: float = 0.0
     user_agents: tuple[str, ...] = ()
+    evening: float = 0.0
+    activity: float = 1.0  # scales how many events they leave
+
+
+@dataclass(frozen=True)
+class Trip:
+    """Person 0 works `days` days from abroad (local hours there, local addresses)."""
+
+    first_day: int
+    days: int
+    zone: str
+    ips: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -90,7 +108,8 @@ class Origin:
     reseller: str
     people: tuple[Person, ...]
     bots: tuple[str, ...] = ()
-    travel: tuple[int, str] | None = None  # (day index, address used that day by person 0)
+    trip: Trip | None = None
+    billing_id: str = ""
 
 
 def _ips(
@@ -110,7 +129,13 @@ def _ips(
 
 
 def _person(
-    pool, rng, zone: str, country: str, exits: tuple[str, ...] = (), exit_share: float = 0.0
+    pool,
+    rng,
+    zone: str,
+    country: str,
+    exits: tuple[str, ...] = (),
+    exit_share: float = 0.0,
+    evening: float = 0.0,
 ) -> Person:
     tools = tuple(str(rng.choice(v)) for v in _UA.values())
     return Person(
@@ -120,32 +145,62 @@ def _person(
         exits,
         exit_share,
         tools,
+        evening,
     )
 
 
+def billing_id(rng: np.random.Generator) -> str:
+    """A payment-method fingerprint, as a billing system would keep it."""
+    return f"pm-{rng.integers(16**10):010x}"
+
+
 def make_origin(
-    family: str, pool: pd.DataFrame, rng: np.random.Generator, traveller: bool = False
+    family: str,
+    pool: pd.DataFrame,
+    rng: np.random.Generator,
+    traveller: bool = False,
+    crew: Origin | None = None,
 ) -> Origin:
-    """Draw the people and registry answers of one tenant of an origin family."""
+    """Draw the people and registry answers of one tenant of an origin family. A tenant of a
+    split crew (`family` SPLIT) shares the crew's people, exits and sometimes its billing."""
     zones = country_zones()
     n_people = int(rng.integers(1, 4))
-    reseller, bots, travel = "", (), None
-    if family == DOMESTIC:
+    reseller, bots, trip = "", (), None
+    if family in (DOMESTIC, EVENING):
         zone = str(rng.choice(US_ZONES))
-        corp = _ips(pool, rng, HOSTING, "US", 2, one_asn=True) if rng.random() < 0.4 else ()
+        evening = family == EVENING
+        corp = (
+            _ips(pool, rng, HOSTING, "US", 2, one_asn=True) if evening or rng.random() < 0.4 else ()
+        )
+        share = rng.uniform(0.5, 0.9) if evening else 0.7 if corp else 0.0
         people = [
-            _person(pool, rng, zone, "US", corp, 0.7 if corp else 0.0) for _ in range(n_people)
+            _person(pool, rng, zone, "US", corp, share, rng.uniform(0.4, 0.8) if evening else 0.0)
+            for _ in range(n_people)
         ]
         if rng.random() < 0.5:
             bots = _ips(pool, rng, HOSTING, "US", 2, one_asn=True)
         declared = billing = "US"
-    elif family == ALLIED:
-        country = str(rng.choice(ALLIED_COUNTRIES))
+    elif family in (ALLIED, APAC_CLOUD):
+        country = str(rng.choice(ALLIED_COUNTRIES if family == ALLIED else ("JP", "KR")))
         zone = zones[country]
-        people = [_person(pool, rng, zone, country) for _ in range(n_people)]
+        exits = ()
+        if family == APAC_CLOUD:
+            exits = _ips(pool, rng, HOSTING, str(rng.choice(["SG", "JP"])), 3)
+        people = [
+            _person(pool, rng, zone, country, exits, rng.uniform(0.6, 0.95) if exits else 0.0)
+            for _ in range(n_people)
+        ]
         declared = billing = country
-        if traveller:
-            travel = (int(rng.integers(0, 2)), _ips(pool, rng, RESIDENTIAL, "HK", 1)[0])
+    elif family == MULTINATIONAL:
+        declared = billing = str(rng.choice(["US", "DE", "JP", "GB"]))
+        zone = str(rng.choice(US_ZONES)) if declared == "US" else zones[declared]
+        home = int(rng.integers(2, 6))
+        people = [_person(pool, rng, zone, declared) for _ in range(home)]
+        office = str(rng.choice(["CN", "HK"]))  # a minority of the principals
+        people += [
+            replace(_person(pool, rng, zones[office], office), activity=0.5)
+            for _ in range(int(rng.integers(1, max(2, (home + 1) // 2))))
+        ]
     elif family in (R_DIRECT, R_VPN):
         country = str(
             rng.choice(
@@ -175,27 +230,76 @@ def make_origin(
             for _ in range(n_people + 1)
         ]
         billing = declared
+    elif family == SPLIT:
+        if crew is None:  # the crew itself: VPN users in a country of concern
+            country = str(rng.choice(["CN", "RU"], p=[0.7, 0.3]))
+            zone = zones[country]
+            exits = _ips(pool, rng, HOSTING, str(rng.choice(VPN_EXIT_COUNTRIES)), 4)
+            leak = rng.uniform(0.02, 0.06)
+            people = [_person(pool, rng, zone, country, exits, 1 - leak) for _ in range(3)]
+            declared = billing = "US"
+        else:  # one account: some of the crew, its own registry answers
+            zone = crew.zone
+            k = int(rng.integers(1, len(crew.people) + 1))
+            people = list(rng.choice(np.array(crew.people, dtype=object), k, replace=False))
+            declared = billing = str(rng.choice(["US", "SG", "NL", "GB", "DE"]))
+            shared = rng.random() < 0.5 and crew.billing_id
+            return Origin(
+                family,
+                zone,
+                declared,
+                billing,
+                "",
+                tuple(people),
+                billing_id=crew.billing_id if shared else billing_id(rng),
+            )
     else:
         raise ValueError(f"unknown origin family {family!r}")
-    return Origin(family, zone, declared, billing, reseller, tuple(people), bots, travel)
-
-
-def _sessions(person: Person, window: Window, rng: np.random.Generator) -> np.ndarray:
-    """Event times of one person: working-day sessions in their own zone."""
-    tz = ZoneInfo(person.zone)
-    first = datetime.fromtimestamp(window.t0, UTC).astimezone(tz).date()
-    rate = rng.uniform(1, 4)
-    times = []
-    for d in range(-1, int(np.ceil(window.days)) + 1):
-        day = first + timedelta(days=d)
-        if rng.random() > (0.85 if day.weekday() < 5 else 0.15):
-            continue
-        start = (
-            datetime.combine(day, datetime.min.time(), tz).timestamp()
-            + np.clip(rng.normal(9.5, 1.2), 6, 13) * HOUR
+    if traveller:
+        dest = str(rng.choice(["HK", "CN"]))
+        days = int(rng.integers(1, 4))
+        trip = Trip(
+            int(rng.integers(0, 3)), days, zones[dest], _ips(pool, rng, RESIDENTIAL, dest, 2)
         )
-        length = rng.uniform(4, 10) * HOUR
-        times.append(start + np.sort(rng.uniform(0, length, rng.poisson(rate * length / HOUR))))
+    return Origin(
+        family,
+        zone,
+        declared,
+        billing,
+        reseller,
+        tuple(people),
+        bots,
+        trip,
+        billing_id(rng),
+    )
+
+
+def _sessions(
+    zone: str,
+    evening: float,
+    first_day: float,
+    last_day: float,
+    rng: np.random.Generator,
+    activity: float = 1.0,
+) -> np.ndarray:
+    """Event times of one person working in `zone` on the local days from `first_day` to
+    `last_day` (epoch seconds): working-day sessions, and evening ones with p = `evening`."""
+    tz = ZoneInfo(zone)
+    first = datetime.fromtimestamp(first_day, UTC).astimezone(tz).date()
+    rate = activity * rng.uniform(1, 4)
+    times = []
+    for d in range(-1, int(np.ceil((last_day - first_day) / DAY)) + 1):
+        day = first + timedelta(days=d)
+        midnight = datetime.combine(day, datetime.min.time(), tz).timestamp()
+        weekday = day.weekday() < 5
+        if rng.random() <= (0.85 if weekday else 0.15):
+            start = midnight + np.clip(rng.normal(9.5, 1.2), 6, 13) * HOUR
+            length = rng.uniform(4, 10) * HOUR
+            times.append(start + np.sort(rng.uniform(0, length, rng.poisson(rate * length / HOUR))))
+        if weekday and rng.random() < evening:
+            start = midnight + rng.uniform(19.5, 21.5) * HOUR
+            length = rng.uniform(1, 3) * HOUR
+            times.append(start + np.sort(rng.uniform(0, length, rng.poisson(rate * length / HOUR))))
     return np.concatenate(times) if times else np.empty(0)
 
 
@@ -203,21 +307,22 @@ def _frame(
     person: Person,
     t: np.ndarray,
     events: np.ndarray,
-    origin: Origin,
     window: Window,
     rng: np.random.Generator,
+    ips: tuple[str, ...] = (),
 ) -> pd.DataFrame:
-    """Pick source address, user agent and byte counts for one person's events."""
+    """Pick source address, user agent and byte counts for one person's events (`ips`, when
+    given, replaces their usual addresses: a trip)."""
     n = len(t)
-    via_exit = rng.random(n) < person.exit_share if person.exit_ips else np.zeros(n, bool)
-    ip = np.where(
-        via_exit,
-        rng.choice(np.array(person.exit_ips or ("",)), n),
-        rng.choice(np.array(person.home_ips), n),
-    )
-    if origin.travel and person is origin.people[0]:
-        day0 = window.t0 + origin.travel[0] * DAY
-        ip = np.where((t >= day0) & (t < day0 + DAY), origin.travel[1], ip)
+    if ips:
+        ip = rng.choice(np.array(ips), n)
+    else:
+        via_exit = rng.random(n) < person.exit_share if person.exit_ips else np.zeros(n, bool)
+        ip = np.where(
+            via_exit,
+            rng.choice(np.array(person.exit_ips or ("",)), n),
+            rng.choice(np.array(person.home_ips), n),
+        )
     ua_kind = np.select(
         [events == "ssh", (events == "console") | (events == "login"), events == "api"],
         [0, 1, 2],
@@ -242,18 +347,36 @@ def _frame(
     )
 
 
+def _person_events(
+    person: Person, trip: Trip | None, window: Window, rng: np.random.Generator
+) -> pd.DataFrame:
+    """A person's own events over the window, the days of a trip worked from abroad."""
+    t = _sessions(person.zone, person.evening, window.t0, window.t1, rng, person.activity)
+    parts = [(t, ())]
+    if trip is not None:
+        lo = window.t0 + trip.first_day * DAY
+        hi = lo + trip.days * DAY
+        away = _sessions(trip.zone, 0.0, lo, hi, rng)
+        parts = [(t[(t < lo) | (t >= hi)], ()), (away[(away >= lo) & (away < hi)], trip.ips)]
+    frames = []
+    for times, ips in parts:
+        times = np.sort(times)
+        events = rng.choice(EVENTS, len(times), p=_EVENT_P)
+        if len(times):
+            events[0] = "login"
+            events[1:][np.diff(times) > 2 * HOUR] = "login"
+        frames.append(_frame(person, times, events, window, rng, ips))
+    return pd.concat(frames, ignore_index=True)
+
+
 def access_events(
     tenant_id: str, origin: Origin, jobs: list[Job], window: Window, rng: np.random.Generator
 ) -> pd.DataFrame:
     """All access events of one tenant inside the window (timestamps in epoch seconds)."""
-    parts = []
-    for person in origin.people:
-        t = _sessions(person, window, rng)
-        events = rng.choice(EVENTS, len(t), p=_EVENT_P)
-        if len(t):
-            events[0] = "login"
-            events[1:][np.diff(t) > 2 * HOUR] = "login"
-        parts.append(_frame(person, t, events, origin, window, rng))
+    parts = [
+        _person_events(p, origin.trip if i == 0 else None, window, rng)
+        for i, p in enumerate(origin.people)
+    ]
     drivers = [p for p in origin.people if p.zone == origin.zone] or list(origin.people)
     for job in jobs:  # launches, data uploads before training, checkpoint downloads after
         person = drivers[int(rng.integers(len(drivers)))]
@@ -262,7 +385,7 @@ def access_events(
         if job.workload in TRAINING:
             t += [job.start - rng.uniform(0.5, 6) * HOUR, job.end + rng.uniform(0.1, 3) * HOUR]
             ev += ["transfer", "transfer"]
-        frame = _frame(person, np.array(t), np.array(ev), origin, window, rng)
+        frame = _frame(person, np.array(t), np.array(ev), window, rng)
         if job.workload in TRAINING:
             frame.loc[1, ["bytes_in", "bytes_out"]] = [rng.uniform(5e10, 2e12), 1e6]
             frame.loc[2, ["bytes_in", "bytes_out"]] = [1e6, rng.uniform(1e10, 5e11)]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import gzip
 import json
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,9 +22,9 @@ from ..errors import ConfigError
 from .ips import load_ip_pool
 from .jobs import DAY, HostPool, Window, plan_jobs
 from .messiness import make_messy
-from .origins import RESTRICTED_ORIGINS, Origin, access_events, make_origin
-from .scenarios import BY_NAME, Scenario, org_name, scenario_counts
-from .workloads import METRICS, MINING, TRAINING, Job, render
+from .origins import RESTRICTED_ORIGINS, SPLIT, Origin, access_events, make_origin
+from .scenarios import BY_NAME, SPLIT_ACCOUNTS, Scenario, org_name, scenario_counts
+from .workloads import METRICS, MINING, PRETRAINING, TRAINING, Job, render
 
 FILES = ("telemetry.parquet", "access.jsonl.gz", "tenants.csv", "truth.csv")
 
@@ -44,11 +45,13 @@ def simulate(
     seed: int,
     interval_s: int = 60,
     start: str = "2026-10-05",
+    without: Collection[str] = (),
 ) -> dict:
     """Write telemetry.parquet, access.jsonl.gz, tenants.csv and truth.csv into ``out_dir``;
-    return counts per file, tenants per scenario and what the messiness did."""
+    return counts per file, tenants per scenario and what the messiness did. Scenarios named in
+    `without` are left out (a fleet to train on without an evasion family)."""
     window = _window(n_tenants, days, interval_s, start)
-    tenants = _tenants(n_tenants, window, seed)
+    tenants = _tenants(n_tenants, window, seed, without)
     jobs = [j for t in tenants for j in t.jobs]
     HostPool().allocate(jobs)
     telemetry, mess = _telemetry(tenants, window, np.random.default_rng([seed, 1]))
@@ -99,9 +102,11 @@ def _window(n_tenants: int, days: float, interval_s: int, start: str) -> Window:
     return Window(t0, t0 + int(round(days * DAY)), int(interval_s))
 
 
-def _tenants(n_tenants: int, window: Window, seed: int) -> list[_Tenant]:
+def _tenants(
+    n_tenants: int, window: Window, seed: int, without: Collection[str] = ()
+) -> list[_Tenant]:
     master = np.random.default_rng([seed, 0])
-    names = [n for n, c in scenario_counts(n_tenants).items() for _ in range(c)]
+    names = [n for n, c in scenario_counts(n_tenants, without).items() for _ in range(c)]
     names = [names[i] for i in master.permutation(len(names))]
     ids = master.choice(16**6, n_tenants, replace=False)
     pool = load_ip_pool()
@@ -109,6 +114,8 @@ def _tenants(n_tenants: int, window: Window, seed: int) -> list[_Tenant]:
     for i, name in enumerate(names):
         rng = np.random.default_rng([seed, 2, i])
         scenario, tenant_id = BY_NAME[name], f"tn-{ids[i]:06x}"
+        if scenario.origin == SPLIT:
+            continue  # below, crew by crew
         origin = make_origin(scenario.origin, pool, rng, scenario.traveller)
         kubernetes = rng.random() < (0.1 if MINING in scenario.workloads else 0.65)
         jobs = [
@@ -118,7 +125,54 @@ def _tenants(n_tenants: int, window: Window, seed: int) -> list[_Tenant]:
             if j.start < window.t1 and j.end > window.t0
         ]
         out.append(_Tenant(tenant_id, scenario, origin, jobs, rng))
+    split = [i for i, name in enumerate(names) if BY_NAME[name].origin == SPLIT]
+    for c, members in enumerate(_crews(split)):
+        out += _split_crew(
+            members, names, ids, window, pool, np.random.default_rng([seed, 3, c]), seed
+        )
     return sorted(out, key=lambda t: t.tenant_id)
+
+
+def _crews(members: list[int]) -> list[list[int]]:
+    """Accounts grouped into crews of SPLIT_ACCOUNTS (a last short group joins the previous)."""
+    size = SPLIT_ACCOUNTS[-1]
+    crews = [members[i : i + size] for i in range(0, len(members), size)]
+    if len(crews) > 1 and len(crews[-1]) < SPLIT_ACCOUNTS[0]:
+        crews[-2] += crews.pop()
+    return crews
+
+
+def _split_crew(
+    members: list[int],
+    names: list[str],
+    ids: np.ndarray,
+    window: Window,
+    pool: pd.DataFrame,
+    crng: np.random.Generator,
+    seed: int,
+) -> list[_Tenant]:
+    """One pre-training job cut into parts, one per account, that run in step."""
+    crew = make_origin(SPLIT, pool, crng)
+    parent = plan_jobs("", PRETRAINING, window, crew.zone, False, crng)[0]
+    sync = int(crng.integers(2**31))
+    out = []
+    for i in members:
+        rng = np.random.default_rng([seed, 2, i])
+        tenant_id = f"tn-{ids[i]:06x}"
+        origin = make_origin(SPLIT, pool, rng, crew=crew)
+        kubernetes = rng.random() < 0.65
+        part = replace(
+            parent,
+            tenant_id=tenant_id,
+            job_id=f"llm-{rng.integers(16**7):07x}" if kubernetes else None,
+            start=parent.start + int(rng.uniform(0, 90)),
+            n_hosts=int(rng.choice([1, 2])),
+            first_gpu=0,
+            sync=sync,
+        )
+        jobs = [part] if part.start < window.t1 and part.end > window.t0 else []
+        out.append(_Tenant(tenant_id, BY_NAME[names[i]], origin, jobs, rng))
+    return out
 
 
 def _job_frame(
@@ -229,6 +283,7 @@ def _registry(tenants: list[_Tenant], window: Window) -> pd.DataFrame:
                 "created_at": int(window.t0 - age),
                 "billing_country": t.origin.billing_country,
                 "reseller": t.origin.reseller,
+                "billing_id": t.origin.billing_id,
             }
         )
     out = pd.DataFrame(rows)

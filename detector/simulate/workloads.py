@@ -27,9 +27,21 @@ METRICS = (
 )
 
 PRETRAINING, FINE_TUNING, INFERENCE = "llm_pretraining", "fine_tuning", "inference"
+THROTTLED = "throttled_pretraining"  # duty-cycled to 50-75 % utilisation, lock-step kept
 NOTEBOOK, HPC, MINING, IDLE = "notebook", "hpc_simulation", "crypto_mining", "idle_reservation"
-WORKLOADS = (PRETRAINING, FINE_TUNING, INFERENCE, NOTEBOOK, HPC, MINING, IDLE)
-TRAINING = frozenset({PRETRAINING, FINE_TUNING})
+RENDERING = "rendering"
+WORKLOADS = (
+    PRETRAINING,
+    FINE_TUNING,
+    THROTTLED,
+    INFERENCE,
+    NOTEBOOK,
+    HPC,
+    MINING,
+    RENDERING,
+    IDLE,
+)
+TRAINING = frozenset({PRETRAINING, FINE_TUNING, THROTTLED})
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,7 @@ class Job:
     zone: str
     hosts: tuple[str, ...] = ()
     first_gpu: int = 0
+    sync: int | None = None  # parts of one job split across accounts share their step timing
 
     @property
     def n_gpus(self) -> int:
@@ -96,7 +109,12 @@ def _lockstep_states(
     dip_s: tuple,
     restart_p: float,
 ) -> np.ndarray:
-    """0 = working, 1 = periodic dip (checkpoint/eval/output), 2 = down, 3 = start-up ramp."""
+    """0 = working, 1 = periodic dip (checkpoint/eval/output), 2 = down, 3 = start-up ramp.
+
+    The parts of a job split across accounts (`job.sync`) draw their timing from one shared
+    generator, so they start, checkpoint and restart together."""
+    if job.sync is not None:
+        rng = np.random.default_rng([job.sync, 17])
     since = t - job.start
     period = rng.uniform(*period_min) * 60
     dip = rng.uniform(*dip_s)
@@ -129,11 +147,15 @@ def _lockstep(
     dip_s: tuple,
     restart_p: float,
     dip_pcie_tx: tuple,
+    duty: float = 1.0,
 ) -> Arrays:
-    """Data-parallel style work: every GPU of the job moves together."""
+    """Data-parallel style work: every GPU of the job moves together. A `duty` below 1 is a
+    job throttled on purpose (it sleeps between steps): every activity scales by it, the
+    lock-step, the checkpoints and the memory stay."""
     n, g, m = len(t), job.n_gpus, job.model
     state = _lockstep_states(job, t, rng, period_min, dip_s, restart_p)[:, None]
-    common = _smooth(rng, n, 15)[:, None]
+    shared = np.random.default_rng([job.sync, 18]) if job.sync is not None else rng
+    common = _smooth(shared, n, 15)[:, None]
     noise = rng.standard_normal((n, g))
     work, dip, down, ramp = state == 0, state == 1, state == 2, state == 3
     sm0, tc0, dr0 = rng.uniform(*sm), rng.uniform(*tensor), rng.uniform(*dram)
@@ -142,22 +164,26 @@ def _lockstep(
     util = np.select(
         [work, dip, ramp],
         [
-            99.3 - np.abs(0.9 * noise + 0.4 * common),
+            duty * (99.3 - np.abs(0.9 * noise + 0.4 * common)),
             100 * low + 2 * noise,
             rng.uniform(10, 70, (n, g)),
         ],
         0.0,
     )
-    smv = np.select([work, dip, ramp], [sm_w, low, rng.uniform(0.1, 0.5, (n, g))], 0.0)
-    tcv = np.select([work, ramp], [tc0 * sm_w / sm0 + 0.01 * noise, 0.05 * smv], 0.0)
-    drv = np.select([work, dip, ramp], [dr0 + 0.01 * common + 0.01 * noise, 0.3 * low, 0.2], 0.0)
+    smv = np.select([work, dip, ramp], [duty * sm_w, low, rng.uniform(0.1, 0.5, (n, g))], 0.0)
+    tcv = np.select([work, ramp], [duty * (tc0 * sm_w / sm0 + 0.01 * noise), 0.05 * smv], 0.0)
+    drv = np.select(
+        [work, dip, ramp], [duty * (dr0 + 0.01 * common + 0.01 * noise), 0.3 * low, 0.2], 0.0
+    )
     fb_g = np.full(g, rng.uniform(*mem) * m.usable_mib)  # replicas hold the same tensors
     fb_g[0] += rng.uniform(200, 900)  # rank 0 keeps a little more
     fb = np.where(down, 0.0, fb_g)
     fb = np.where(ramp, fb * rng.uniform(0.3, 0.9, (n, 1)), fb)
     bw = m.nvlink_bps * rng.uniform(*nvlink) if job.n_gpus > 1 else 0.0
-    nv = np.select([work, dip | ramp], [bw * (1 + 0.06 * common + 0.04 * noise), bw * 0.01], 0.0)
-    p0 = rng.uniform(*pcie)
+    nv = np.select(
+        [work, dip | ramp], [duty * bw * (1 + 0.06 * common + 0.04 * noise), bw * 0.01], 0.0
+    )
+    p0 = duty * rng.uniform(*pcie)
     pcie_rx = np.select([work, ramp], [p0 * (1 + 0.15 * noise), 3 * p0], 0.0)
     pcie_tx = np.select(
         [work, dip],
@@ -211,6 +237,53 @@ def _fine_tuning(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
         restart_p=0.0,
         dip_pcie_tx=(2e9, 8e9),
     )
+
+
+def _throttled(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
+    """Pre-training held at 50-75 % utilisation by sleeping between steps (an evasion)."""
+    return _lockstep(
+        job,
+        t,
+        rng,
+        sm=(0.80, 0.93),
+        tensor=(0.4, 0.7),
+        dram=(0.3, 0.55),
+        mem=(0.85, 0.975),
+        nvlink=(0.15, 0.6),
+        pcie=(2e9, 8e9),
+        period_min=(30, 120),
+        dip_s=(60, 300),
+        restart_p=0.3,
+        dip_pcie_tx=(8e9, 2e10),
+        duty=rng.uniform(0.5, 0.75),
+    )
+
+
+def _rendering(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
+    """3D rendering (Blender Cycles-like): busy shader cores, no tensor work, a short dip
+    between frames on each GPU at its own pace, little memory, low power for its utilisation
+    and little PCIe traffic once the scene is loaded."""
+    n, g, m = len(t), job.n_gpus, job.model
+    frame_s = rng.uniform(40, 400, g)  # each GPU renders its own frames
+    phase = rng.uniform(0, 1, g) * frame_s
+    between = ((t[:, None] + phase) % frame_s) < rng.uniform(3, 12)
+    noise = rng.standard_normal((n, g))
+    util = np.where(between, rng.uniform(5, 40, (n, g)), 97.5 + 1.5 * noise)
+    sm = np.where(between, 0.1, rng.uniform(0.6, 0.9, g)) + 0.01 * noise
+    pcie = np.where(between, 4e7, rng.uniform(2e6, 1.5e7)) * (1 + 0.2 * np.abs(noise))
+    draw = rng.uniform(0.3, 0.5, g)  # share of the power envelope above idle
+    return {
+        "gpu_util": util,
+        "sm_active": sm,
+        "tensor_active": np.clip(rng.uniform(0.0, 0.02) + 0.003 * noise, 0, None),
+        "dram_active": sm * rng.uniform(0.12, 0.3),
+        "fb_used_mib": np.broadcast_to(rng.uniform(0.06, 0.35) * m.usable_mib, (n, g)),
+        "nvlink_tx_bps": np.zeros((n, g)),
+        "nvlink_rx_bps": np.zeros((n, g)),
+        "pcie_tx_bps": pcie * 0.3,
+        "pcie_rx_bps": pcie,
+        "power_w": m.idle_w + (m.tdp_w - m.idle_w) * draw * util / 100 * (1 + 0.02 * noise),
+    }
 
 
 def _hpc(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
@@ -332,6 +405,8 @@ def _idle(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
 FAMILIES: dict[str, Callable[[Job, np.ndarray, np.random.Generator], Arrays]] = {
     PRETRAINING: _pretraining,
     FINE_TUNING: _fine_tuning,
+    THROTTLED: _throttled,
+    RENDERING: _rendering,
     INFERENCE: _inference,
     NOTEBOOK: _notebook,
     HPC: _hpc,

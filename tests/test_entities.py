@@ -1,0 +1,98 @@
+"""Linked accounts: entities from shared principals, billing and prefixes; in-step groups."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from factories import T0, access, telemetry
+
+from detector.config import load_settings
+from detector.features import session_features
+from detector.features.entities import entity_name
+from detector.sessions import cut_sessions
+
+SETTINGS = load_settings()
+LATER = T0 + pd.Timedelta(hours=2)  # starts after the first sample of the data: a real start
+
+
+def checkpointing(tenant: str, hosts: int, seed: int, dips: list[int]) -> pd.DataFrame:
+    """Six hours of training on `hosts` nodes with two-minute checkpoint dips at `dips`
+    (minutes from the start)."""
+    util = np.full(360, 97.0)
+    for minute in dips:
+        util[minute : minute + 2] = 3.0
+    return telemetry(tenant, hosts, 8, 360, start=LATER, util=util, seed=seed)
+
+
+def features_of(tel: pd.DataFrame, acc: pd.DataFrame, tenants=None) -> pd.DataFrame:
+    sessions, samples = cut_sessions(tel, SETTINGS.sessions)
+    return session_features(sessions, samples, acc, SETTINGS, tenants).set_index("tenant_id")
+
+
+def background() -> pd.DataFrame:
+    return telemetry("early", 1, 1, 600, util=50.0, seed=9)  # the data starts with it
+
+
+def test_a_job_split_across_accounts_is_one_group_and_one_entity():
+    dips = [40, 95, 150, 205, 260, 315]
+    tel = pd.concat(
+        [background()]
+        + [checkpointing(f"part{k}", 1, k, dips) for k in range(3)]
+        + [checkpointing("other", 2, 7, [30, 100, 170, 240, 310])],
+        ignore_index=True,
+    )
+    acc = pd.concat(
+        [access(t, [T0], "US") for t in ("early", "part0", "part1", "part2", "other")],
+        ignore_index=True,
+    )
+    f = features_of(tel, acc)
+    parts = f.loc[["part0", "part1", "part2"]]
+    assert (parts["group_sessions"] == 3).all() and f.loc["other", "group_sessions"] == 1
+    assert parts["group_flop"].nunique() == 1
+    assert parts["group_flop"].iloc[0] == pytest.approx(parts["est_flop"].sum())
+    assert parts["entity_id"].nunique() == 1
+    assert parts["entity_id"].iloc[0] == entity_name(["part0", "part1", "part2"])
+    assert parts.loc["part0", "linked_tenants"] == "part1,part2"
+    assert f.loc["other", "entity_tenants"] == 1 and f.loc["other", "linked_tenants"] == ""
+
+
+def test_links_from_principals_billing_and_home_prefixes_but_not_common_infrastructure():
+    tel = pd.concat(
+        [telemetry(t, 1, 2, 60, seed=i) for i, t in enumerate("abcdefghij")], ignore_index=True
+    )
+
+    def events(tenant: str, ips: list[str], principal: str, hosting: bool = False):
+        frame = access(tenant, [T0] * len(ips), "US", hosting=hosting)
+        return frame.assign(src_ip=ips, principal=principal)
+
+    crowd = [events(t, ["198.51.100.7"], "root") for t in "abcdefgh"]  # generic and shared
+    acc = pd.concat(
+        [
+            events("a", ["203.0.113.5"], "wei.zhang"),
+            events("b", ["203.0.113.6"], "wei.zhang"),  # same principal: a link
+            events("c", [f"10.{k}.0.1" for k in range(4)], "c"),
+            events("d", [f"10.{k}.0.9" for k in range(4)], "d"),  # four home prefixes: a link
+            events("e", ["192.0.2.10"], "e"),
+            events("f", ["192.0.2.11"], "f"),  # one shared home prefix: not enough
+            events("g", [f"100.{k}.0.1" for k in range(4)], "g", hosting=True),
+            events("h", [f"100.{k}.0.2" for k in range(4)], "h", hosting=True),  # NAT: no
+            events("i", ["198.18.0.1"], "i"),
+            events("j", ["198.19.0.1"], "j"),
+            *crowd,
+        ],
+        ignore_index=True,
+    )
+    tenants = pd.DataFrame(
+        {
+            "tenant_id": list("abcdefghij"),
+            "declared_country": "US",
+            "billing_country": "US",
+            "reseller": "",
+            "billing_id": [f"pm-{k}" for k in range(8)] + ["pm-9", "pm-9"],  # i, j share
+        }
+    )
+    f = features_of(tel, acc, tenants)
+    entity = f["entity_id"].groupby(level=0).first()
+    assert entity["a"] == entity["b"] and entity["c"] == entity["d"] and entity["i"] == entity["j"]
+    assert len({entity[t] for t in "aceghi"} | {entity["f"]}) == 7
