@@ -28,7 +28,7 @@ from rich.table import Table
 from . import __version__, labelling, quarantine, suppress
 from .config import Settings, load_settings
 from .engine import ENGINES, Engine
-from .errors import GpuwatchError
+from .errors import GpuwatchError, InputError
 from .export import (
     ExportOptions,
     export_options,
@@ -795,9 +795,16 @@ def _write_scores(scores: pd.DataFrame, out: Path) -> None:
 
 
 def _read_scores(path: Path) -> pd.DataFrame:
-    if path.suffix == ".csv":
-        return pd.read_csv(path, parse_dates=["start", "end"])
-    return pd.read_parquet(path)
+    try:
+        if path.suffix != ".csv":
+            return pd.read_parquet(path)
+        table = pd.read_csv(path)
+        for column in ("start", "end"):
+            if column in table:
+                table[column] = pd.to_datetime(table[column], utc=True, format="ISO8601")
+        return table
+    except (OSError, ValueError) as exc:  # pyarrow's errors are ValueError or OSError
+        raise InputError(f"cannot read scores: {exc}", path=str(path)) from exc
 
 
 def _write_quarantine(table: FeatureTable, path: Path) -> None:

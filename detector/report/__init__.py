@@ -100,7 +100,9 @@ def render(
         concern=sorted(concern),
         risk_plot=plots.add(figures.risk_histogram(scores)) if len(scores) else None,
         severity_plot=plots.add(figures.alerts_by_severity(scores)) if len(scores) else None,
-        compute_plot=plots.add(figures.compute_by_origin(scores, origin)) if len(scores) else None,
+        compute_plot=plots.add(figures.compute_by_origin(scores, origin))
+        if len(scores) and (c.GPU_HOURS in scores or c.FLOP in scores)
+        else None,
         cases=cases,
         have_telemetry=samples is not None,
         have_access=events is not None,
