@@ -135,15 +135,29 @@ def test_import_is_all_or_nothing_with_the_bad_row_named(scores, tmp_path, rows,
 
 
 def test_resolve_labels_by_id_prefix_range_and_reports_the_rest():
+    starts = [
+        None,
+        "2026-10-01T00:00Z",
+        "2026-10-05T01:00Z",
+        "2026-01-01T00:00Z",
+        "2026-10-06T01:00Z",
+    ]
+    ends = [
+        None,
+        "2026-10-02T00:00Z",
+        "2026-10-05T02:00Z",
+        "2026-01-02T00:00Z",
+        "2026-10-06T02:00Z",
+    ]
     labels = pd.DataFrame(
         {
             "session_id": ["ABC123", "ab", "0000000000000000", "1111111111111111", None],
             "tenant_id": [None, "t9", "t2", "t1", "t1"],
-            "start": pd.to_datetime([None, "2026-10-01T00:00Z", "2026-10-05T01:00Z", "2026-01-01T00:00Z", "2026-10-06T01:00Z"], utc=True),
-            "end": pd.to_datetime([None, "2026-10-02T00:00Z", "2026-10-05T02:00Z", "2026-01-02T00:00Z", "2026-10-06T02:00Z"], utc=True),
+            "start": pd.to_datetime(starts, utc=True),
+            "end": pd.to_datetime(ends, utc=True),
             "label": ["incident", "benign", "benign", "incident", "benign"],
         }
-    )  # fmt: skip
+    )
     resolved = labelling.resolve_labels(scores_table(), labels)
     assert resolved.labels["session_id"].fillna("").tolist() == [IDS[0], "", ""]
     assert resolved.labels["tenant_id"].tolist()[1:] == ["t2", "t1"]

@@ -7,12 +7,12 @@ import re
 import time
 from pathlib import Path
 
+import chromium
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 from export_fixtures import scores_frame
 
-import chromium
 from detector.cli import main
 from detector.config import load_settings
 from detector.errors import SchemaError
