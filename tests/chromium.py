@@ -2,14 +2,16 @@
 exceptions and network requests, evaluate JavaScript, take screenshots.
 
 Used by the report tests, and by `make screenshot`:
-    python tests/chromium.py REPORT.html OUT.png [HEIGHT [TOP]]
+    python tests/chromium.py REPORT.html OUT.png [HEIGHT [CSS_SELECTOR]]
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -125,7 +127,9 @@ class Page:
 @contextmanager
 def browser(executable: str, width: int = 1280, height: int = 1000) -> Iterator[Page]:
     """A headless Chromium with a fresh profile and a window of the given size, and its tab."""
-    with tempfile.TemporaryDirectory(prefix="gpuwatch-chromium-") as profile:
+    with tempfile.TemporaryDirectory(
+        prefix="gpuwatch-chromium-", ignore_cleanup_errors=True
+    ) as profile:
         process = subprocess.Popen(
             [
                 executable,
@@ -136,6 +140,7 @@ def browser(executable: str, width: int = 1280, height: int = 1000) -> Iterator[
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helper processes share our new process group
         )
         try:
             port = _port(Path(profile) / "DevToolsActivePort", process)
@@ -150,12 +155,21 @@ def browser(executable: str, width: int = 1280, height: int = 1000) -> Iterator[
             finally:
                 socket.close()
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End the browser, then whatever is left of the process group it leads."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _port(active: Path, process: subprocess.Popen) -> int:
@@ -170,17 +184,22 @@ def _port(active: Path, process: subprocess.Popen) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Screenshot the top of a page: PAGE OUT.png [HEIGHT [TOP]]; exit 1 on console errors."""
+    """PAGE OUT.png [HEIGHT [SELECTOR]]: `HEIGHT` pixels of the page from its top, or from the
+    first element matching `SELECTOR`; exit 1 on console errors."""
     page_path, out = Path(argv[0]).resolve(), Path(argv[1])
-    height = int(argv[2]) if len(argv) > 2 else 2400
-    top = int(argv[3]) if len(argv) > 3 else 0
+    height = int(argv[2]) if len(argv) > 2 else 1800
+    selector = argv[3] if len(argv) > 3 else None
     executable = binary()
     if executable is None:
         print("chromium is not installed (apt-get install chromium)", file=sys.stderr)
         return 2
     with browser(executable) as page:
         page.load(page_path.as_uri())
-        page.screenshot(out, height, top)
+        top = 0
+        if selector:
+            where = f"document.querySelector({json.dumps(selector)})"
+            top = page.evaluate(f"{where}.getBoundingClientRect().top + window.scrollY")
+        page.screenshot(out, height, int(top))
         if errors := page.errors():
             print("\n".join(errors), file=sys.stderr)
             return 1

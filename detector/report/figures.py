@@ -56,12 +56,13 @@ def risk_histogram(scores: pd.DataFrame) -> go.Figure:
         )
     _style(fig, 320, barmode="stack")
     fig.update_xaxes(range=[0, 100], title_text="risk score (0 = ordinary, 100 = most unusual)")
-    fig.update_yaxes(type="log", title_text="sessions (log scale)", dtick=1)
+    fig.update_yaxes(title_text="sessions (log scale)", **_log_axis(len(scores)))
     return fig
 
 
 def alerts_by_severity(scores: pd.DataFrame) -> go.Figure:
-    """Sessions per severity: alerting, suppressed (alert silenced by a rule), not alerting."""
+    """Sessions per severity: alerting, suppressed (alert silenced by a rule), not alerting;
+    side by side on a log scale, so four alerts stay visible beside a hundred quiet sessions."""
     alert = scores[c.ALERT].fillna(False).astype(bool)
     suppressed = (
         scores[c.SUPPRESSED_BY].notna() & ~alert
@@ -81,11 +82,12 @@ def alerts_by_severity(scores: pd.DataFrame) -> go.Figure:
             name=label,
             marker_color=STATUS_COLOURS[label],
             text=[str(n) if n else "" for n in counts],
-            textposition="inside",
+            textposition="outside",
+            cliponaxis=False,
         )
-    _style(fig, 320, barmode="stack")
+    _style(fig, 320, barmode="group")
     fig.update_xaxes(title_text="severity")
-    fig.update_yaxes(title_text="sessions")
+    fig.update_yaxes(title_text="sessions (log scale)", **_log_axis(len(scores)))
     return fig
 
 
@@ -212,7 +214,7 @@ def access_origins(
         )
     _style(
         fig,
-        540,
+        480,
         barmode="stack",
         bargap=0.05,
         legend=dict(orientation="v", x=1.02, y=1, traceorder="grouped"),
@@ -240,6 +242,11 @@ def _style(fig: go.Figure, height: int, **layout: Any) -> None:
     )
     fig.update_xaxes(**AXES)
     fig.update_yaxes(**AXES)
+
+
+def _log_axis(largest: int) -> dict[str, Any]:
+    """A log axis of counts whose bars start just below 1, so a count of 1 is visible."""
+    return dict(type="log", dtick=1, range=[-0.15, np.log10(max(largest, 1)) + 0.35])
 
 
 def _top(values: pd.Series) -> list[str]:
