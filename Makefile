@@ -1,4 +1,5 @@
-# gpuwatch: `make demo` runs the main job on the bundled samples, `make test` runs every test,
+# gpuwatch: `make demo` runs the main job on the bundled samples, `make test` runs the linters,
+# the type checker (mypy, configured in pyproject.toml) and every test,
 # `make bench` measures speed and memory at scale.
 PYTHON ?= python3
 VENV   := .venv
@@ -31,11 +32,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check detector tests bench
 	$(BIN)/ruff format --check detector tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check detector tests bench
 	$(BIN)/ruff format --check detector tests bench
+	$(BIN)/mypy
 
 samples: $(STAMP)
 	$(BIN)/gpuwatch simulate --out $(SAMPLES) --tenants 40 --days 3 --seed 7

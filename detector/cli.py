@@ -1,81 +1,184 @@
-"""The `gpuwatch` command: parses options, calls the library, prints. Nothing else."""
+"""The `gpuwatch` command: parses options, calls the library, prints. Nothing else.
+
+Adding a command is writing one function under `@main.command`, stacked with the shared
+decorators it needs; each builds one typed object from its options and passes it by name:
+
+    @input_options    -> inputs: pipeline.Inputs    (--telemetry, --access, --since, ...)
+    @engine_options   -> engine: engine.Engine      (--engine, --scheduler, ...)
+    @export_options   -> export: ExportOptions      (--metrics-file, --pushgateway, --top-n, ...)
+    @series_options   -> export: ExportOptions      (--top-n, --max-series, ... only)
+    @quarantine_option, @format_option              plain shared options
+    @click.pass_obj   -> app: App                   (settings, console, quiet)
+
+Heavy libraries (pandas, pyarrow, scikit-learn, shap, rich.progress, requests, ...) are imported
+inside the commands that use them, so `gpuwatch --help` starts fast. `Gpuwatch.main` turns every
+outcome into one exit code and every error into one line (see `detector.errors` for the codes).
+"""
 
 from __future__ import annotations
 
 import functools
 import getpass
+import inspect
 import json
 import logging
 import os
+import re
+import signal
 import sys
-from dataclasses import dataclass
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import pandas as pd
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
 
-from . import __version__, labelling, quarantine, suppress
-from .config import Settings, load_settings
-from .engine import ENGINES, Engine
-from .errors import GpuwatchError, InputError
-from .export import (
-    ExportOptions,
-    export_options,
-    publish,
-    publish_failure,
-    serve_command,
-    write_run_sidecar,
+from .config import CONFIG_ENV, LOG_DIR_ENV, SALT_ENV, Settings, load_settings
+from .errors import (
+    EXIT_ALERTS,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    GpuwatchError,
+    InputError,
 )
-from .features import FEATURES
-from .ingest import FORMATS
-from .ingest.options import SourceOptions, load_tenant_map
-from .ingest.prometheus_api import PrometheusSource
-from .model import store
-from .model.calibrate import average_precision
-from .model.labels import match_truth
-from .pipeline import FeatureTable, Inputs, build_features, finish, read_labels, score, train
-from .runinfo import RunReport
+from .export.options import DEFAULT_PORT, ExportOptions
+from .redact import RedactFilter, redact, register
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.console import Console
+
+    from .engine import Engine
+    from .labelling import Resolved
+    from .pipeline import FeatureTable, Inputs
+    from .runinfo import RunReport
+    from .suppress import RuleSet
 
 log = logging.getLogger("gpuwatch")
-EXIT_ALERTS = 1
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Group(click.Group):
-    """Turns library errors into one clean line and exit code 2."""
+class Gpuwatch(click.Group):
+    """The command group; `main` maps every outcome to one exit code and one line."""
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except GpuwatchError as exc:
-            err = click.ClickException(str(exc))
-            err.exit_code = exc.exit_code
-            raise err from exc
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> int:
+        def run() -> Any:
+            return super(Gpuwatch, self).main(
+                args, prog_name or "gpuwatch", complete_var, standalone_mode=False, **extra
+            )
+
+        code = _run(run)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+class Interrupted(BaseException):
+    """Ctrl-C, raised by our SIGINT handler: a BaseException that no `except Exception` in a
+    library swallows, and that click does not print as it does a KeyboardInterrupt."""
+
+
+def _run(command: Callable[[], Any]) -> int:
+    """Run `command`; errors become one line on stderr, and the result an exit code."""
+    interrupted = False
+    main_pid = os.getpid()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        if os.getpid() != main_pid:  # a forked worker: end quietly, the parent reports
+            os._exit(EXIT_INTERRUPTED)
+        interrupted = True
+        raise Interrupted
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
+    try:
+        result = command()
+        return result if isinstance(result, int) and not isinstance(result, bool) else EXIT_OK
+    except (Interrupted, KeyboardInterrupt, click.Abort):
+        interrupted = True
+    except GpuwatchError as exc:
+        if not interrupted:
+            _error(str(exc))
+            return exc.exit_code
+    except click.ClickException as exc:
+        if not interrupted:
+            _error(_click_message(exc))
+            return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 -- the one place every bug is caught
+        if not interrupted:
+            _error(_internal_error(exc))
+            return EXIT_INTERNAL
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+    if in_main_thread:  # a second Ctrl-C while exiting changes nothing
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _error("interrupted")
+    return EXIT_INTERRUPTED
+
+
+def one_line(text: str) -> str:
+    """A message fit for one line of stderr or a log: whitespace runs joined, secrets masked."""
+    return redact(re.sub(r"\s*\n\s*", " ", text).strip())
+
+
+def _error(message: str) -> None:
+    click.echo(f"Error: {one_line(message)}", err=True)
+
+
+def _click_message(exc: click.ClickException) -> str:
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        message += f" (see '{ctx.command_path} --help')"
+    return message
+
+
+def _internal_error(exc: BaseException) -> str:
+    """Log the traceback to a file (secrets masked); return the line that names the file."""
+    what = f"internal error ({type(exc).__name__}: {one_line(str(exc))[:200]})"
+    folder = os.environ.get(LOG_DIR_ENV) or tempfile.gettempdir()
+    try:
+        fd, path = tempfile.mkstemp(
+            prefix=f"gpuwatch-{time.strftime('%Y%m%dT%H%M%S')}-", suffix=".log", dir=folder
+        )
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(redact("".join(traceback.format_exception(exc))))
+    except OSError as err:
+        return f"{what}; could not write the traceback to {folder} ({err.strerror})"
+    return f"{what}; the traceback is in {path}; please report it"
 
 
 @dataclass
 class App:
+    """What every command gets from the group: settings, where to print, and how much."""
+
     settings: Settings
     console: Console
     quiet: bool
 
 
-@click.group(cls=Group)
-@click.version_option(__version__, prog_name="gpuwatch")
+@click.group(cls=Gpuwatch)
+@click.version_option(package_name="gpuwatch", prog_name="gpuwatch")
 @click.option(
     "--config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="GPUWATCH_CONFIG",
+    envvar=CONFIG_ENV,
     help="Policy and settings TOML (default: the bundled one).",
 )
 @click.option("-v", "--verbose", count=True, help="Log stages (-vv: debug).")
@@ -83,9 +186,14 @@ class App:
 @click.pass_context
 def main(ctx: click.Context, config: Path | None, verbose: int, quiet: bool) -> None:
     """Find tenants training large AI models on your GPUs from restricted jurisdictions."""
+    from rich.console import Console
+
     levels = [logging.WARNING, logging.INFO, logging.DEBUG]
     level = logging.ERROR if quiet else levels[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactFilter) for f in handler.filters):
+            handler.addFilter(RedactFilter())
     try:
         settings = load_settings(config)
     except GpuwatchError as exc:
@@ -96,220 +204,449 @@ def main(ctx: click.Context, config: Path | None, verbose: int, quiet: bool) -> 
     ctx.obj = App(settings, console, quiet)
 
 
-_SOURCE_OPTIONS = (
-    "telemetry_format",
-    "access_format",
-    "columns",
-    "tenant_label",
-    "tenant_map",
-    "prometheus_url",
-    "step",
-    "bearer_token_file",
-    "ca_file",
-    "insecure_skip_verify",
-)
-_ENGINE_OPTIONS = ("engine", "scheduler", "partitions", "work_dir")
+# --- parameter types -------------------------------------------------------------------------
 
 
-def input_options(f):
-    """--telemetry/--access (repeatable, file or folder), --tenants, --geoip-db, window, and how
-    to read foreign formats (kept in the click context for `_inputs`, so commands need not
-    name them)."""
-    inner = f
+class Instant(click.ParamType):
+    """A date or time in ISO 8601 (`2026-10-06`, `...T00:00:00Z`, `...T08:00+08:00`), as UTC;
+    without an offset it is UTC."""
 
-    @functools.wraps(inner)
-    def command(*args, **kwargs):
-        click.get_current_context().meta["gpuwatch.sources"] = {
-            k: kwargs.pop(k) for k in _SOURCE_OPTIONS
-        }
-        click.get_current_context().meta["gpuwatch.engine"] = {
-            k: kwargs.pop(k) for k in _ENGINE_OPTIONS
-        }
-        return inner(*args, **kwargs)
+    name = "TIME"
 
-    f = command
-    for option in reversed(
-        [
-            click.option(
-                "--telemetry",
-                multiple=True,
-                type=click.Path(path_type=Path),
-                help="Telemetry file or folder (.parquet, .csv, .jsonl, .prom, optionally .gz).",
-            ),
-            click.option(
-                "--access",
-                multiple=True,
-                required=True,
-                type=click.Path(path_type=Path),
-                help="Access-event file or folder.",
-            ),
-            click.option("--tenants", type=click.Path(path_type=Path), help="Tenant KYC registry."),
-            click.option(
-                "--geoip-db",
-                multiple=True,
-                type=click.Path(path_type=Path),
-                help="MaxMind/DB-IP .mmdb (country and/or ASN); default: bundled geoip2fast.",
-            ),
-            click.option("--since", type=click.DateTime(), help="Only data at or after (UTC)."),
-            click.option("--until", type=click.DateTime(), help="Only data before (UTC)."),
-            click.option(
-                "--quarantine",
-                "quarantine_path",
-                type=click.Path(path_type=Path),
-                help="Where rejected rows go (default: beside the output).",
-            ),
-            click.option(
-                "--telemetry-format",
-                default="auto",
-                show_default=True,
-                type=click.Choice(["auto", *FORMATS, "prometheus", "nvml"]),
-                help="Format of --telemetry files; auto: extension, then content.",
-            ),
-            click.option(
-                "--access-format",
-                default="auto",
-                show_default=True,
-                type=click.Choice(["auto", *FORMATS, "cloudtrail", "vpcflow", "sshd"]),
-                help="Format of --access files; auto: extension, then content.",
-            ),
-            click.option(
-                "--columns",
-                help="Column mapping for nvml telemetry: a TOML file or a "
-                "bundled name (nvml-spar, alibaba-genai).",
-            ),
-            click.option(
-                "--tenant-label",
-                default="namespace",
-                show_default=True,
-                help="Prometheus label naming the tenant.",
-            ),
-            click.option(
-                "--tenant-map",
-                type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                help="CSV kind,key,tenant_id (kind: pod, namespace, host, account, "
-                "instance, interface, address); wins over labels and accounts.",
-            ),
-            click.option(
-                "--prometheus-url",
-                help="Pull DCGM telemetry from this Prometheus (query_range; needs --since).",
-            ),
-            click.option(
-                "--step",
-                default=15.0,
-                show_default=True,
-                type=click.FloatRange(min=0.001),
-                help="query_range step in seconds; at most the scrape interval.",
-            ),
-            click.option(
-                "--bearer-token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
-            ),
-            click.option(
-                "--ca-file",
-                type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                help="CA bundle to verify the Prometheus server's TLS certificate.",
-            ),
-            click.option(
-                "--insecure-skip-verify",
-                is_flag=True,
-                help="Do not verify the Prometheus server's TLS certificate.",
-            ),
-            click.option(
-                "--engine",
-                default="local",
-                show_default=True,
-                type=click.Choice(ENGINES),
-                help="Where feature extraction runs: this process, or a Dask cluster.",
-            ),
-            click.option(
-                "--scheduler",
-                help="Dask scheduler (tcp://HOST:PORT); default: start a "
-                "LocalCluster. Needs --engine dask.",
-            ),
-            click.option(
-                "--partitions",
-                type=click.IntRange(min=1),
-                help="Tenant partitions (default: one per ~1M telemetry rows).",
-            ),
-            click.option(
-                "--work-dir",
-                type=click.Path(file_okay=False, path_type=Path),
-                help="Folder for partition files (default: temp; Dask workers must see it).",
-            ),
-        ]
-    ):
-        f = option(f)
-    return f
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            t = value
+        else:
+            try:
+                t = datetime.fromisoformat(str(value).strip())
+            except ValueError:
+                self.fail(
+                    f"{value!r} is not an ISO 8601 date or time (e.g. 2026-10-06, "
+                    "2026-10-06T00:00:00Z, 2026-10-06T08:00:00+08:00)",
+                    param,
+                    ctx,
+                )
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-def _inputs(telemetry, access, tenants, geoip_db, since, until) -> Inputs:
-    utc = lambda t: pd.Timestamp(t, tz="UTC") if t else None  # noqa: E731
-    o = click.get_current_context().meta["gpuwatch.sources"]
-    if not telemetry and not o["prometheus_url"]:
+class Output(click.Path):
+    """A file (or folder) gpuwatch will write: checked when the options are parsed, before any
+    work starts: its folder must exist and be writable."""
+
+    def __init__(self, *, folder: bool = False) -> None:
+        super().__init__(file_okay=not folder, dir_okay=folder, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = Path(os.fsdecode(super().convert(value, param, ctx)))
+        parent = path.absolute().parent
+        if path.exists():
+            if not os.access(path, os.W_OK):
+                self.fail(f"{path} is not writable", param, ctx)
+        elif not parent.is_dir():
+            self.fail(f"folder {parent} does not exist", param, ctx)
+        elif not os.access(parent, os.W_OK | os.X_OK):
+            self.fail(f"folder {parent} is not writable", param, ctx)
+        return path
+
+
+class LazyChoice(click.Choice):
+    """A choice among names a library module declares, imported only when first needed (so
+    that `gpuwatch --help` does not import the engines)."""
+
+    def __init__(self, load: Callable[[], Sequence[str]]) -> None:
+        self._load = load
+        self.case_sensitive = True
+
+    @functools.cached_property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self._load())
+
+
+def _telemetry_formats() -> list[str]:
+    from .ingest.files import FORMATS
+
+    return ["auto", *FORMATS, "prometheus", "nvml"]
+
+
+def _access_formats() -> list[str]:
+    from .ingest.files import FORMATS
+
+    return ["auto", *FORMATS, "cloudtrail", "vpcflow", "sshd"]
+
+
+def _engines() -> Sequence[str]:
+    from .engine import ENGINES
+
+    return ENGINES
+
+
+# --- shared option decorators ----------------------------------------------------------------
+
+
+def builds(name: str, build: Callable[..., Any], *options: Callable[[F], F]) -> Callable[[F], F]:
+    """A decorator adding `options` to a command, which then receives `name=build(...)`: the
+    parameters of `build` are the options' names, removed from the command's arguments."""
+    params = list(inspect.signature(build).parameters)
+
+    def decorator(f: F) -> F:
+        @functools.wraps(f)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            kwargs[name] = build(**{p: kwargs.pop(p) for p in params})
+            return f(*args, **kwargs)
+
+        decorated: Any = command
+        for option in reversed(options):
+            decorated = option(decorated)
+        return decorated
+
+    return decorator
+
+
+def _build_inputs(
+    telemetry: tuple[Path, ...],
+    access: tuple[Path, ...],
+    tenants: Path | None,
+    geoip_db: tuple[Path, ...],
+    since: datetime | None,
+    until: datetime | None,
+    allow_missing_access: bool,
+    telemetry_format: str,
+    access_format: str,
+    columns: str | None,
+    tenant_label: str,
+    tenant_map: Path | None,
+    prometheus_url: str | None,
+    step: float,
+    bearer_token_file: Path | None,
+    ca_file: Path | None,
+    insecure_skip_verify: bool,
+) -> Inputs:
+    import pandas as pd
+
+    from .ingest.options import SourceOptions, load_tenant_map
+    from .ingest.prometheus_api import PrometheusSource
+    from .pipeline import Inputs
+
+    if not telemetry and not prometheus_url:
         raise click.UsageError("give --telemetry or --prometheus-url")
     prometheus = None
-    if o["prometheus_url"]:
+    if prometheus_url:
         if not since:
             raise click.UsageError("--prometheus-url needs --since")
-        until = until or pd.Timestamp.now(tz="UTC").tz_localize(None)
+        until = until or datetime.now(UTC)
         prometheus = PrometheusSource(
-            o["prometheus_url"],
-            o["step"],
-            o["bearer_token_file"],
-            o["ca_file"],
-            o["insecure_skip_verify"],
+            prometheus_url, step, bearer_token_file, ca_file, insecure_skip_verify
         )
-    tenant_map = load_tenant_map(o["tenant_map"]) if o["tenant_map"] else None
+    if since and until and since >= until:
+        raise click.BadParameter(
+            f"the window is empty: --since {since.isoformat()} is not before "
+            f"--until {until.isoformat()}",
+            param_hint="'--since'/'--until'",
+        )
+    loaded_map = load_tenant_map(tenant_map) if tenant_map else None
     return Inputs(
-        tuple(telemetry),
-        tuple(access),
+        telemetry,
+        access,
         tenants,
-        tuple(geoip_db),
-        utc(since),
-        utc(until),
-        o["telemetry_format"],
-        o["access_format"],
-        SourceOptions(o["tenant_label"], tenant_map, o["columns"]),
-        SourceOptions(tenant_map=tenant_map),
+        geoip_db,
+        pd.Timestamp(since) if since else None,
+        pd.Timestamp(until) if until else None,
+        telemetry_format,
+        access_format,
+        SourceOptions(tenant_label, loaded_map, columns),
+        SourceOptions(tenant_map=loaded_map),
         prometheus,
+        allow_missing_access=allow_missing_access,
     )
+
+
+input_options = builds(
+    "inputs",
+    _build_inputs,
+    click.option(
+        "--telemetry",
+        multiple=True,
+        type=click.Path(path_type=Path),
+        help="Telemetry file or folder (.parquet, .csv, .jsonl, .prom, optionally .gz).",
+    ),
+    click.option(
+        "--access",
+        multiple=True,
+        required=True,
+        type=click.Path(path_type=Path),
+        help="Access-event file or folder.",
+    ),
+    click.option("--tenants", type=click.Path(path_type=Path), help="Tenant KYC registry."),
+    click.option(
+        "--geoip-db",
+        multiple=True,
+        type=click.Path(path_type=Path),
+        help="MaxMind/DB-IP .mmdb (country and/or ASN); default: bundled geoip2fast.",
+    ),
+    click.option(
+        "--since", type=Instant(), help="Only data at or after (ISO 8601; UTC unless an offset)."
+    ),
+    click.option(
+        "--until", type=Instant(), help="Only data before (ISO 8601; UTC unless an offset)."
+    ),
+    click.option(
+        "--allow-missing-access",
+        is_flag=True,
+        help="Run even when access events do not cover the telemetry window.",
+    ),
+    click.option(
+        "--telemetry-format",
+        default="auto",
+        show_default=True,
+        type=LazyChoice(_telemetry_formats),
+        help="Format of --telemetry files; auto: extension, then content.",
+    ),
+    click.option(
+        "--access-format",
+        default="auto",
+        show_default=True,
+        type=LazyChoice(_access_formats),
+        help="Format of --access files; auto: extension, then content.",
+    ),
+    click.option(
+        "--columns",
+        help="Column mapping for nvml telemetry: a TOML file or a "
+        "bundled name (nvml-spar, alibaba-genai).",
+    ),
+    click.option(
+        "--tenant-label",
+        default="namespace",
+        show_default=True,
+        help="Prometheus label naming the tenant.",
+    ),
+    click.option(
+        "--tenant-map",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="CSV kind,key,tenant_id (kind: pod, namespace, host, account, "
+        "instance, interface, address); wins over labels and accounts.",
+    ),
+    click.option(
+        "--prometheus-url",
+        help="Pull DCGM telemetry from this Prometheus (query_range; needs --since).",
+    ),
+    click.option(
+        "--step",
+        default=15.0,
+        show_default=True,
+        type=click.FloatRange(min=0.001),
+        help="query_range step in seconds; at most the scrape interval.",
+    ),
+    click.option(
+        "--bearer-token-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="File holding the bearer token for --prometheus-url.",
+    ),
+    click.option(
+        "--ca-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="CA bundle to verify the Prometheus server's TLS certificate.",
+    ),
+    click.option(
+        "--insecure-skip-verify",
+        is_flag=True,
+        help="Do not verify the Prometheus server's TLS certificate.",
+    ),
+)
+
+
+def _build_engine(
+    engine: str, scheduler: str | None, partitions: int | None, work_dir: Path | None
+) -> Engine:
+    from .engine import Engine
+
+    return Engine(engine, scheduler, partitions, work_dir)
+
+
+engine_options = builds(
+    "engine",
+    _build_engine,
+    click.option(
+        "--engine",
+        default="local",
+        show_default=True,
+        type=LazyChoice(_engines),
+        help="Where feature extraction runs: this process, or a Dask cluster.",
+    ),
+    click.option(
+        "--scheduler",
+        help="Dask scheduler (tcp://HOST:PORT); default: start a "
+        "LocalCluster. Needs --engine dask.",
+    ),
+    click.option(
+        "--partitions",
+        type=click.IntRange(min=1),
+        help="Tenant partitions (default: one per ~1M telemetry rows).",
+    ),
+    click.option(
+        "--work-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Folder for partition files (default: temp; Dask workers must see it).",
+    ),
+)
+
+
+def _build_series(
+    top_n: int, max_series: int, pseudonymize_tenants: bool, salt: str | None
+) -> ExportOptions:
+    if pseudonymize_tenants and not salt:
+        raise click.UsageError(f"--pseudonymize-tenants needs --salt or ${SALT_ENV}")
+    register(salt)
+    return ExportOptions(
+        top_n=top_n,
+        max_series=max_series,
+        pseudonymize_salt=salt if pseudonymize_tenants else None,
+    )
+
+
+_SERIES_OPTIONS = (
+    click.option(
+        "--top-n",
+        type=click.IntRange(min=0),
+        default=ExportOptions.top_n,
+        show_default=True,
+        help="Per-tenant series for the N riskiest tenants (plus all in alert).",
+    ),
+    click.option(
+        "--max-series",
+        type=click.IntRange(min=1),
+        default=ExportOptions.max_series,
+        show_default=True,
+        help="Cap on alerting-session series and on alerting-tenant series.",
+    ),
+    click.option(
+        "--pseudonymize-tenants",
+        is_flag=True,
+        help="Replace tenant and session ids in labels by salted HMAC pseudonyms.",
+    ),
+    click.option(
+        "--salt",
+        envvar=SALT_ENV,
+        show_envvar=True,
+        help="Secret salt for --pseudonymize-tenants.",
+    ),
+)
+series_options = builds("export", _build_series, *_SERIES_OPTIONS)
+
+
+def _build_export(
+    metrics_file: Path | None,
+    pushgateway: str | None,
+    job: str,
+    grouping: tuple[str, ...],
+    top_n: int,
+    max_series: int,
+    pseudonymize_tenants: bool,
+    salt: str | None,
+) -> ExportOptions:
+    pairs: dict[str, str] = {}
+    for item in grouping:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--grouping")
+        pairs[key] = value
+    return replace(
+        _build_series(top_n, max_series, pseudonymize_tenants, salt),
+        metrics_file=metrics_file,
+        pushgateway=pushgateway,
+        job=job,
+        grouping=pairs,
+    )
+
+
+export_options = builds(
+    "export",
+    _build_export,
+    click.option(
+        "--metrics-file",
+        type=Output(),
+        help="Write metrics atomically to this file (node_exporter textfile).",
+    ),
+    click.option(
+        "--pushgateway",
+        metavar="URL",
+        help="Push metrics to this Pushgateway (e.g. http://pushgateway:9091).",
+    ),
+    click.option(
+        "--job",
+        default=ExportOptions.job,
+        show_default=True,
+        help="Pushgateway job name (grouping key).",
+    ),
+    click.option(
+        "--grouping",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Extra Pushgateway grouping-key label; repeatable.",
+    ),
+    *_SERIES_OPTIONS,
+)
+
+quarantine_option = click.option(
+    "--quarantine",
+    "quarantine_path",
+    type=Output(),
+    help="Where rejected rows go (default: beside the output).",
+)
+
+
+def format_option(f: F) -> F:
+    """--format table|json: a table for people, or JSON for scripts."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="What to print: tables, or JSON for scripts.",
+    )(f)
+
+
+# --- commands --------------------------------------------------------------------------------
 
 
 @main.command("train")
 @input_options
+@engine_options
+@quarantine_option
 @click.option(
     "--labels",
     type=click.Path(path_type=Path),
     help="Analyst labels: incidents stay out of the fit and set the alert threshold.",
 )
-@click.option("--model-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--model-dir", required=True, type=Output(folder=True))
 @click.option("--seed", default=0, show_default=True, help="Random seed of the forest.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@format_option
 @click.pass_obj
 def train_command(
     app: App,
-    telemetry,
-    access,
-    tenants,
-    geoip_db,
-    since,
-    until,
-    quarantine_path,
-    labels,
-    model_dir,
-    seed,
-    fmt,
+    inputs: Inputs,
+    engine: Engine,
+    quarantine_path: Path | None,
+    labels: Path | None,
+    model_dir: Path,
+    seed: int,
+    fmt: str,
 ) -> None:
     """Train a model on a period of telemetry and access logs."""
-    inputs = _inputs(telemetry, access, tenants, geoip_db, since, until)
-    table = _build_features(app, inputs, RunReport())
-    label_table = None
-    resolved = None
+    from . import quarantine
+    from .labelling import resolve_labels
+    from .model import store
+    from .pipeline import finish, read_labels, train
+    from .runinfo import RunReport
+
+    table = _build_features(app, inputs, engine, RunReport())
+    label_table, resolved = None, None
     if labels:
         label_table, rejected = read_labels(labels)
         table.quarantine = quarantine.combine([table.quarantine, rejected])
-        resolved = labelling.resolve_labels(table.sessions, label_table)
+        resolved = resolve_labels(table.sessions, label_table)
         label_table = resolved.labels
-        _warn_unmatched(app, labels, resolved)
+        _warn_unmatched(labels, resolved)
     stored, calibration = train(table.sessions, app.settings, label_table, seed)
     store.save(stored, model_dir)
     _write_quarantine(table, quarantine_path or model_dir / "quarantine.csv")
@@ -343,54 +680,46 @@ def train_command(
 
 @main.command("score")
 @input_options
+@engine_options
+@quarantine_option
 @click.option("--model-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Scores file (.parquet or .csv).",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    help="What to print: a ranked table, or a JSON summary for scripts.",
-)
+@click.option("--out", required=True, type=Output(), help="Scores file (.parquet or .csv).")
+@format_option
 @click.option("--top", default=15, show_default=True, help="Sessions in the printed table.")
-@click.option("--fail-on-alert", is_flag=True, help="Exit 1 when any session alerts.")
+@click.option("--fail-on-alert", is_flag=True, help=f"Exit {EXIT_ALERTS} when any session alerts.")
 @click.option(
     "--suppress",
     "rules_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Suppression rules (TOML): matching alerts are stored with alert false.",
 )
 @export_options
 @click.pass_obj
 def score_command(
     app: App,
-    telemetry,
-    access,
-    tenants,
-    geoip_db,
-    since,
-    until,
-    quarantine_path,
-    model_dir,
-    out,
-    fmt,
-    top,
-    fail_on_alert,
-    rules_path,
+    inputs: Inputs,
+    engine: Engine,
+    quarantine_path: Path | None,
+    model_dir: Path,
+    out: Path,
+    fmt: str,
+    top: int,
+    fail_on_alert: bool,
+    rules_path: Path | None,
     export: ExportOptions,
 ) -> None:
     """Score sessions with a trained model; write scores, quarantine and metrics."""
+    from .export.publish import publish, publish_failure
+    from .export.sidecar import write_run_sidecar
+    from .model import store
+    from .pipeline import finish, score
+    from .runinfo import RunReport
+
     report = RunReport()
     try:
         rules = _load_rules(rules_path) if rules_path else None
         stored = store.load(model_dir)
-        inputs = _inputs(telemetry, access, tenants, geoip_db, since, until)
-        table = _build_features(app, inputs, report)
+        table = _build_features(app, inputs, engine, report)
         scores = score(table.sessions, stored, report)
         if rules:
             scores = _apply_rules(scores, rules, report)
@@ -426,27 +755,32 @@ def score_command(
     else:
         _print_counts(app, report)
         _print_scores(app, scores, top, alerts)
-        if silenced := {k: v for k, v in report.suppressed.items() if v}:
+        if silenced := {rule: n for rule, n in report.suppressed.items() if n}:
             app.console.print(
                 "alerts suppressed by rules: "
                 + ", ".join(f"{rule} ({n})" for rule, n in silenced.items())
             )
     if fail_on_alert and alerts:
-        sys.exit(EXIT_ALERTS)
+        click.get_current_context().exit(EXIT_ALERTS)
 
 
 @main.command("explain")
 @click.argument("session_id")
 @click.option("--scores", required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@format_option
 @click.pass_obj
 def explain_command(app: App, session_id: str, scores: Path, fmt: str) -> None:
     """Why a session scored as it did: its features and what pushed its score."""
+    from rich.table import Table
+
+    from .features import FEATURES
+
     table = _read_scores(scores)
     rows = table[table["session_id"].astype(str).str.startswith(session_id)]
     if len(rows) != 1:
-        raise click.ClickException(
-            f"{scores}: {len(rows)} sessions match {session_id!r}; give more of the id"
+        raise click.BadParameter(
+            f"{scores}: {len(rows)} sessions match {session_id!r}; give more of the id",
+            param_hint="SESSION_ID",
         )
     row = rows.iloc[0]
     top = json.loads(row["top_features"] or "[]")
@@ -478,10 +812,14 @@ def explain_command(app: App, session_id: str, scores: Path, fmt: str) -> None:
 
 
 @main.command("features")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@format_option
 @click.pass_obj
 def features_command(app: App, fmt: str) -> None:
     """List the session features: name, unit, family and meaning."""
+    from rich.table import Table
+
+    from .features import FEATURES
+
     if fmt == "json":
         click.echo(json.dumps([f.__dict__ for f in FEATURES], indent=2))
         return
@@ -500,10 +838,16 @@ def features_command(app: App, fmt: str) -> None:
     help="truth.csv from `gpuwatch simulate` (tenant_id, start, end, scenario, "
     "restricted_training).",
 )
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@format_option
 @click.pass_obj
 def evaluate_command(app: App, scores: Path, truth: Path, fmt: str) -> None:
     """Rank quality of scores against known outcomes (average precision)."""
+    import pandas as pd
+    from rich.table import Table
+
+    from .model.calibrate import average_precision
+    from .model.labels import match_truth
+
     table = _read_scores(scores)
     matched = match_truth(table, pd.read_csv(truth))
     ap = average_precision(table["risk_score"], matched["restricted_training"])
@@ -570,10 +914,59 @@ def simulate_command(
         click.echo(json.dumps(summary, indent=2, default=str))
 
 
-main.add_command(serve_command)
+@main.command("serve", context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--scores",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Scores Parquet file, or a folder whose newest *.parquet is served.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="TCP port (0: any free port, printed at start).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; loopback by default, 0.0.0.0 to expose.",
+)
+@click.option(
+    "--schedule",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="MINUTES",
+    help="Also rescore every MINUTES with `gpuwatch score SCORE_ARGS --out SCORES`.",
+)
+@series_options
+@click.argument("score_args", nargs=-1, type=click.UNPROCESSED)
+def serve_command(
+    scores: Path,
+    port: int,
+    host: str,
+    schedule: float | None,
+    score_args: tuple[str, ...],
+    export: ExportOptions,
+) -> None:
+    """Serve Prometheus metrics of the newest scores (reloaded when the file changes)."""
+    from .export.serve import Rescorer, serve
+    from .export.source import ScoresSource
+
+    if score_args and schedule is None:
+        raise click.UsageError("score arguments are only used with --schedule")
+    out = scores / "scores.parquet" if scores.is_dir() else scores
+    rescorer = Rescorer(out, schedule, score_args) if schedule else None
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        click.echo(f"serving http://{bound_host}:{bound_port}/metrics")
+        sys.stdout.flush()
+
+    serve(ScoresSource(scores, export), host, port, rescorer, ready)
 
 
-# Analyst commands: label, suppress, report. Each parses options and calls its library module.
+# --- analyst commands: label, suppress, report (each parses options, calls its module) --------
 
 
 @main.command("label")
@@ -587,7 +980,7 @@ main.add_command(serve_command)
     "--labels",
     "labels_path",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=Output(),
     help="Labels file (CSV) to append to; created when missing.",
 )
 @click.option(
@@ -607,12 +1000,16 @@ def label_command(
     from_csv: Path | None,
 ) -> None:
     """Record analyst verdicts (ids by any unique prefix) in a labels file for `train --labels`."""
+    import pandas as pd
+
+    from . import labelling
+
     if bool(session_ids) == bool(from_csv):
         raise click.UsageError("give session ids or --from-csv (one of them)")
-    if session_ids and not verdict:
-        raise click.UsageError("give --incident or --benign")
     if from_csv and verdict:
         raise click.UsageError("--from-csv takes each verdict from its label column")
+    if not from_csv and not verdict:
+        raise click.UsageError("give --incident or --benign")
     table = _read_scores(scores)
     analyst = analyst or _login()
     now = pd.Timestamp.now(tz="UTC").floor("s")
@@ -620,16 +1017,13 @@ def label_command(
         rows = labelling.import_labels(from_csv, table, str(scores), analyst, now)
     else:
         chosen = labelling.session_rows(table, session_ids, str(scores))
-        chosen = chosen.drop_duplicates("session_id")
-        rows = labelling.new_labels(chosen, verdict, analyst, note, now)
-    labelling.append_labels(labels_path, rows)
-    counts = rows["label"].value_counts()
-    if not app.quiet:
-        click.echo(
-            f"{labels_path}: added "
-            + ", ".join(f"{n} {label}" for label, n in counts.items())
-            + f" label(s) by {analyst}"
+        rows = labelling.new_labels(
+            chosen.drop_duplicates("session_id"), str(verdict), analyst, note, now
         )
+    labelling.append_labels(labels_path, rows)
+    if not app.quiet:
+        counts = ", ".join(f"{n} {label}" for label, n in rows["label"].value_counts().items())
+        click.echo(f"{labels_path}: added {counts} label(s) by {analyst}")
 
 
 @main.group("suppress")
@@ -637,18 +1031,19 @@ def suppress_group() -> None:
     """Suppression rules: silence known-good alerts, with a reason, an author and an expiry."""
 
 
-def _rules_option(f):
+def rules_option(f: F) -> F:
+    """--rules FILE: the suppression rules TOML (its audit log lies beside it)."""
     return click.option(
         "--rules",
         "rules_path",
         required=True,
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=Output(),
         help="Rules file (TOML); its audit log is RULES.audit.jsonl beside it.",
     )(f)
 
 
 @suppress_group.command("add")
-@_rules_option
+@rules_option
 @click.option("--id", "rule_id", required=True, help="Short name: lower-case, digits, . _ -")
 @click.option("--reason", required=True, help="Why these alerts are expected (required).")
 @click.option("--author", help="Who adds the rule (default: your login name).")
@@ -661,6 +1056,8 @@ def _rules_option(f):
 @click.option("--when", "conditions", multiple=True, help="Condition, e.g. 'n_gpus <= 8'.")
 def suppress_add(rules_path: Path, rule_id: str, author: str | None, **criteria: Any) -> None:
     """Add a rule to the rules file and log who, when and why."""
+    from . import suppress
+
     author = author or _login()
     entry = {k: list(v) if isinstance(v, tuple) else v for k, v in criteria.items()}
     rule = suppress.add_rule(rules_path, {"id": rule_id, **entry}, author, suppress.utc_now())
@@ -669,31 +1066,36 @@ def suppress_add(rules_path: Path, rule_id: str, author: str | None, **criteria:
 
 @suppress_group.command("expire")
 @click.argument("rule_id")
-@_rules_option
+@rules_option
 @click.option("--reason", required=True, help="Why the rule ends.")
 @click.option("--author", help="Who ends it (default: your login name).")
 def suppress_expire(rule_id: str, rules_path: Path, reason: str, author: str | None) -> None:
     """End a rule now (it stays in the file as history) and log who, when and why."""
+    from . import suppress
+
     author = author or _login()
     suppress.expire_rule(rules_path, rule_id, reason, author, suppress.utc_now())
     click.echo(f"{rules_path}: rule {rule_id!r} expired by {author}")
 
 
 @suppress_group.command("list")
-@_rules_option
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@rules_option
+@format_option
 @click.pass_obj
 def suppress_list(app: App, rules_path: Path, fmt: str) -> None:
     """Show the rules, whether each is active, and whether the audit log is intact."""
+    from rich.table import Table
+
+    from . import suppress
+
     rules = suppress.load_rules(rules_path).rules
-    log_entries, problem = suppress.audit_status(rules_path)
+    entries, problem = suppress.audit_status(rules_path)
     now = suppress.utc_now()
     rows = [suppress.describe(rule, now) for rule in rules]
     if fmt == "json":
         click.echo(
             json.dumps(
-                {"rules": rows, "audit_entries": len(log_entries), "audit_problem": problem},
-                indent=2,
+                {"rules": rows, "audit_entries": len(entries), "audit_problem": problem}, indent=2
             )
         )
         return
@@ -709,7 +1111,7 @@ def suppress_list(app: App, rules_path: Path, fmt: str) -> None:
         )
     app.console.print(table)
     app.console.print(
-        f"audit log: {len(log_entries)} change(s) in {suppress.audit_path(rules_path)}"
+        f"audit log: {len(entries)} change(s) in {suppress.audit_path(rules_path)}"
         + (f"; [bold red]{problem}[/]" if problem else "")
     )
 
@@ -730,10 +1132,13 @@ def suppress_list(app: App, rules_path: Path, fmt: str) -> None:
 )
 @click.option("--tenants", type=click.Path(exists=True, path_type=Path), help="KYC registry.")
 @click.option(
-    "--geoip-db", multiple=True, type=click.Path(exists=True, path_type=Path), help="As in score."
+    "--geoip-db",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="MaxMind/DB-IP .mmdb, as for score; default: bundled geoip2fast.",
 )
 @click.option("--top", default=10, show_default=True, type=click.IntRange(0), help="Cases shown.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=Output(), help="The HTML page to write.")
 @click.pass_obj
 def report_command(
     app: App,
@@ -755,18 +1160,29 @@ def report_command(
     samples = case_samples(telemetry, cases) if telemetry else None
     events = case_events(access, cases, app.settings, tenants, geoip_db) if access else None
     page = render(table, app.settings, top=top, samples=samples, events=events, source=str(scores))
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, page.encode())
     if not app.quiet:
         click.echo(f"{out}: {len(table)} sessions, {len(cases)} cases ({len(page) / 1e6:.1f} MB)")
 
 
-def _build_features(app: App, inputs: Inputs, report: RunReport) -> FeatureTable:
-    """build_features on the engine the options name, with progress bars on a terminal."""
-    o = click.get_current_context().meta["gpuwatch.engine"]
-    engine = Engine(o["engine"], o["scheduler"], o["partitions"], o["work_dir"])
+# --- helpers of the commands -----------------------------------------------------------------
+
+
+def _build_features(app: App, inputs: Inputs, engine: Engine, report: RunReport) -> FeatureTable:
+    """build_features on the given engine, with progress bars on a terminal."""
+    from .pipeline import build_features
+
     if app.quiet or not app.console.is_terminal:
         return build_features(inputs, app.settings, report, engine)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -776,7 +1192,7 @@ def _build_features(app: App, inputs: Inputs, report: RunReport) -> FeatureTable
     )
     with Progress(*columns, console=app.console, transient=True) as bar:
 
-        def start(phase: str, total: int):
+        def start(phase: str, total: int) -> Callable[[int], None]:
             task = bar.add_task(phase, total=total)
             return lambda n: bar.advance(task, n)
 
@@ -785,7 +1201,6 @@ def _build_features(app: App, inputs: Inputs, report: RunReport) -> FeatureTable
 
 def _write_scores(scores: pd.DataFrame, out: Path) -> None:
     """Write atomically (temp file, then rename) so `gpuwatch serve` never reads half a file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     if out.suffix == ".csv":
         scores.to_csv(tmp, index=False)
@@ -795,6 +1210,8 @@ def _write_scores(scores: pd.DataFrame, out: Path) -> None:
 
 
 def _read_scores(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         if path.suffix != ".csv":
             return pd.read_parquet(path)
@@ -808,6 +1225,8 @@ def _read_scores(path: Path) -> pd.DataFrame:
 
 
 def _write_quarantine(table: FeatureTable, path: Path) -> None:
+    from . import quarantine
+
     path.parent.mkdir(parents=True, exist_ok=True)
     quarantine.write(table.quarantine, path)
     if len(table.quarantine):
@@ -824,6 +1243,8 @@ def _counts(report: RunReport) -> dict[str, Any]:
 
 
 def _print_counts(app: App, report: RunReport) -> None:
+    from rich.table import Table
+
     table = Table("input", "read", "accepted", "quarantined", title="input rows")
     for source, read in report.rows_read.items():
         bad = sum(n for (s, _), n in report.rows_quarantined.items() if s == source)
@@ -832,6 +1253,8 @@ def _print_counts(app: App, report: RunReport) -> None:
 
 
 def _print_scores(app: App, scores: pd.DataFrame, top: int, alerts: int) -> None:
+    from rich.table import Table
+
     table = Table(
         "rank",
         "session",
@@ -863,12 +1286,16 @@ def _print_scores(app: App, scores: pd.DataFrame, top: int, alerts: int) -> None
 
 
 def _fmt(value: Any) -> str:
+    import pandas as pd
+
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "n/a"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _jsonable(value: Any) -> Any:
+    import pandas as pd
+
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
     if hasattr(value, "item"):
@@ -876,8 +1303,18 @@ def _jsonable(value: Any) -> Any:
     return None if pd.isna(value) else value
 
 
-def _warn_unmatched(app: App, path: Path, resolved: labelling.Resolved) -> None:
+def _login() -> str:
+    """Who runs the command, for labels and the audit log when no name is given."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _warn_unmatched(path: Path, resolved: Resolved) -> None:
     """Labels that match no session are said, never dropped in silence."""
+    import pandas as pd
+
     if resolved.by_range:
         log.info("%s: %d label(s) matched by tenant and time range", path, resolved.by_range)
     if len(resolved.unmatched):
@@ -892,23 +1329,20 @@ def _warn_unmatched(app: App, path: Path, resolved: labelling.Resolved) -> None:
         )
 
 
-def _load_rules(path: Path) -> suppress.RuleSet:
-    rules = suppress.load_rules(path)
-    _, problem = suppress.audit_status(path)
+def _load_rules(path: Path) -> RuleSet:
+    """The rules, checked before any work; a warning when the audit log disagrees."""
+    from .suppress import audit_status, load_rules
+
+    rules = load_rules(path)
+    _, problem = audit_status(path)
     if problem:
         log.warning("%s", problem)
     return rules
 
 
-def _apply_rules(scores: pd.DataFrame, rules: suppress.RuleSet, report: RunReport) -> pd.DataFrame:
-    outcome = suppress.apply_rules(scores, rules, suppress.utc_now())
+def _apply_rules(scores: pd.DataFrame, rules: RuleSet, report: RunReport) -> pd.DataFrame:
+    from .suppress import apply_rules, utc_now
+
+    outcome = apply_rules(scores, rules, utc_now())
     report.suppressed, report.rules_expired = outcome.suppressed, outcome.expired
     return outcome.scores
-
-
-def _login() -> str:
-    """Who runs the command, for labels and the audit log when no name is given."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"

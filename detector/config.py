@@ -7,6 +7,7 @@ policy is part of it: countries of concern, hosting ASNs, working hours.
 from __future__ import annotations
 
 import csv
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +21,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .errors import ConfigError
 
 ENV_PREFIX = "GPUWATCH_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"  # the settings file, like --config
+SALT_ENV = ENV_PREFIX + "PSEUDONYM_SALT"  # secret salt of --pseudonymize-tenants
+LOG_DIR_ENV = ENV_PREFIX + "LOG_DIR"  # where an internal error's traceback is written
+# Every GPUWATCH_* variable that is not a setting (GPUWATCH_<SECTION>_<KEY>); any other
+# GPUWATCH_* name is a mistake and is refused with the nearest valid name.
+ENV_NAMES = frozenset({CONFIG_ENV, SALT_ENV, LOG_DIR_ENV})
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,7 @@ def load_settings(
 ) -> Settings:
     """Read the default TOML, merge the user's file and environment, validate."""
     env = os.environ if env is None else env
-    path = path or env.get(ENV_PREFIX + "CONFIG")
+    path = path or env.get(CONFIG_ENV)
     raw = _read_toml(default_config_path())
     sources = ["default"]
     if path:
@@ -119,18 +126,34 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _merge(base: dict[str, Any], extra: dict[str, Any], origin: str) -> None:
     for section, values in extra.items():
-        if section not in base or not isinstance(values, dict):
-            raise ConfigError(
-                f"{origin}: unknown section [{section}]; expected one of {sorted(base)}"
-            )
-        unknown = set(values) - set(base[section])
-        if unknown:
-            raise ConfigError(f"{origin}: unknown key(s) {sorted(unknown)} in [{section}]")
+        if section not in base:
+            raise ConfigError(f"{origin}: unknown section [{section}]{_nearest(section, base)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: [{section}] must be a table of settings")
+        for key in values:
+            if key not in base[section]:
+                raise ConfigError(
+                    f"{origin}: unknown key {key!r} in [{section}]{_nearest(key, base[section])}"
+                )
         base[section].update(values)
 
 
+def _nearest(name: str, valid: Any) -> str:
+    """'; did you mean X?' with the closest valid name, else the list of valid names."""
+    names = sorted(valid)
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(names)}"
+
+
 def _merge_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
-    """GPUWATCH_SECTION_KEY=value overrides a scalar setting, e.g. GPUWATCH_SESSIONS_GAP_SECONDS."""
+    """GPUWATCH_SECTION_KEY=value overrides a scalar setting, e.g. GPUWATCH_SESSIONS_GAP_SECONDS;
+    any other GPUWATCH_* name than these and ENV_NAMES is refused with the nearest valid one."""
+    settings = {f"{ENV_PREFIX}{section}_{key}".upper() for section in raw for key in raw[section]}
+    for name in sorted(env):
+        if name.upper().startswith(ENV_PREFIX) and name not in settings | ENV_NAMES:
+            raise ConfigError(
+                f"unknown environment variable {name}{_nearest(name, settings | ENV_NAMES)}"
+            )
     for section, values in raw.items():
         for key, current in values.items():
             name = f"{ENV_PREFIX}{section}_{key}".upper()

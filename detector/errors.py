@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+# The exit codes of `gpuwatch` (README, "Exit codes").
+EXIT_OK = 0
+EXIT_ALERTS = 1  # alerts found with --fail-on-alert
+EXIT_USAGE = 2  # bad input or usage
+EXIT_INTERNAL = 3  # a bug: one line names the file holding the traceback
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+
 
 class GpuwatchError(Exception):
     """Base class of every error gpuwatch raises on purpose."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class InputError(GpuwatchError):

@@ -20,6 +20,7 @@ from . import quarantine
 from .config import Settings
 from .engine import Engine, Progress, extract, streamable
 from .enrich import enrich_access, open_database
+from .errors import InputError
 from .features import NAMES as FEATURE_NAMES
 from .features import complete_features, session_features
 from .ingest import read_table
@@ -53,6 +54,7 @@ class Inputs:
     telemetry_options: SourceOptions = field(default_factory=SourceOptions)
     access_options: SourceOptions = field(default_factory=SourceOptions)
     prometheus: PrometheusSource | None = None  # pull telemetry from a live server too
+    allow_missing_access: bool = False  # run even if access events do not cover telemetry
 
 
 @dataclass
@@ -165,8 +167,15 @@ def train(
     alert_risk = settings.scoring.alert_risk
     labelled = label.notna().to_numpy()
     if labels is not None and labelled.any():
+        incident = (label[labelled] == "incident").to_numpy()
+        if incident.all() or not incident.any():
+            raise InputError(
+                "labels: the alert threshold is set on labelled incident and benign sessions, "
+                f"got {int(incident.sum())} incident and {int((~incident).sum())} benign; "
+                "label both kinds, or train without --labels"
+            )
         risk = model.risk_score(table[labelled])
-        calibration = calibrate_threshold(risk, (label[labelled] == "incident").to_numpy())
+        calibration = calibrate_threshold(risk, incident)
         alert_risk = calibration.threshold
     trained_at = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
     data_hash = hashlib.sha256(

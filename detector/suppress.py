@@ -179,7 +179,7 @@ def apply_rules(scores: pd.DataFrame, rules: RuleSet, now: pd.Timestamp) -> Outc
                 "%s: suppression rule %r expired at %s and no longer applies",
                 rules.path,
                 rule.id,
-                rule.expires.isoformat(),
+                rule.expires,
             )
             continue
         missing = [col for col in rule.columns() if col not in out]
@@ -281,7 +281,8 @@ def audit_status(path: Path) -> tuple[list[dict[str, Any]], str | None]:
     log_path = audit_path(path)
     if not log_path.exists():
         return [], None
-    entries, previous = [], ""
+    entries: list[dict[str, Any]] = []
+    previous = ""
     for n, line in enumerate(log_path.read_text().splitlines(), 1):
         try:
             entry = json.loads(line)

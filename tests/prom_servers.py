@@ -130,7 +130,8 @@ def gpuwatch_serve(tmp: Path, scores: Path, *extra: str) -> Iterator[str]:
     args = [
         sys.executable,
         "-c",
-        "from detector.export import serve_command; serve_command(prog_name='gpuwatch serve')",
+        "from detector.cli import main; main()",
+        "serve",
         "--scores",
         str(scores),
         "--port",

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from detector.cli import main
+from detector.cli import export_options, main
+from detector.export.options import ExportOptions
 from detector.schema import SCORE_HEAD, SCORE_TAIL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +121,7 @@ def test_explain_names_what_pushed_the_score(scored):
         run("explain", top["session_id"], "--scores", str(scored["scores"]), "--format", "json")
     )
     assert data["session_id"] == top["session_id"] and data["top_features"]
-    assert "0 sessions match" in run("explain", "zzzz", "--scores", str(scored["scores"]), code=1)
+    assert "0 sessions match" in run("explain", "zzzz", "--scores", str(scored["scores"]), code=2)
 
 
 def test_fail_on_alert_exits_1(scored):
@@ -252,3 +254,74 @@ def test_no_active_session_scores_empty_and_cannot_train(tmp_path):
     assert "at least 2 sessions" in run(
         "train", *inputs, "--model-dir", str(tmp_path / "m"), code=2
     )
+
+
+@click.command()
+@export_options
+def _command(export: ExportOptions) -> None:
+    click.echo(repr(export))
+
+
+def test_export_options_build_the_options_object(tmp_path):
+    result = CliRunner().invoke(
+        _command,
+        [
+            "--metrics-file",
+            str(tmp_path / "m.prom"),
+            "--pushgateway",
+            "http://127.0.0.1:9091",
+            "--job",
+            "j",
+            "--grouping",
+            "cluster=eu1",
+            "--top-n",
+            "3",
+            "--max-series",
+            "7",
+            "--pseudonymize-tenants",
+        ],
+        env={"GPUWATCH_PSEUDONYM_SALT": "pepper"},
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == repr(
+        ExportOptions(
+            metrics_file=tmp_path / "m.prom",
+            pushgateway="http://127.0.0.1:9091",
+            job="j",
+            grouping={"cluster": "eu1"},
+            top_n=3,
+            max_series=7,
+            pseudonymize_salt="pepper",
+        )
+    )
+
+
+def test_export_options_defaults_and_errors():
+    runner = CliRunner()
+    assert runner.invoke(
+        _command, [], env={"GPUWATCH_PSEUDONYM_SALT": None}
+    ).output.strip() == repr(ExportOptions())
+    missing_salt = runner.invoke(
+        _command, ["--pseudonymize-tenants"], env={"GPUWATCH_PSEUDONYM_SALT": None}
+    )
+    assert missing_salt.exit_code == 2 and "--salt" in missing_salt.output
+    bad = runner.invoke(_command, ["--grouping", "novalue"])
+    assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
+    assert runner.invoke(_command, ["--max-series", "0"]).exit_code == 2
+
+
+def test_labels_of_one_kind_only_are_a_clean_error(scored, tmp_path):
+    ids = pd.read_parquet(scored["scores"])["session_id"]
+    pd.DataFrame({"session_id": ids[:5], "label": "incident"}).to_csv(
+        tmp_path / "l.csv", index=False
+    )
+    out = run(
+        "train",
+        *INPUTS,
+        "--labels",
+        str(tmp_path / "l.csv"),
+        "--model-dir",
+        str(tmp_path / "m"),
+        code=2,
+    )
+    assert "got 5 incident and 0 benign" in out and not (tmp_path / "m").exists()

@@ -13,10 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from detector.export import (
     ExportError,
     ExportOptions,
-    publish,
-    publish_failure,
     write_run_sidecar,
 )
+from detector.export.publish import publish, publish_failure
 from detector.export.source import ScoresSource
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,13 +1,11 @@
-"""Textfile output (atomic, push-add on failure), run sidecar, and the click options."""
+"""Textfile output (atomic, push-add on failure) and the run sidecar."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
-import click
 import pytest
-from click.testing import CliRunner
 from export_fixtures import run_report, scores_frame
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -15,12 +13,10 @@ from detector.errors import InputError
 from detector.export import (
     ExportError,
     ExportOptions,
-    export_options,
-    publish,
-    publish_failure,
     read_run_sidecar,
     write_run_sidecar,
 )
+from detector.export.publish import publish, publish_failure
 from detector.export.textfile import atomic_write
 
 
@@ -107,57 +103,3 @@ def test_malformed_sidecar_names_the_file(tmp_path, content):
     (tmp_path / "s.parquet.run.json").write_text(content)
     with pytest.raises(InputError, match="s.parquet.run.json"):
         read_run_sidecar(tmp_path / "s.parquet")
-
-
-@click.command()
-@export_options
-def _command(export: ExportOptions) -> None:
-    click.echo(repr(export))
-
-
-def test_export_options_build_the_options_object(tmp_path):
-    result = CliRunner().invoke(
-        _command,
-        [
-            "--metrics-file",
-            str(tmp_path / "m.prom"),
-            "--pushgateway",
-            "http://127.0.0.1:9091",
-            "--job",
-            "j",
-            "--grouping",
-            "cluster=eu1",
-            "--top-n",
-            "3",
-            "--max-series",
-            "7",
-            "--pseudonymize-tenants",
-        ],
-        env={"GPUWATCH_PSEUDONYM_SALT": "pepper"},
-    )
-    assert result.exit_code == 0, result.output
-    assert result.output.strip() == repr(
-        ExportOptions(
-            metrics_file=tmp_path / "m.prom",
-            pushgateway="http://127.0.0.1:9091",
-            job="j",
-            grouping={"cluster": "eu1"},
-            top_n=3,
-            max_series=7,
-            pseudonymize_salt="pepper",
-        )
-    )
-
-
-def test_export_options_defaults_and_errors():
-    runner = CliRunner()
-    assert runner.invoke(
-        _command, [], env={"GPUWATCH_PSEUDONYM_SALT": None}
-    ).output.strip() == repr(ExportOptions())
-    missing_salt = runner.invoke(
-        _command, ["--pseudonymize-tenants"], env={"GPUWATCH_PSEUDONYM_SALT": None}
-    )
-    assert missing_salt.exit_code == 2 and "--salt" in missing_salt.output
-    bad = runner.invoke(_command, ["--grouping", "novalue"])
-    assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
-    assert runner.invoke(_command, ["--max-series", "0"]).exit_code == 2

@@ -1,28 +1,33 @@
-"""Prometheus exposition of scores and run health: textfile, Pushgateway and `gpuwatch serve`."""
+"""Prometheus exposition of scores and run health: textfile, Pushgateway and `gpuwatch serve`.
+
+The names below are imported on first use (PEP 562), so that importing `detector.export.options`
+(the command line does, to start fast) does not import prometheus_client and pandas.
+`publish` is not among them: its module has the same name, so import it from
+`detector.export.publish`.
+"""
 
 from __future__ import annotations
 
-from .errors import ExportError
-from .metrics import origin_of, run_families, score_families, success_families
-from .options import ExportOptions, export_options, series_options
-from .publish import publish, publish_failure, snapshot_families
-from .serve import serve_command
-from .sidecar import read_run_sidecar, sidecar_path, write_run_sidecar
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "ExportError",
-    "ExportOptions",
-    "export_options",
-    "origin_of",
-    "publish",
-    "publish_failure",
-    "read_run_sidecar",
-    "run_families",
-    "score_families",
-    "serve_command",
-    "series_options",
-    "sidecar_path",
-    "snapshot_families",
-    "success_families",
-    "write_run_sidecar",
-]
+_WHERE = {
+    "ExportError": ".errors",
+    "ExportOptions": ".options",
+    "origin_of": ".metrics",
+    "publish_failure": ".publish",
+    "read_run_sidecar": ".sidecar",
+    "run_families": ".metrics",
+    "score_families": ".metrics",
+    "sidecar_path": ".sidecar",
+    "snapshot_families": ".publish",
+    "success_families": ".metrics",
+    "write_run_sidecar": ".sidecar",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_WHERE[name], __name__), name)

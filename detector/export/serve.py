@@ -14,20 +14,16 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import click
 from prometheus_client import make_wsgi_app
 from prometheus_client.core import Metric
 
-from ..errors import GpuwatchError
 from ..runinfo import RunReport
 from .collector import registry_of
 from .errors import ExportError
 from .metrics import run_families, score_families, success_families
-from .options import options_from_params, series_options
 from .source import ScoresSource
 
 log = logging.getLogger(__name__)
-DEFAULT_PORT = 9847
 
 
 class Rescorer:
@@ -161,59 +157,3 @@ def serve(
         if rescorer:
             rescorer.stop()
         server.server_close()
-
-
-@click.command("serve", context_settings={"ignore_unknown_options": True})
-@click.option(
-    "--scores",
-    "scores",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Scores Parquet file, or a folder whose newest *.parquet is served.",
-)
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=DEFAULT_PORT,
-    show_default=True,
-    help="TCP port (0: any free port, printed at start).",
-)
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to bind; loopback by default, 0.0.0.0 to expose.",
-)
-@click.option(
-    "--schedule",
-    type=click.FloatRange(min=0, min_open=True),
-    metavar="MINUTES",
-    help="Also rescore every MINUTES with `gpuwatch score SCORE_ARGS --out SCORES`.",
-)
-@series_options
-@click.argument("score_args", nargs=-1, type=click.UNPROCESSED)
-def serve_command(
-    scores: Path,
-    port: int,
-    host: str,
-    schedule: float | None,
-    score_args: tuple[str, ...],
-    **params: Any,
-) -> None:
-    """Serve Prometheus metrics of the newest scores (reloaded when the file changes)."""
-    options = options_from_params(params)
-    if score_args and schedule is None:
-        raise click.UsageError("score arguments are only used with --schedule")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    out = scores / "scores.parquet" if scores.is_dir() else scores
-    rescorer = Rescorer(out, schedule, score_args) if schedule else None
-    source = ScoresSource(scores, options)
-
-    def ready(bound_host: str, bound_port: int) -> None:
-        click.echo(f"serving http://{bound_host}:{bound_port}/metrics", err=False)
-        sys.stdout.flush()
-
-    try:
-        serve(source, host, port, rescorer, ready)
-    except GpuwatchError as exc:
-        raise click.ClickException(str(exc)) from exc

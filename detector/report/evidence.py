@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -112,7 +113,7 @@ def build_case(row: pd.Series) -> Case:
     )
 
 
-def pushes(top_features: object) -> tuple[Push, ...]:
+def pushes(top_features: Any) -> tuple[Push, ...]:
     """The top_features JSON as readable pushes, widest first."""
     try:
         items = json.loads(top_features) if isinstance(top_features, str) else top_features or []
@@ -175,7 +176,7 @@ def summary(row: pd.Series) -> str:
     return "; ".join(parts) + "." if parts else ""
 
 
-def format_value(name: str, value: object) -> str:
+def format_value(name: str, value: Any) -> str:
     """A value as an analyst reads it, by the unit the feature registry gives the column."""
     if not _present(value):
         return "n/a"

@@ -272,7 +272,8 @@ def _round(width: pd.Timedelta) -> str:
 
 def _words(freq: str) -> str:
     """'6min' -> '6 minutes'; '1h' -> '1 hour'."""
-    number, unit = re.fullmatch(r"(\d+)(\D+)", freq).groups()
+    number = freq.rstrip("minhs")
+    unit = freq[len(number) :]
     name = {"s": "second", "min": "minute", "h": "hour"}[unit]
     return f"{number} {name}" + ("s" if number != "1" else "")
 
