@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SAMPLES := data/samples
 OUT    := out
 
-.PHONY: demo test lint bench samples model clean
+.PHONY: demo test lint bench samples model clean screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,8 @@ demo: $(STAMP)
 	  --tenants $(SAMPLES)/tenants.csv --model-dir $(OUT)/model-demo \
 	  --out $(OUT)/scores.parquet --metrics-file $(OUT)/gpuwatch.prom
 	$(BIN)/gpuwatch evaluate --scores $(OUT)/scores.parquet --truth $(SAMPLES)/truth.csv
+	$(BIN)/gpuwatch report --scores $(OUT)/scores.parquet --telemetry $(SAMPLES)/telemetry.parquet \
+	  --access $(SAMPLES)/access.jsonl.gz --tenants $(SAMPLES)/tenants.csv --out $(OUT)/report.html
 
 test: $(STAMP)
 	$(BIN)/ruff check detector tests bench
@@ -52,6 +54,11 @@ SIZES ?= 1e6 1e7 3e7
 BENCH_OUT ?= bench/results.md
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(SIZES) --out $(BENCH_OUT)
+
+# The README's screenshots of the analyst report on the samples (headless Chromium).
+screenshot: demo
+	$(BIN)/python tests/chromium.py $(OUT)/report.html docs/report-overview.png 1700
+	$(BIN)/python tests/chromium.py $(OUT)/report.html docs/report-case.png 2300 article.case
 
 clean:
 	rm -rf $(OUT) .pytest_cache

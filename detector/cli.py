@@ -18,6 +18,7 @@ outcome into one exit code and every error into one line (see `detector.errors` 
 from __future__ import annotations
 
 import functools
+import getpass
 import inspect
 import json
 import logging
@@ -45,6 +46,7 @@ from .errors import (
     EXIT_OK,
     EXIT_USAGE,
     GpuwatchError,
+    InputError,
 )
 from .export.options import DEFAULT_PORT, ExportOptions
 from .redact import RedactFilter, redact, register
@@ -54,8 +56,10 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .engine import Engine
+    from .labelling import Resolved
     from .pipeline import FeatureTable, Inputs
     from .runinfo import RunReport
+    from .suppress import RuleSet
 
 log = logging.getLogger("gpuwatch")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -630,15 +634,19 @@ def train_command(
 ) -> None:
     """Train a model on a period of telemetry and access logs."""
     from . import quarantine
+    from .labelling import resolve_labels
     from .model import store
     from .pipeline import finish, read_labels, train
     from .runinfo import RunReport
 
     table = _build_features(app, inputs, engine, RunReport())
-    label_table = None
+    label_table, resolved = None, None
     if labels:
         label_table, rejected = read_labels(labels)
         table.quarantine = quarantine.combine([table.quarantine, rejected])
+        resolved = resolve_labels(table.sessions, label_table)
+        label_table = resolved.labels
+        _warn_unmatched(labels, resolved)
     stored, calibration = train(table.sessions, app.settings, label_table, seed)
     store.save(stored, model_dir)
     _write_quarantine(table, quarantine_path or model_dir / "quarantine.csv")
@@ -649,6 +657,8 @@ def train_command(
         "sessions": len(table.sessions),
         "alert_risk": stored.alert_risk,
         "calibration": calibration.as_dict() if calibration else None,
+        "labels_matched_by_range": resolved.by_range if resolved else 0,
+        "labels_unmatched": len(resolved.unmatched) if resolved else 0,
         **_counts(table.report),
     }
     if fmt == "json":
@@ -677,6 +687,12 @@ def train_command(
 @format_option
 @click.option("--top", default=15, show_default=True, help="Sessions in the printed table.")
 @click.option("--fail-on-alert", is_flag=True, help=f"Exit {EXIT_ALERTS} when any session alerts.")
+@click.option(
+    "--suppress",
+    "rules_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Suppression rules (TOML): matching alerts are stored with alert false.",
+)
 @export_options
 @click.pass_obj
 def score_command(
@@ -689,6 +705,7 @@ def score_command(
     fmt: str,
     top: int,
     fail_on_alert: bool,
+    rules_path: Path | None,
     export: ExportOptions,
 ) -> None:
     """Score sessions with a trained model; write scores, quarantine and metrics."""
@@ -700,9 +717,12 @@ def score_command(
 
     report = RunReport()
     try:
+        rules = _load_rules(rules_path) if rules_path else None
         stored = store.load(model_dir)
         table = _build_features(app, inputs, engine, report)
         scores = score(table.sessions, stored, report)
+        if rules:
+            scores = _apply_rules(scores, rules, report)
         with report.stage("write"):
             _write_scores(scores, out)
             _write_quarantine(table, quarantine_path or out.with_suffix(".quarantine.csv"))
@@ -725,6 +745,8 @@ def score_command(
                     "alerts": alerts,
                     "model_version": stored.version,
                     "run_id": report.run_id,
+                    "suppressed": report.suppressed,
+                    "rules_expired": report.rules_expired,
                     **_counts(report),
                 },
                 indent=2,
@@ -733,6 +755,11 @@ def score_command(
     else:
         _print_counts(app, report)
         _print_scores(app, scores, top, alerts)
+        if silenced := {rule: n for rule, n in report.suppressed.items() if n}:
+            app.console.print(
+                "alerts suppressed by rules: "
+                + ", ".join(f"{rule} ({n})" for rule, n in silenced.items())
+            )
     if fail_on_alert and alerts:
         click.get_current_context().exit(EXIT_ALERTS)
 
@@ -1045,6 +1072,205 @@ def serve_command(
     serve(ScoresSource(scores, export), host, port, rescorer, ready)
 
 
+# --- analyst commands: label, suppress, report (each parses options, calls its module) --------
+
+
+@main.command("label")
+@click.argument("session_ids", nargs=-1)
+@click.option("--incident", "verdict", flag_value="incident", help="The sessions are incidents.")
+@click.option("--benign", "verdict", flag_value="benign", help="The sessions are benign.")
+@click.option("--note", help="Why: free text kept with the label.")
+@click.option("--analyst", help="Who decided (default: your login name).")
+@click.option("--scores", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--labels",
+    "labels_path",
+    required=True,
+    type=Output(),
+    help="Labels file (CSV) to append to; created when missing.",
+)
+@click.option(
+    "--from-csv",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Import verdicts: CSV with session_id (or tenant_id, start, end), label, [note, analyst].",
+)
+@click.pass_obj
+def label_command(
+    app: App,
+    session_ids: tuple[str, ...],
+    verdict: str | None,
+    note: str | None,
+    analyst: str | None,
+    scores: Path,
+    labels_path: Path,
+    from_csv: Path | None,
+) -> None:
+    """Record analyst verdicts (ids by any unique prefix) in a labels file for `train --labels`."""
+    import pandas as pd
+
+    from . import labelling
+
+    if bool(session_ids) == bool(from_csv):
+        raise click.UsageError("give session ids or --from-csv (one of them)")
+    if from_csv and verdict:
+        raise click.UsageError("--from-csv takes each verdict from its label column")
+    if not from_csv and not verdict:
+        raise click.UsageError("give --incident or --benign")
+    table = _read_scores(scores)
+    analyst = analyst or _login()
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    if from_csv:
+        rows = labelling.import_labels(from_csv, table, str(scores), analyst, now)
+    else:
+        chosen = labelling.session_rows(table, session_ids, str(scores))
+        rows = labelling.new_labels(
+            chosen.drop_duplicates("session_id"), str(verdict), analyst, note, now
+        )
+    labelling.append_labels(labels_path, rows)
+    if not app.quiet:
+        counts = ", ".join(f"{n} {label}" for label, n in rows["label"].value_counts().items())
+        click.echo(f"{labels_path}: added {counts} label(s) by {analyst}")
+
+
+@main.group("suppress")
+def suppress_group() -> None:
+    """Suppression rules: silence known-good alerts, with a reason, an author and an expiry."""
+
+
+def rules_option(f: F) -> F:
+    """--rules FILE: the suppression rules TOML (its audit log lies beside it)."""
+    return click.option(
+        "--rules",
+        "rules_path",
+        required=True,
+        type=Output(),
+        help="Rules file (TOML); its audit log is RULES.audit.jsonl beside it.",
+    )(f)
+
+
+@suppress_group.command("add")
+@rules_option
+@click.option("--id", "rule_id", required=True, help="Short name: lower-case, digits, . _ -")
+@click.option("--reason", required=True, help="Why these alerts are expected (required).")
+@click.option("--author", help="Who adds the rule (default: your login name).")
+@click.option("--expires", help="When the rule stops applying: YYYY-MM-DD (00:00 UTC) or a time.")
+@click.option("--tenant", multiple=True, help="Tenant id; repeatable (any of them).")
+@click.option("--entity", multiple=True, help="Entity id; repeatable.")
+@click.option("--country", multiple=True, help="Every access country must be one of these.")
+@click.option("--asn", multiple=True, help="Every access AS number must be one of these.")
+@click.option("--as-org", multiple=True, help="Every access AS organisation must be one of these.")
+@click.option("--when", "conditions", multiple=True, help="Condition, e.g. 'n_gpus <= 8'.")
+def suppress_add(rules_path: Path, rule_id: str, author: str | None, **criteria: Any) -> None:
+    """Add a rule to the rules file and log who, when and why."""
+    from . import suppress
+
+    author = author or _login()
+    entry = {k: list(v) if isinstance(v, tuple) else v for k, v in criteria.items()}
+    rule = suppress.add_rule(rules_path, {"id": rule_id, **entry}, author, suppress.utc_now())
+    click.echo(f"{rules_path}: added rule {rule.id!r} by {author}")
+
+
+@suppress_group.command("expire")
+@click.argument("rule_id")
+@rules_option
+@click.option("--reason", required=True, help="Why the rule ends.")
+@click.option("--author", help="Who ends it (default: your login name).")
+def suppress_expire(rule_id: str, rules_path: Path, reason: str, author: str | None) -> None:
+    """End a rule now (it stays in the file as history) and log who, when and why."""
+    from . import suppress
+
+    author = author or _login()
+    suppress.expire_rule(rules_path, rule_id, reason, author, suppress.utc_now())
+    click.echo(f"{rules_path}: rule {rule_id!r} expired by {author}")
+
+
+@suppress_group.command("list")
+@rules_option
+@format_option
+@click.pass_obj
+def suppress_list(app: App, rules_path: Path, fmt: str) -> None:
+    """Show the rules, whether each is active, and whether the audit log is intact."""
+    from rich.table import Table
+
+    from . import suppress
+
+    rules = suppress.load_rules(rules_path).rules
+    entries, problem = suppress.audit_status(rules_path)
+    now = suppress.utc_now()
+    rows = [suppress.describe(rule, now) for rule in rules]
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {"rules": rows, "audit_entries": len(entries), "audit_problem": problem}, indent=2
+            )
+        )
+        return
+    table = Table("id", "state", "expires", "author", "matches", "reason", title=str(rules_path))
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["state"],
+            row["expires"] or "never",
+            row["author"],
+            row["matches"],
+            row["reason"],
+        )
+    app.console.print(table)
+    app.console.print(
+        f"audit log: {len(entries)} change(s) in {suppress.audit_path(rules_path)}"
+        + (f"; [bold red]{problem}[/]" if problem else "")
+    )
+
+
+@main.command("report")
+@click.option("--scores", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--telemetry",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Telemetry file or folder: per-GPU timelines of the cases.",
+)
+@click.option(
+    "--access",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Access-event file or folder: origins of the cases over time.",
+)
+@click.option("--tenants", type=click.Path(exists=True, path_type=Path), help="KYC registry.")
+@click.option(
+    "--geoip-db",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="MaxMind/DB-IP .mmdb, as for score; default: bundled geoip2fast.",
+)
+@click.option("--top", default=10, show_default=True, type=click.IntRange(0), help="Cases shown.")
+@click.option("--out", required=True, type=Output(), help="The HTML page to write.")
+@click.pass_obj
+def report_command(
+    app: App,
+    scores: Path,
+    telemetry: tuple[Path, ...],
+    access: tuple[Path, ...],
+    tenants: Path | None,
+    geoip_db: tuple[Path, ...],
+    top: int,
+    out: Path,
+) -> None:
+    """Write one self-contained HTML page: fleet overview and the top cases with evidence."""
+    from .export.textfile import atomic_write
+    from .report import render, select_cases
+    from .report.inputs import case_events, case_samples
+
+    table = _read_scores(scores)
+    cases = select_cases(table, top)
+    samples = case_samples(telemetry, cases) if telemetry else None
+    events = case_events(access, cases, app.settings, tenants, geoip_db) if access else None
+    page = render(table, app.settings, top=top, samples=samples, events=events, source=str(scores))
+    atomic_write(out, page.encode())
+    if not app.quiet:
+        click.echo(f"{out}: {len(table)} sessions, {len(cases)} cases ({len(page) / 1e6:.1f} MB)")
+
+
 # --- helpers of the commands -----------------------------------------------------------------
 
 
@@ -1092,9 +1318,16 @@ def _write_scores(scores: pd.DataFrame, out: Path) -> None:
 def _read_scores(path: Path) -> pd.DataFrame:
     import pandas as pd
 
-    if path.suffix == ".csv":
-        return pd.read_csv(path, parse_dates=["start", "end"])
-    return pd.read_parquet(path)
+    try:
+        if path.suffix != ".csv":
+            return pd.read_parquet(path)
+        table = pd.read_csv(path)
+        for column in ("start", "end"):
+            if column in table:
+                table[column] = pd.to_datetime(table[column], utc=True, format="ISO8601")
+        return table
+    except (OSError, ValueError) as exc:  # pyarrow's errors are ValueError or OSError
+        raise InputError(f"cannot read scores: {exc}", path=str(path)) from exc
 
 
 def _write_quarantine(table: FeatureTable, path: Path) -> None:
@@ -1229,3 +1462,48 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return None if pd.isna(value) else value
+
+
+def _login() -> str:
+    """Who runs the command, for labels and the audit log when no name is given."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _warn_unmatched(path: Path, resolved: Resolved) -> None:
+    """Labels that match no session are said, never dropped in silence."""
+    import pandas as pd
+
+    if resolved.by_range:
+        log.info("%s: %d label(s) matched by tenant and time range", path, resolved.by_range)
+    if len(resolved.unmatched):
+        first = resolved.unmatched.iloc[0]
+        name = first["session_id"] if pd.notna(first["session_id"]) else first["tenant_id"]
+        log.warning(
+            "%s: %d label(s) match no session of this data and are not used (first: %s: %s)",
+            path,
+            len(resolved.unmatched),
+            name,
+            first["reason"],
+        )
+
+
+def _load_rules(path: Path) -> RuleSet:
+    """The rules, checked before any work; a warning when the audit log disagrees."""
+    from .suppress import audit_status, load_rules
+
+    rules = load_rules(path)
+    _, problem = audit_status(path)
+    if problem:
+        log.warning("%s", problem)
+    return rules
+
+
+def _apply_rules(scores: pd.DataFrame, rules: RuleSet, report: RunReport) -> pd.DataFrame:
+    from .suppress import apply_rules, utc_now
+
+    outcome = apply_rules(scores, rules, utc_now())
+    report.suppressed, report.rules_expired = outcome.suppressed, outcome.expired
+    return outcome.scores

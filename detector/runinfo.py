@@ -27,6 +27,8 @@ class RunReport:
     model_version: str = ""
     model_trained_at: str = ""
     success: bool = False
+    suppressed: dict[str, int] = field(default_factory=dict)  # active rule -> alerts silenced
+    rules_expired: list[str] = field(default_factory=list)  # suppression rules past expiry
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -140,6 +140,23 @@ def success_families(report: RunReport) -> Iterator[Metric]:
     info = InfoMetricFamily("gpuwatch_model", "The model that scored the last successful run.")
     info.add_metric([], {"version": report.model_version, "trained_at": report.model_trained_at})
     yield info
+    if report.suppressed or report.rules_expired:  # the run had --suppress; rules are few
+        silenced = GaugeMetricFamily(
+            "gpuwatch_suppressed_alerts",
+            "Alerts silenced by each active suppression rule in the last successful run.",
+            labels=["rule"],
+        )
+        for rule, count in sorted(report.suppressed.items()):
+            silenced.add_metric([rule], count)
+        yield silenced
+        rules = GaugeMetricFamily(
+            "gpuwatch_suppression_rules",
+            "Suppression rules by state; expired rules no longer apply.",
+            labels=["state"],
+        )
+        rules.add_metric(["active"], len(report.suppressed))
+        rules.add_metric(["expired"], len(report.rules_expired))
+        yield rules
 
 
 def _check(scores: pd.DataFrame) -> None:
