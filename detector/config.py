@@ -68,6 +68,7 @@ class Scoring:
     alert_origin_evidence: float
     alert_training_evidence: float
     alert_flop: float
+    alert_gpu_hours: float
 
 
 @dataclass(frozen=True)
@@ -233,8 +234,10 @@ def _build(raw: dict[str, Any], sources: tuple[str, ...]) -> Settings:
         raise ConfigError(
             "scoring: alert_origin_evidence and alert_training_evidence within (0, 1)"
         )
-    if not scoring.alert_flop > 0 or not settings.features.origin_history_days > 0:
-        raise ConfigError("scoring.alert_flop and features.origin_history_days must be positive")
+    if not min(scoring.alert_flop, scoring.alert_gpu_hours) > 0:
+        raise ConfigError("scoring: alert_flop and alert_gpu_hours must be positive")
+    if not settings.features.origin_history_days > 0:
+        raise ConfigError("features.origin_history_days must be positive")
     return settings
 
 

@@ -23,7 +23,7 @@ from .enrich import enrich_access, open_database
 from .errors import InputError
 from .features import NAMES as FEATURE_NAMES
 from .features import TEXT_COLUMNS, complete_features, session_features
-from .features.risk import compute_scale
+from .features.risk import compute_scale, hours_scale
 from .ingest import read_table
 from .ingest.options import SourceOptions
 from .ingest.prometheus_api import PrometheusSource, read_prometheus
@@ -192,6 +192,10 @@ def train(
     model = SessionRiskModel(
         reference=reference_case(settings),
         reference_risk=settings.scoring.alert_risk,
+        gates=(
+            ("origin_evidence", settings.scoring.alert_origin_evidence),
+            ("training_evidence", settings.scoring.alert_training_evidence),
+        ),
         random_state=seed,
     ).fit(fit_rows)
     calibration = None
@@ -234,7 +238,7 @@ def reference_case(settings: Settings) -> tuple[float, float]:
     that should just alert, whatever the training fleet."""
     s = settings.scoring
     both = s.alert_origin_evidence * s.alert_training_evidence
-    return both, both * float(compute_scale(s.alert_flop))
+    return both * float(compute_scale(s.alert_flop)), both * float(hours_scale(s.alert_gpu_hours))
 
 
 def score(table: pd.DataFrame, stored: StoredModel, report: RunReport) -> pd.DataFrame:
@@ -242,7 +246,7 @@ def score(table: pd.DataFrame, stored: StoredModel, report: RunReport) -> pd.Dat
     model = stored.model
     with report.stage("score"):
         anomaly = model.anomaly_score(table)
-        risk = model.to_risk(anomaly)
+        risk = model.risk_score(table)
     with report.stage("explain"):
         explained = top_features(table)
     head = [*SCORE_HEAD[:4], "job_id", *TEXT_COLUMNS, *SCORE_HEAD[4:]]

@@ -71,6 +71,21 @@ def test_a_sliver_next_to_the_mass_of_zeros_scores_below_large_evidence():
     assert model.risk_score(sliver)[0] < 70 <= model.risk_score(large)[0]
 
 
+def test_the_alert_needs_each_evidence_not_only_size():
+    X, _ = planted()
+    gated = SessionRiskModel(
+        reference=REFERENCE, gates=(("training_evidence", 0.5),), n_estimators=50
+    ).fit(X)
+    huge = pd.DataFrame([[0.9, 6.0]] * 2, columns=list(MODEL_FEATURES)).assign(
+        training_evidence=[0.3, 0.6]
+    )
+    risk = gated.risk_score(huge)
+    assert risk[0] < 70 <= risk[1]  # same size and anomaly, one evidence short of the gate
+    assert gated.anomaly_score(huge)[0] == gated.anomaly_score(huge)[1]
+    with pytest.raises(ModelError, match="training_evidence"):
+        gated.risk_score(huge.drop(columns="training_evidence"))
+
+
 def test_missing_values_are_no_evidence_and_missing_columns_are_refused():
     X, _ = planted()
     X.iloc[5:50, 1] = np.nan

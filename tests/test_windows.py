@@ -35,6 +35,3 @@ def test_twelve_hour_windows_raise_no_tenant_the_whole_period_clears(tmp_path):
     cleared = set(whole.loc[~whole.groupby("tenant_id")["alert"].transform("any"), "tenant_id"])
     raised = set(parts.loc[parts["alert"], "tenant_id"]) & cleared
     assert whole["alert"].any() and not raised
-    highest = whole.groupby("tenant_id")["risk_score"].max()
-    in_windows = parts.groupby("tenant_id")["risk_score"].max()
-    assert (in_windows - highest.reindex(in_windows.index)).max() <= 1.0

@@ -50,8 +50,8 @@ def entity_features(
     settings: Settings,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Per session (same index): entity_id, linked_tenants, entity_tenants, group_sessions,
-    group_flop; and the entity of every tenant seen (sessions, access or registry).
-    `sessions` holds tenant_id, start, end, est_flop and DIP_TIMES."""
+    group_flop, group_gpu_hours; and the entity of every tenant seen (sessions, access or
+    registry). `sessions` holds tenant_id, start, end, est_flop, gpu_hours and DIP_TIMES."""
     groups = in_step_groups(sessions, settings)
     tenant_ids = sorted(
         set(sessions["tenant_id"].astype(str))
@@ -74,6 +74,8 @@ def entity_features(
     names = {e: entity_name(m) for e, m in members.items()}
     flop = sessions["est_flop"].to_numpy(float)
     group_flop = np.bincount(groups, weights=np.nan_to_num(flop))[groups]
+    hours = sessions["gpu_hours"].to_numpy(float)
+    group_gpu_hours = np.bincount(groups, weights=np.nan_to_num(hours))[groups]
     of_tenant = pd.Series([names[e] for e in entity], index=tenant_ids, dtype=object)
     features = pd.DataFrame(
         {
@@ -85,6 +87,7 @@ def entity_features(
             "entity_tenants": session_entity.map(members.map(len)).to_numpy(float),
             "group_sessions": np.bincount(groups)[groups].astype(float),
             "group_flop": group_flop,
+            "group_gpu_hours": group_gpu_hours,
         },
         index=sessions.index,
     )

@@ -51,7 +51,8 @@ FEATURES: tuple[Feature, ...] = (
         "power_per_util",
         "ratio",
         WORKLOAD,
-        "board power / (power limit of the GPU model x utilisation), over active samples",
+        "power above idle / (power above idle at the GPU model's limit x utilisation), over "
+        "active samples (idle: workload.IDLE_POWER_SHARE of the limit)",
     ),
     Feature("dram_per_util", "ratio", WORKLOAD, "DRAM activity / utilisation, over active samples"),
     Feature("nvlink_bps", "B/s", WORKLOAD, "mean NVLink traffic per GPU, tx + rx"),
@@ -104,6 +105,7 @@ FEATURES: tuple[Feature, ...] = (
         "sessions of linked accounts running in step with this one, itself included",
     ),
     Feature("group_flop", "FLOP", ENTITY, "est_flop of the in-step group"),
+    Feature("group_gpu_hours", "GPU h", ENTITY, "gpu_hours of the in-step group"),
     # Who drives it: the tenant's access history (features/origin.py).
     Feature(
         "access_events",
@@ -226,6 +228,12 @@ FEATURES: tuple[Feature, ...] = (
         "log10 EFLOP",
         RISK,
         "restricted_training x log10(1 + group_flop / 1e18)",
+    ),
+    Feature(
+        "restricted_gpu_hours",
+        "log10 GPU h",
+        RISK,
+        "restricted_training x log10(1 + group_gpu_hours)",
     ),
 )
 

@@ -1,5 +1,5 @@
-"""The forest's inputs: restricted-origin evidence times training evidence, and that times
-the compute of the session's in-step group.
+"""The forest's inputs: restricted-origin evidence times training evidence times the size of
+the session's in-step group, in compute and in GPU time.
 
 Both are large only when the people are in a country of concern *and* the work is training:
 a domestic pre-training run, a miner or an HPC job has no origin evidence; a restricted
@@ -21,13 +21,20 @@ def compute_scale(flop: pd.Series | np.ndarray | float) -> np.ndarray:
     return np.log10(1.0 + np.asarray(flop, dtype=float) / FLOP_UNIT)
 
 
+def hours_scale(gpu_hours: pd.Series | np.ndarray | float) -> np.ndarray:
+    """log10(1 + GPU-hours)."""
+    return np.log10(1.0 + np.asarray(gpu_hours, dtype=float))
+
+
 def risk_features(features: pd.DataFrame) -> pd.DataFrame:
-    """Interaction columns (same index)."""
+    """Interaction columns (same index): restricted_training (the product of the evidences),
+    and the forest's inputs restricted_compute and restricted_gpu_hours."""
     both = features["origin_evidence"] * features["training_evidence"]
     return pd.DataFrame(
         {
             "restricted_training": both,
             "restricted_compute": both * compute_scale(features["group_flop"].fillna(0.0)),
+            "restricted_gpu_hours": both * hours_scale(features["group_gpu_hours"].fillna(0.0)),
         },
         index=features.index,
     )

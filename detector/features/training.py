@@ -52,8 +52,8 @@ SIGNALS: tuple[Signal, ...] = (
     ),
     Signal(
         "util_dispersion",
-        (0.1, 0.3),
-        (1.0, -2.5),
+        (0.1, 0.3, 0.6),
+        (1.0, -2.5, -4.0),
         "steady load (training, even when throttled) versus load that follows requests",
     ),
     Signal(

@@ -27,6 +27,9 @@ ACTIVITY_FACTORS = {
     "gpu_util": (0.35, 0.2, 0.5),  # percent / 100
 }
 DIP_TIMES = "dip_times"  # per-session summary for linking in-step jobs (not a feature)
+# A data-centre GPU draws about this share of its board limit doing nothing (H100 ~70 of
+# 700 W, A100 ~55 of 400 W): power per utilisation counts what is drawn above it.
+IDLE_POWER_SHARE = 0.12
 # Utilisation points: below this typical change of the other GPUs' mean per grid step there is
 # nothing to be in lock-step with (a flat-out job without dips), and lock-step is unknown.
 LOCKSTEP_MIN_MOVE = 1.0
@@ -104,8 +107,12 @@ def workload_features(
     load = np.where(util > settings.sessions.active_util_pct, util / 100.0, np.nan)
     gpu_of_row = np.empty(len(gpu_key), dtype=np.int64)
     gpu_of_row[by_gpu.order] = np.repeat(np.arange(k), rows)
+    limit = tdp[gpu_of_row]
     out["power_per_util"] = _ratio_by(
-        s, samples["power_w"].to_numpy(float), tdp[gpu_of_row] * load, n
+        s,
+        samples["power_w"].to_numpy(float) - IDLE_POWER_SHARE * limit,
+        (1.0 - IDLE_POWER_SHARE) * limit * load,
+        n,
     )
     out["dram_per_util"] = _ratio_by(s, samples["dram_active"].to_numpy(float), load, n)
 

@@ -3,8 +3,9 @@
 This is the one place where sklearn's score is turned into ours, in three steps.
 
 1. The forest's score s(x) = 2^(-E[h(x)]/c(psi)) in (0, 1), higher = more anomalous, over
-   the model features: restricted-origin evidence x training evidence, and that times the
-   compute scale (features/risk.py). Both grow with every piece of evidence.
+   the model features: restricted-origin evidence x training evidence x the size of the
+   session's in-step group, in FLOP and in GPU-hours (features/risk.py). Both grow with every
+   piece of evidence.
 2. Monotone in the evidence: a forest isolates a small value next to a mass of zeros as fast
    as a large one, so s(x) alone is not monotone. `anomaly_score` is the monotone envelope of
    s: the forest is evaluated on a grid spanning the features, the running maximum is taken
@@ -16,6 +17,11 @@ This is the one place where sklearn's score is turned into ours, in three steps.
    in feature space, in units (origin evidence, training evidence, FLOP: `[scoring]` of the
    settings), so the alert means the same thing whichever fleet the forest was trained on:
    a session alerts when the forest finds it at least as anomalous as the reference case.
+4. The alert also needs each piece of evidence itself (`gates`: origin and training evidence
+   at least the reference's): where one falls short, the risk is scaled into 0 to just below
+   the reference risk, so a huge job with a little of one evidence cannot alert on its size
+   alone, and such sessions keep their order among themselves. The scaling lifts as the
+   evidence grows, so risk stays monotone.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ from ..errors import ModelError
 from ..schema import SEVERITY_BANDS
 
 # The forest sees these features (features/risk.py; docs/DESIGN-NOTES.md says what they bought).
-MODEL_FEATURES = ("restricted_training", "restricted_compute")
+MODEL_FEATURES = ("restricted_compute", "restricted_gpu_hours")
 GRID_POINTS = 65  # per feature: the envelope's resolution
 GRID_HEADROOM = 1.5  # the grid reaches this far beyond the largest training value
+GATE_MARGIN = 0.01  # risk points below the reference risk where a gate falls short
 
 
 class SessionRiskModel(BaseEstimator):
@@ -47,6 +54,7 @@ class SessionRiskModel(BaseEstimator):
         features: Sequence[str] = MODEL_FEATURES,
         reference: Sequence[float] = (),
         reference_risk: float = 70.0,
+        gates: Sequence[tuple[str, float]] = (),
         n_estimators: int = 300,
         max_samples: int | str = "auto",
         random_state: int = 0,
@@ -54,6 +62,7 @@ class SessionRiskModel(BaseEstimator):
         self.features = features
         self.reference = reference
         self.reference_risk = reference_risk
+        self.gates = gates
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.random_state = random_state
@@ -91,7 +100,16 @@ class SessionRiskModel(BaseEstimator):
         return self._envelope(self._matrix(X))
 
     def risk_score(self, X: pd.DataFrame) -> np.ndarray:
-        return self.to_risk(self.anomaly_score(X))
+        """Risk 0-100: the anchored anomaly score, scaled below the reference risk where a
+        gate's evidence falls short."""
+        risk = self.to_risk(self.anomaly_score(X))
+        short = np.zeros(len(risk), dtype=bool)
+        for name, level in self.gates:
+            if name not in X.columns:
+                raise ModelError(f"the model's alert needs the column {name!r}")
+            short |= ~(X[name].to_numpy(float) >= level)
+        below = (self.reference_risk - GATE_MARGIN) / 100.0
+        return np.where(short, risk * below, risk)
 
     def to_risk(self, anomaly: np.ndarray) -> np.ndarray:
         """Map anomaly scores to 0-100 through the median, reference and top anchors."""
