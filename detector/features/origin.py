@@ -62,7 +62,7 @@ TELLS: tuple[Tell, ...] = (
     Tell("reseller", 1.5, "the tenant signed up through a reseller"),
     Tell(
         "kyc_mismatch",
-        1.0,
+        2.5,
         "share of events from non-hosting networks outside the declared country (not from a "
         "country of concern); grows with the days of history",
     ),

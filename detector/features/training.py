@@ -46,9 +46,9 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "lockstep",
         (0.2, 0.6),
-        (-1.0, 1.5),
+        (-2.5, 1.5),
         "GPUs change together (data-parallel steps, synchronous checkpoints); replicas "
-        "serving requests do not",
+        "serving requests and batch jobs on independent shards do not",
     ),
     Signal(
         "util_dispersion",
@@ -77,6 +77,13 @@ SIGNALS: tuple[Signal, ...] = (
         "memory traffic per unit of utilisation: training streams weights and activations",
     ),
     Signal(
+        "log10_nvlink_bps",
+        (9.5, 10.3),
+        (-1.0, 1.0),
+        "GPU-to-GPU traffic per GPU (gradient all-reduce), on multi-GPU sessions whose GPUs "
+        "report NVLink traffic",
+    ),
+    Signal(
         "log10_pcie_bps",
         (6.8, 7.5),
         (-0.5, 0.5),
@@ -102,11 +109,14 @@ def signal_values(features: pd.DataFrame) -> pd.DataFrame:
     """The signals' inputs, derived from the workload features (same index)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         pcie = np.log10(features["pcie_bps"].where(features["pcie_bps"] > 0))
+        linked = (features["nvlink_bps"] > 0) & (features["n_gpus"] > 1)
+        nvlink = np.log10(features["nvlink_bps"].where(linked))
     checkpoints = features["dip_regularity"].where(
         features["dip_rate_per_h"].between(0, DIPS_PER_HOUR_MAX, inclusive="right"), 0.0
     )
     return pd.DataFrame(
         {
+            "log10_nvlink_bps": nvlink,
             "log10_pcie_bps": pcie,
             "active_share": 1.0 - features["idle_frac"],
             "checkpoint_rhythm": checkpoints,
