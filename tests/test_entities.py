@@ -62,15 +62,16 @@ def test_links_from_principals_billing_and_home_prefixes_but_not_common_infrastr
         [telemetry(t, 1, 2, 60, seed=i) for i, t in enumerate("abcdefghij")], ignore_index=True
     )
 
-    def events(tenant: str, ips: list[str], principal: str, hosting: bool = False):
+    def events(tenant: str, ips: list[str], principal: str | list[str], hosting: bool = False):
         frame = access(tenant, [T0] * len(ips), "US", hosting=hosting)
         return frame.assign(src_ip=ips, principal=principal)
 
     crowd = [events(t, ["198.51.100.7"], "root") for t in "abcdefgh"]  # generic and shared
     acc = pd.concat(
         [
-            events("a", ["203.0.113.5"], "wei.zhang"),
-            events("b", ["203.0.113.6"], "wei.zhang"),  # same principal: a link
+            events("a", ["203.0.113.5", "203.0.113.5"], ["wei.zhang", "li.na"]),
+            events("b", ["203.0.113.6", "203.0.113.6"], ["wei.zhang", "li.na"]),  # two: a link
+            events("e", ["198.51.100.9"], "li.na"),  # one shared name: a coincidence
             events("c", [f"10.{k}.0.1" for k in range(4)], "c"),
             events("d", [f"10.{k}.0.9" for k in range(4)], "d"),  # four home prefixes: a link
             events("e", ["192.0.2.10"], "e"),
@@ -96,3 +97,17 @@ def test_links_from_principals_billing_and_home_prefixes_but_not_common_infrastr
     entity = f["entity_id"].groupby(level=0).first()
     assert entity["a"] == entity["b"] and entity["c"] == entity["d"] and entity["i"] == entity["j"]
     assert len({entity[t] for t in "aceghi"} | {entity["f"]}) == 7
+
+
+def test_a_tenant_sharing_home_prefixes_with_many_is_a_hub_not_a_link():
+    tenants = [f"t{k}" for k in range(7)]
+    tel = pd.concat([telemetry(t, 1, 2, 60, seed=k) for k, t in enumerate(tenants)])
+    proxy = access("t0", [T0] * 24, "US").assign(
+        src_ip=[f"10.{k}.{j}.1" for k in range(1, 7) for j in range(4)]
+    )  # a rotating proxy pool: four prefixes shared with each of six others
+    others = [
+        access(t, [T0] * 4, "US").assign(src_ip=[f"10.{k}.{j}.2" for j in range(4)])
+        for k, t in enumerate(tenants[1:], 1)
+    ]
+    f = features_of(tel.reset_index(drop=True), pd.concat([proxy, *others], ignore_index=True))
+    assert (f["entity_tenants"] == 1).all()

@@ -5,12 +5,15 @@ summaries (session times and dip times, access principals and source prefixes, b
 attributes), so it runs once after the per-partition work, the same for every engine.
 
 Links between tenants:
-- strong: a shared billing id; a shared principal name; sessions run in step (started within
-  `in_step_seconds` of each other and checkpointing together, or checkpointing together often);
+- strong: a shared billing id; sessions run in step (started within `in_step_seconds` of each
+  other and checkpointing together, or checkpointing together often);
+- half: a shared principal name (one alone is a coincidence in a large fleet: `sato.a`);
 - weak: a shared non-hosting source prefix (IPv4 /24, IPv6 /48); it takes 1 / PREFIX_WEIGHT
   of them to make a link (home prefixes are shared by strangers too: carrier-grade NAT).
 A principal, prefix or billing id shared by more than `link_max_tenants` tenants is common
-infrastructure (a cloud NAT, a VPN exit, "root", a reseller's card), not a link. Tenants
+infrastructure (a cloud NAT, a VPN exit, "root", a reseller's card), not a link; so is every
+principal or prefix of a tenant that shares them with more than `link_max_tenants` others (a
+rotating proxy pool, a hub). Tenants
 connected by links form an entity (connected components); sessions run in step form a group
 whose compute is counted together: a job split across four accounts is the one big job it is.
 """
@@ -39,6 +42,7 @@ DIP_MATCH_SHARE = 0.6  # of the fewer dips: by chance, frequent dips (requests) 
 MIN_DIP_REGULARITY = 0.5
 DIP_CHANCE = 1e-6  # dips matched more often than chance would give once in a million
 LINK_WEIGHT = 1.0  # a pair of tenants is linked at this summed weight
+PRINCIPAL_WEIGHT = 0.5  # what one shared principal adds: names repeat in a large fleet
 PREFIX_WEIGHT = 0.25  # what one shared source prefix adds
 MAX_LINKED_SHOWN = 8  # linked tenants named in a session's `linked_tenants`
 
@@ -60,11 +64,17 @@ def entity_features(
     )
     index = {t: i for i, t in enumerate(tenant_ids)}
     pairs = [
-        _shared(access["tenant_id"], access.get("principal"), settings, exclude=GENERIC_PRINCIPALS),
+        _shared(
+            access["tenant_id"],
+            access.get("principal"),
+            settings,
+            PRINCIPAL_WEIGHT,
+            exclude=GENERIC_PRINCIPALS,
+        ),
         _shared_prefixes(access, settings),
     ]
     if tenants is not None and "billing_id" in tenants:
-        pairs.append(_shared(tenants["tenant_id"], tenants["billing_id"], settings))
+        pairs.append(_shared(tenants["tenant_id"], tenants["billing_id"], settings, LINK_WEIGHT))
     pairs.append(_group_pairs(sessions["tenant_id"].astype(str), groups))
     entity = _entities(tenant_ids, index, pairs)
     members = pd.Series(tenant_ids).groupby(entity).agg(list)
@@ -192,16 +202,17 @@ def _shared(
     tenant: pd.Series,
     value: pd.Series | None,
     settings: Settings,
+    weight: float,
     exclude: frozenset[str] = frozenset({""}),
 ) -> pd.DataFrame:
-    """Tenant pairs sharing a value held by 2..link_max_tenants tenants."""
+    """Tenant pairs sharing a value held by 2..link_max_tenants tenants, `weight` a value."""
     if value is None:
         return pd.DataFrame({"a": [], "b": [], "weight": []})
     table = pd.DataFrame(
         {"t": tenant.astype(str).to_numpy(), "v": value.astype("string").fillna("").to_numpy()}
     )
     table = table[~table["v"].str.lower().isin(exclude)].drop_duplicates()
-    return _pairs_within(table, settings.features.link_max_tenants, weight=LINK_WEIGHT)
+    return _pairs_within(table, settings.features.link_max_tenants, weight)
 
 
 def _shared_prefixes(access: pd.DataFrame, settings: Settings) -> pd.DataFrame:
@@ -218,7 +229,7 @@ def _shared_prefixes(access: pd.DataFrame, settings: Settings) -> pd.DataFrame:
         }
     )
     table = table[table["v"] != ""].drop_duplicates()
-    return _pairs_within(table, settings.features.link_max_tenants, weight=PREFIX_WEIGHT)
+    return _pairs_within(table, settings.features.link_max_tenants, PREFIX_WEIGHT)
 
 
 def _prefix(ip: str) -> str:
@@ -231,11 +242,17 @@ def _prefix(ip: str) -> str:
 
 
 def _pairs_within(table: pd.DataFrame, max_tenants: int, weight: float) -> pd.DataFrame:
-    """Pairs of tenants (column t) that share a value (column v) with few tenants."""
+    """Pairs of tenants (column t) that share a value (column v) with few tenants. A tenant
+    that shares such values with more than `max_tenants` others is a hub (a rotating proxy
+    pool, a common first name), and its pairs are dropped."""
     size = table.groupby("v")["t"].transform("size")
     table = table[(size >= 2) & (size <= max_tenants)]
     pairs = table.merge(table, on="v", suffixes=("_a", "_b"))
-    pairs = pairs[pairs["t_a"] < pairs["t_b"]]
+    pairs = pairs[pairs["t_a"] != pairs["t_b"]]
+    partners = pairs.groupby("t_a")["t_b"].nunique()
+    hubs = partners.index[partners > max_tenants]
+    keep = (pairs["t_a"] < pairs["t_b"]) & ~pairs["t_a"].isin(hubs) & ~pairs["t_b"].isin(hubs)
+    pairs = pairs[keep]
     return pd.DataFrame({"a": pairs["t_a"], "b": pairs["t_b"], "weight": weight})
 
 

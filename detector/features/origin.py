@@ -43,9 +43,10 @@ TELLS: tuple[Tell, ...] = (
     Tell(
         "direct",
         8.0,
-        "share of the events made by people who connect straight from a country of concern "
-        "whenever they do not use a hosting exit (graded 30-70 %): residents, and VPN users "
-        "who leak; not travellers, who connect from home when at home. Counts fully from "
+        "of the events people make outside hosting networks, the share made by people who "
+        "connect from a country of concern whenever they are seen (graded 30-70 %): residents, "
+        "and VPN users who leak; not travellers, who connect from home when at home. Counts "
+        "fully from "
         "DIRECT_EVENTS_FULL direct events and grows with the days of history",
     ),
     Tell("declared", 6.0, "declared or billing country is a country of concern"),
@@ -174,17 +175,19 @@ def origin_history(
 
 
 def _concern_people(ev: pd.DataFrame) -> pd.Series:
-    """Per key: the share of its events made by people who, whenever they do not go through a
-    hosting exit, connect from a country of concern (CONCERN_PERSON_SHARE of their own-network
-    events). A resident, and a VPN user who leaks, is one; a traveller is not: at home they
-    connect from home."""
+    """Per key: of the events its people make outside hosting networks (where they can be
+    seen), the share made by people who connect from a country of concern whenever they are
+    seen (CONCERN_PERSON_SHARE of their own-network events). A resident, and a VPN user who
+    leaks, is one; a traveller is not: at home they connect from home. People never seen
+    outside hosting (bots, careful VPN users) do not count either way."""
     person = ev.groupby(["key", "principal"]).agg(
-        events=("direct", "size"), direct=("direct", "sum"), own=("own_network", "sum")
+        direct=("direct", "sum"), own=("own_network", "sum")
     )
-    own = person["direct"] + person["own"]
-    concern = (person["direct"] > 0) & (person["direct"] >= CONCERN_PERSON_SHARE * own)
-    by_key = person["events"].groupby(level="key")
-    return person["events"].where(concern, 0).groupby(level="key").sum() / by_key.sum()
+    seen = person["direct"] + person["own"]
+    concern = (person["direct"] > 0) & (person["direct"] >= CONCERN_PERSON_SHARE * seen)
+    by_key = seen.groupby(level="key").sum()
+    share = seen.where(concern, 0).groupby(level="key").sum() / by_key
+    return share.where(by_key > 0)
 
 
 def _event_flags(access: pd.DataFrame) -> pd.DataFrame:

@@ -146,8 +146,9 @@ FEATURES: tuple[Feature, ...] = (
         "concern_people_share",
         "ratio",
         ORIGIN,
-        "share of the tenant's events made by people who connect from a country of concern "
-        "whenever they do not use a hosting exit (a VPN user's leaks, a resident)",
+        "of the tenant's events outside hosting networks, the share made by people who connect "
+        "from a country of concern whenever they are seen there (a resident, a VPN user's "
+        "leaks)",
     ),
     Feature(
         "clock_offset_h",
