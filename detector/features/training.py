@@ -45,15 +45,15 @@ SIGNALS: tuple[Signal, ...] = (
     ),
     Signal(
         "lockstep",
-        (0.2, 0.6),
-        (-2.5, 1.5),
+        (0.1, 0.6),
+        (-4.0, 1.5),
         "GPUs change together (data-parallel steps, synchronous checkpoints); replicas "
         "serving requests and batch jobs on independent shards do not",
     ),
     Signal(
         "util_dispersion",
-        (0.1, 0.3, 0.6),
-        (1.0, -2.5, -4.0),
+        (0.1, 0.3, 0.6, 1.2),
+        (1.0, -2.5, -4.0, -6.0),
         "steady load (training, even when throttled) versus load that follows requests",
     ),
     Signal(

@@ -10,7 +10,9 @@ This is the one place where sklearn's score is turned into ours, in three steps.
    as a large one, so s(x) alone is not monotone. `anomaly_score` is the monotone envelope of
    s: the forest is evaluated on a grid spanning the features, the running maximum is taken
    along every axis, and a session's score is read off the grid by multilinear
-   interpolation (monotone between monotone grid points). More evidence never scores lower.
+   interpolation (monotone between monotone grid points), plus a small term growing with the
+   features (TIE_SHARE of the forest's range), which keeps the order of the sessions where
+   the forest is flat (beyond the training data). More evidence never scores lower.
 3. `risk_score` maps the anomaly score to 0-100 by three anchors: the training median -> 0,
    the score of the policy's reference case -> `reference_risk` (the alert threshold, 70 by
    default), and the top of the grid -> 100; linear in between. The reference case is a point
@@ -44,6 +46,9 @@ MODEL_FEATURES = ("restricted_compute", "restricted_gpu_hours")
 GRID_POINTS = 65  # per feature: the envelope's resolution
 GRID_HEADROOM = 1.5  # the grid reaches this far beyond the largest training value
 GATE_MARGIN = 0.01  # risk points below the reference risk where a gate falls short
+# Beyond the training data the forest is flat, so sessions there would tie; a term this share
+# of the forest's range, growing with the features, keeps them in the order of their evidence.
+TIE_SHARE = 0.02
 
 
 class SessionRiskModel(BaseEstimator):
@@ -88,9 +93,11 @@ class SessionRiskModel(BaseEstimator):
         for axis in range(raw.ndim):
             raw = np.maximum.accumulate(raw, axis=axis)
         self.envelope_ = raw
+        self.tie_ = 0.0
         self.score_median_ = float(np.median(self._envelope(matrix)))
+        self.tie_ = TIE_SHARE * float(raw.max() - self.score_median_) / len(self.grid_)
         self.score_reference_ = float(self._envelope(np.asarray([self.reference], float))[0])
-        self.score_top_ = float(raw.max())
+        self.score_top_ = float(self._envelope(np.asarray([[g[-1] for g in self.grid_]]))[0])
         self.n_training_sessions_ = len(matrix)
         return self
 
@@ -125,9 +132,10 @@ class SessionRiskModel(BaseEstimator):
         values = np.nan_to_num(np.asarray(matrix, dtype=float))
         if not len(values):
             return np.zeros(0)
-        clipped = np.clip(values, 0.0, [g[-1] for g in self.grid_])
+        tops = np.array([g[-1] for g in self.grid_])
+        clipped = np.clip(values, 0.0, tops)
         lookup = RegularGridInterpolator(tuple(self.grid_), self.envelope_, method="linear")
-        return lookup(clipped)
+        return lookup(clipped) + self.tie_ * (clipped / tops).sum(axis=1)
 
     def _matrix(self, X: pd.DataFrame) -> pd.DataFrame:
         missing = [f for f in self.features if f not in X.columns]
