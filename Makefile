@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SAMPLES := data/samples
 OUT    := out
 
-.PHONY: demo test lint bench samples model clean screenshot
+.PHONY: demo test lint bench fuzz samples model clean screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ SIZES ?= 1e6 1e7 3e7
 BENCH_OUT ?= bench/results.md
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(SIZES) --out $(BENCH_OUT)
+
+# Long fuzz runs (not in `make test`, which runs a few hundred trials of each).
+FUZZ_TRIALS ?= 5000
+fuzz: $(STAMP)
+	$(BIN)/python tests/model_fuzz.py models/default --trials $(FUZZ_TRIALS)
 
 # The README's screenshots of the analyst report on the samples (headless Chromium).
 screenshot: demo

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sklearn.preprocessing import FunctionTransformer
 
 from detector.errors import ModelError
-from detector.model import store
+from detector.model import metadata, store
 from detector.model.calibrate import average_precision, calibrate_threshold
 from detector.model.forest import MODEL_FEATURES, SessionRiskModel, severity
 from detector.model.labels import label_sessions, match_truth
@@ -125,18 +125,30 @@ def test_save_load_roundtrip_gives_identical_scores(tmp_path):
     np.testing.assert_array_equal(loaded.model.risk_score(X), model.risk_score(X))
 
 
-def test_load_refuses_untrusted_types_and_missing_files(tmp_path):
+def test_load_refuses_missing_files_and_untrusted_types_even_when_resealed(tmp_path):
     with pytest.raises(ModelError, match="no such file"):
         store.load(tmp_path)
     X, _ = planted()
     store.save(store.StoredModel(fitted(X, 10), 70.0, {}), tmp_path)
     sio.dump(FunctionTransformer(func=json.loads), tmp_path / "model.skops")
+    with pytest.raises(ModelError, match="SHA-256 does not match"):
+        store.load(tmp_path)
+    reseal(tmp_path)  # an attacker who rewrites the hashes too still meets the type check
     with pytest.raises(ModelError, match="untrusted"):
         store.load(tmp_path)
     (tmp_path / "model.skops").write_bytes(b"not a zip")
+    reseal(tmp_path)
     with pytest.raises(ModelError, match="unreadable"):
         store.load(tmp_path)
     assert not zipfile.is_zipfile(tmp_path / "model.skops")
+
+
+def reseal(folder) -> None:
+    """Rewrite the metadata's file hashes and integrity as a deliberate editor would."""
+    meta = json.loads((folder / "metadata.json").read_text())
+    meta["files"] = {n: metadata.file_sha256(folder / n) for n in meta["files"]}
+    meta["integrity"] = metadata.canonical_sha256(meta)
+    (folder / "metadata.json").write_text(json.dumps(meta))
 
 
 def test_calibration_picks_best_f1_threshold():

@@ -1,4 +1,4 @@
-"""The model registry: a model folder holds `model.skops` (no pickle) and `metadata.json`."""
+"""A model folder: `model.skops` (no pickle), `MODEL_CARD.md` and the sealed `metadata.json`."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from typing import Any
 import skops.io as sio
 
 from ..errors import ModelError
+from . import card, metadata
 from .forest import SessionRiskModel
+from .metadata import FORMAT_VERSION, file_sha256
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE, METADATA_FILE = "model.skops", "metadata.json"
-FORMAT_VERSION = 2
+MODEL_FILE, METADATA_FILE, CARD_FILE = "model.skops", "metadata.json", "MODEL_CARD.md"
 _PACKAGES = ("gpuwatch", "scikit-learn", "numpy", "pandas", "skops")
 
 
@@ -48,58 +49,66 @@ def package_versions() -> dict[str, str]:
 
 
 def save(stored: StoredModel, model_dir: str | os.PathLike) -> Path:
-    """Write the model and its metadata into `model_dir` (created if needed)."""
+    """Write the model, its card and its sealed metadata into `model_dir` (created if needed)."""
     folder = Path(model_dir)
     folder.mkdir(parents=True, exist_ok=True)
     m = stored.model
     sio.dump(m, folder / MODEL_FILE, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
     meta = {
+        "model_version": "unversioned",
         **stored.metadata,
         "format_version": FORMAT_VERSION,
-        "alert_risk": stored.alert_risk,
+        "alert_risk": float(stored.alert_risk),
         "features": list(m.features),
         "params": _jsonable(m.get_params()),
         "normalisation": {
             "score_median": m.score_median_,
             "score_reference": m.score_reference_,
             "score_top": m.score_top_,
-            "reference": list(m.reference),
-            "reference_risk": m.reference_risk,
+            "reference": [float(v) for v in m.reference],
+            "reference_risk": float(m.reference_risk),
         },
         "versions": package_versions(),
+        "files": {MODEL_FILE: file_sha256(folder / MODEL_FILE)},
     }
-    (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    (folder / CARD_FILE).write_text(card.render(metadata.validate(meta, str(folder))))
+    meta["files"][CARD_FILE] = file_sha256(folder / CARD_FILE)
+    sealed = metadata.seal(meta)
+    (folder / METADATA_FILE).write_text(json.dumps(sealed, indent=2, sort_keys=True) + "\n")
     return folder
 
 
 def load(model_dir: str | os.PathLike) -> StoredModel:
-    """Read a model folder, refusing files that hold types we do not trust."""
+    """Read a model folder: the metadata must fit the schema and its own hash, every file its
+    recorded SHA-256, and the model file only types we trust. Any failure is a ModelError."""
     folder = Path(model_dir)
     model_file, meta_file = folder / MODEL_FILE, folder / METADATA_FILE
-    for path in (model_file, meta_file):
+    for path in (meta_file, model_file):
         if not path.is_file():
-            raise ModelError(
-                f"{path}: no such file; train a model with `gpuwatch train "
-                f"--model-dir {folder}` first"
-            )
-    try:
-        meta = json.loads(meta_file.read_text())
-        untrusted = sio.get_untrusted_types(file=model_file)
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise ModelError(f"{folder}: unreadable model files ({exc})") from exc
-    unexpected = [t for t in untrusted if t not in _TRUSTED]
-    if unexpected:
-        raise ModelError(f"{model_file}: refuses to load untrusted types {unexpected}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelError(
-            f"{meta_file}: format_version {meta.get('format_version')!r}, "
-            f"this gpuwatch reads {FORMAT_VERSION}"
-        )
-    model = sio.load(model_file, trusted=_TRUSTED)
+            raise ModelError(f"{path}: no such file; train a model with `gpuwatch train` first")
+    meta = metadata.read(meta_file)
+    metadata.verify_files(folder, meta)
+    model = _load_skops(model_file, _TRUSTED)
     if not isinstance(model, SessionRiskModel):
         raise ModelError(f"{model_file}: holds a {type(model).__name__}, not a gpuwatch model")
+    if list(model.features) != meta["features"] or not hasattr(model, "envelope_"):
+        raise ModelError(f"{model_file}: the model does not match its metadata's features")
     _warn_on_drift(meta.get("versions", {}), folder)
     return StoredModel(model, float(meta["alert_risk"]), meta)
+
+
+def _load_skops(path: Path, trusted: list[str]) -> Any:
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # noqa: BLE001 - skops raises many types on a damaged archive
+        raise ModelError(f"{path}: unreadable model file ({metadata.one_line(exc)})") from None
+    unexpected = [t for t in untrusted if t not in trusted]
+    if unexpected:
+        raise ModelError(f"{path}: refuses to load untrusted types {unexpected}")
+    try:
+        return sio.load(path, trusted=trusted)
+    except Exception as exc:  # noqa: BLE001 - as above: one line, never a traceback
+        raise ModelError(f"{path}: unreadable model file ({metadata.one_line(exc)})") from None
 
 
 def _warn_on_drift(saved: dict[str, str], folder: Path) -> None:
