@@ -21,11 +21,14 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	mkdir -p $(OUT)
 	$(BIN)/gpuwatch train --telemetry $(SAMPLES)/telemetry.parquet --access $(SAMPLES)/access.jsonl.gz \
-	  --tenants $(SAMPLES)/tenants.csv --model-dir $(OUT)/model-demo
+	  --tenants $(SAMPLES)/tenants.csv --registry $(OUT)/models
 	$(BIN)/gpuwatch score --telemetry $(SAMPLES)/telemetry.parquet --access $(SAMPLES)/access.jsonl.gz \
-	  --tenants $(SAMPLES)/tenants.csv --model-dir $(OUT)/model-demo \
+	  --tenants $(SAMPLES)/tenants.csv --registry $(OUT)/models \
 	  --out $(OUT)/scores.parquet --metrics-file $(OUT)/gpuwatch.prom
-	$(BIN)/gpuwatch evaluate --scores $(OUT)/scores.parquet --truth $(SAMPLES)/truth.csv
+	$(BIN)/gpuwatch models list --registry $(OUT)/models
+	$(BIN)/gpuwatch evaluate --scores $(OUT)/scores.parquet --truth $(SAMPLES)/truth.csv \
+	  --out $(OUT)/evaluation
+	$(BIN)/gpuwatch drift --scores $(OUT)/scores.parquet --registry $(OUT)/models
 	$(BIN)/gpuwatch report --scores $(OUT)/scores.parquet --telemetry $(SAMPLES)/telemetry.parquet \
 	  --access $(SAMPLES)/access.jsonl.gz --tenants $(SAMPLES)/tenants.csv --out $(OUT)/report.html
 
@@ -43,10 +46,12 @@ lint: $(STAMP)
 samples: $(STAMP)
 	$(BIN)/gpuwatch simulate --out $(SAMPLES) --tenants 40 --days 3 --seed 7
 
-# The default model shipped in models/default (synthetic samples only; see its MODEL_CARD.md).
+# The default model shipped in the registry models/ (synthetic samples only; see its
+# MODEL_CARD.md): a new model folder, promoted when it does not rank held-out labels worse.
 model: $(STAMP)
+	mkdir -p $(OUT)
 	$(BIN)/gpuwatch train --telemetry $(SAMPLES)/telemetry.parquet --access $(SAMPLES)/access.jsonl.gz \
-	  --tenants $(SAMPLES)/tenants.csv --model-dir models/default --quarantine $(OUT)/model-quarantine.csv
+	  --tenants $(SAMPLES)/tenants.csv --registry models --promote --quarantine $(OUT)/model-quarantine.csv
 
 # Benchmark (not a test): simulated fleets of SIZES rows; DuckDB reference, feature stage and
 # `gpuwatch score` per size -> bench/results.md. E.g. make bench SIZES="1e6 1e7 3e7 1e8"
@@ -58,7 +63,7 @@ bench: $(STAMP)
 # Long fuzz runs (not in `make test`, which runs a few hundred trials of each).
 FUZZ_TRIALS ?= 5000
 fuzz: $(STAMP)
-	$(BIN)/python tests/model_fuzz.py models/default --trials $(FUZZ_TRIALS)
+	$(BIN)/python tests/model_fuzz.py models/$$($(BIN)/python -c 'import json; print(json.load(open("models/registry.json"))["promoted"])') --trials $(FUZZ_TRIALS)
 
 # The README's screenshots of the analyst report on the samples (headless Chromium).
 screenshot: demo

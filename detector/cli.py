@@ -594,6 +594,34 @@ quarantine_option = click.option(
 )
 
 
+def registry_option(write: bool) -> Callable[[F], F]:
+    """--registry DIR: the model registry (a folder of model folders and registry.json)."""
+    return click.option(
+        "--registry",
+        default="models",
+        show_default=True,
+        envvar="GPUWATCH_REGISTRY",
+        type=Output(folder=True) if write else click.Path(file_okay=False, path_type=Path),
+        help="The model registry (env GPUWATCH_REGISTRY).",
+    )
+
+
+def _load_model(registry: Path, model_id: str | None, model_dir: Path | None) -> Any:
+    """The model `--model-dir` names, else `--model` of the registry, else its promoted one."""
+    from .model import store
+    from .model.registry import Registry
+
+    if model_dir:
+        if model_id:
+            raise click.UsageError("--model and --model-dir are exclusive")
+        return store.load(model_dir)
+    return Registry(registry).load(model_id)
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def format_option(f: F) -> F:
     """--format table|json: a table for people, or JSON for scripts."""
     return click.option(
@@ -618,7 +646,30 @@ def format_option(f: F) -> F:
     type=click.Path(path_type=Path),
     help="Analyst labels: incidents stay out of the fit and set the alert threshold.",
 )
-@click.option("--model-dir", required=True, type=Output(folder=True))
+@registry_option(write=True)
+@click.option(
+    "--model-dir",
+    type=Output(folder=True),
+    help="Write the model to this folder instead of a new folder of the registry.",
+)
+@click.option(
+    "--test-from",
+    type=Instant(),
+    help="With --labels: sessions starting at or after this time are held out of every fit "
+    "and measure the model (default: the latest --holdout-share of the sessions).",
+)
+@click.option(
+    "--holdout-share",
+    default=0.25,
+    show_default=True,
+    type=click.FloatRange(0.0, 0.9),
+    help="With --labels: the share of sessions, the latest, held out (0: none).",
+)
+@click.option(
+    "--promote",
+    is_flag=True,
+    help="Promote the new model unless it ranks held-out labels worse (`models promote`).",
+)
 @click.option("--seed", default=0, show_default=True, help="Random seed of the forest.")
 @format_option
 @click.pass_obj
@@ -628,14 +679,23 @@ def train_command(
     engine: Engine,
     quarantine_path: Path | None,
     labels: Path | None,
-    model_dir: Path,
+    registry: Path,
+    model_dir: Path | None,
+    test_from: datetime | None,
+    holdout_share: float,
+    promote: bool,
     seed: int,
     fmt: str,
 ) -> None:
-    """Train a model on a period of telemetry and access logs."""
+    """Train a model on a period of telemetry and access logs, into the model registry."""
+    import pandas as pd
+
+    if promote and model_dir:
+        raise click.UsageError("--promote needs the registry, not --model-dir")
     from . import quarantine
     from .labelling import resolve_labels
     from .model import store
+    from .model.registry import Registry
     from .pipeline import finish, read_labels, train
     from .runinfo import RunReport
 
@@ -647,13 +707,35 @@ def train_command(
         resolved = resolve_labels(table.sessions, label_table)
         label_table = resolved.labels
         _warn_unmatched(labels, resolved)
-    stored, calibration = train(table.sessions, app.settings, label_table, seed)
-    store.save(stored, model_dir)
-    _write_quarantine(table, quarantine_path or model_dir / "quarantine.csv")
+    stored, calibration = train(
+        table.sessions,
+        app.settings,
+        label_table,
+        seed,
+        test_from=pd.Timestamp(test_from) if test_from else None,
+        holdout_share=holdout_share,
+    )
+    promoted: bool | None = None  # None: outside the registry
+    if model_dir:
+        store.save(stored, model_dir)
+    else:
+        models = Registry(registry)
+        model_dir = models.root / models.add(stored)
+        if promote and models.state()["promoted"] != stored.version:
+            models.promote(stored.version)
+        promoted = models.state()["promoted"] == stored.version
+    quarantine_default = (
+        model_dir / "quarantine.csv"
+        if promoted is None
+        else registry / f"{stored.version}.quarantine.csv"
+    )
+    _write_quarantine(table, quarantine_path or quarantine_default)
     finish(table.report)
     summary = {
         "model_dir": str(model_dir),
         "model_version": stored.version,
+        "promoted": promoted,
+        "heldout": stored.metadata.get("heldout"),
         "sessions": len(table.sessions),
         "alert_risk": stored.alert_risk,
         "calibration": calibration.as_dict() if calibration else None,
@@ -667,7 +749,20 @@ def train_command(
     _print_counts(app, table.report)
     app.console.print(
         f"trained model [bold]{stored.version}[/] on {len(table.sessions)} sessions -> {model_dir}"
+        + (" (promoted)" if promoted else "")
     )
+    if held := stored.metadata.get("heldout"):
+        app.console.print(
+            f"held out from {held['test_from']}: {held['sessions']} labelled sessions "
+            f"({held['incident']} incident), average precision "
+            f"{_num(held['average_precision'])}, recall at 1 % FPR "
+            f"{_num(held['recall_at_1pct_fpr'])}"
+        )
+    if promoted is False:  # --promote refused it, or was not asked
+        app.console.print(
+            f"not promoted: `gpuwatch models compare {stored.version}`, then "
+            f"`gpuwatch models promote {stored.version}` to score with it by default"
+        )
     if calibration:
         c = calibration
         app.console.print(
@@ -678,11 +773,136 @@ def train_command(
         )
 
 
+@main.group("models")
+def models_group() -> None:
+    """The model registry: list, show, compare, promote and roll back models."""
+
+
+@models_group.command("list")
+@registry_option(write=False)
+@format_option
+@click.pass_obj
+def models_list(app: App, registry: Path, fmt: str) -> None:
+    """Every model of the registry; * marks the promoted one."""
+    from rich.table import Table
+
+    from .model.registry import Registry, summary
+
+    models = Registry(registry)
+    current = models.state().get("promoted")
+    rows = []
+    for model_id in models.ids():
+        try:
+            rows.append(summary(models.load(model_id)) | {"promoted": model_id == current})
+        except GpuwatchError as exc:
+            rows.append({"model": model_id, "promoted": model_id == current, "error": str(exc)})
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("", "model", "trained", "sessions", "labels i/b", "alert at", "held-out AP")
+    for r in rows:
+        if "error" in r:
+            table.add_row("*" if r["promoted"] else "", r["model"], f"[red]{r['error']}[/]")
+            continue
+        table.add_row(
+            "*" if r["promoted"] else "",
+            r["model"],
+            r["trained_at"],
+            str(r["sessions"]),
+            "{}/{}".format(*r["labels"]),
+            f"{r['alert_risk']:.1f} ({r['threshold_source']})",
+            _num(r["heldout_ap"]),
+        )
+    app.console.print(table)
+
+
+@models_group.command("show")
+@click.argument("model_id", required=False)
+@registry_option(write=False)
+@format_option
+@click.pass_obj
+def models_show(app: App, model_id: str | None, registry: Path, fmt: str) -> None:
+    """A model's card (default: the promoted model); --format json: its metadata."""
+    from .model.registry import Registry
+    from .model.store import CARD_FILE
+
+    models = Registry(registry)
+    stored = models.load(model_id)
+    if fmt == "json":
+        click.echo(json.dumps(stored.metadata, indent=2))
+        return
+    click.echo((models.path(model_id) / CARD_FILE).read_text())
+
+
+@models_group.command("compare")
+@click.argument("candidate")
+@click.argument("current", required=False)
+@registry_option(write=False)
+@format_option
+@click.pass_obj
+def models_compare(app: App, candidate: str, current: str | None, registry: Path, fmt: str) -> None:
+    """Two models on the same held-out labelled sessions (default CURRENT: the promoted)."""
+    from dataclasses import asdict
+
+    from .model.registry import Registry
+
+    models = Registry(registry)
+    current = models.resolve(current) if current else models.state().get("promoted")
+    result = models.compare(candidate, current)
+    if fmt == "json":
+        click.echo(json.dumps(asdict(result) | {"worse": result.worse}, indent=2))
+        return
+    if not result.sessions:
+        app.console.print("neither model has held-out labelled sessions: nothing to compare on")
+        return
+    app.console.print(
+        f"on {result.sessions} held-out labelled sessions ({result.incident} incident): "
+        f"{result.candidate} AP {_num(result.candidate_ap)}, "
+        f"{result.current} AP {_num(result.current_ap)}"
+        + (" [red](worse)[/]" if result.worse else "")
+    )
+
+
+@models_group.command("promote")
+@click.argument("model_id")
+@click.option("--force", is_flag=True, help="Promote even if it ranks the held-out labels worse.")
+@registry_option(write=False)
+@click.pass_obj
+def models_promote(app: App, model_id: str, force: bool, registry: Path) -> None:
+    """Make a model the default of `gpuwatch score`, if it does not rank held-out labels worse."""
+    from .model.registry import Registry
+
+    result = Registry(registry).promote(model_id, force)
+    what = (
+        f"held-out AP {_num(result.candidate_ap)} vs {_num(result.current_ap)} on "
+        f"{result.sessions} sessions"
+        if result.sessions
+        else "no held-out labels to compare on"
+    )
+    app.console.print(f"promoted {result.candidate} (was {result.current}; {what})")
+
+
+@models_group.command("rollback")
+@registry_option(write=False)
+@click.pass_obj
+def models_rollback(app: App, registry: Path) -> None:
+    """Return to the model promoted before the current one."""
+    from .model.registry import Registry
+
+    app.console.print(f"promoted {Registry(registry).rollback()} again")
+
+
 @main.command("score")
 @input_options
 @engine_options
 @quarantine_option
-@click.option("--model-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@registry_option(write=False)
+@click.option("--model", "model_id", help="A model of the registry by id (default: the promoted).")
+@click.option(
+    "--model-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A model folder outside the registry.",
+)
 @click.option("--out", required=True, type=Output(), help="Scores file (.parquet or .csv).")
 @format_option
 @click.option("--top", default=15, show_default=True, help="Sessions in the printed table.")
@@ -700,7 +920,9 @@ def score_command(
     inputs: Inputs,
     engine: Engine,
     quarantine_path: Path | None,
-    model_dir: Path,
+    registry: Path,
+    model_id: str | None,
+    model_dir: Path | None,
     out: Path,
     fmt: str,
     top: int,
@@ -711,14 +933,13 @@ def score_command(
     """Score sessions with a trained model; write scores, quarantine and metrics."""
     from .export.publish import publish, publish_failure
     from .export.sidecar import write_run_sidecar
-    from .model import store
     from .pipeline import finish, score
     from .runinfo import RunReport
 
     report = RunReport()
     try:
         rules = _load_rules(rules_path) if rules_path else None
-        stored = store.load(model_dir)
+        stored = _load_model(registry, model_id, model_dir)
         table = _build_features(app, inputs, engine, report)
         scores = score(table.sessions, stored, report)
         if rules:

@@ -29,6 +29,7 @@ from .ingest.options import SourceOptions
 from .ingest.prometheus_api import PrometheusSource, read_prometheus
 from .ingest.validate import empty_table
 from .model.calibrate import Calibration, calibrate_threshold
+from .model.evaluate import evaluate
 from .model.explain import top_features
 from .model.forest import SessionRiskModel, severity
 from .model.labels import label_sessions
@@ -179,16 +180,34 @@ def read_labels(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return loaded.table, loaded.quarantine
 
 
+HOLDOUT_SHARE = 0.25  # with labels: the latest quarter of the period is held out of every fit
+
+
 def train(
-    table: pd.DataFrame, settings: Settings, labels: pd.DataFrame | None = None, seed: int = 0
+    table: pd.DataFrame,
+    settings: Settings,
+    labels: pd.DataFrame | None = None,
+    seed: int = 0,
+    test_from: pd.Timestamp | None = None,
+    holdout_share: float = HOLDOUT_SHARE,
 ) -> tuple[StoredModel, Calibration | None]:
-    """Fit the forest on sessions not labelled incident; calibrate the threshold on labels."""
+    """Fit the forest on sessions not labelled incident; calibrate the threshold on labels.
+
+    With labels, the split is by time: sessions starting at or after `test_from` (default:
+    the start that leaves `holdout_share` of the sessions after it) are held out of every
+    fit; their labelled ones measure the model (`heldout` in the metadata).
+    """
     label = (
         label_sessions(table, labels)
         if labels is not None
         else pd.Series(pd.NA, index=table.index, dtype="string")
     )
-    fit_rows = table[label.ne("incident").fillna(True).to_numpy()]
+    labelled = label.notna().to_numpy()
+    later, cut = np.zeros(len(table), dtype=bool), None
+    if labelled.any() and (test_from is not None or holdout_share > 0):
+        cut = test_from if test_from is not None else table["start"].quantile(1 - holdout_share)
+        later = (table["start"] >= cut).to_numpy()
+    fit_rows = table[label.ne("incident").fillna(True).to_numpy() & ~later]
     model = SessionRiskModel(
         reference=reference_case(settings),
         reference_risk=settings.scoring.alert_risk,
@@ -200,18 +219,25 @@ def train(
     ).fit(fit_rows)
     calibration = None
     alert_risk = settings.scoring.alert_risk
-    labelled = label.notna().to_numpy()
+    earlier = labelled & ~later
     if labels is not None and labelled.any():
-        incident = (label[labelled] == "incident").to_numpy()
+        incident = (label[earlier] == "incident").to_numpy()
         if incident.all() or not incident.any():
             raise InputError(
                 "labels: the alert threshold is set on labelled incident and benign sessions, "
-                f"got {int(incident.sum())} incident and {int((~incident).sum())} benign; "
-                "label both kinds, or train without --labels"
+                f"got {int(incident.sum())} incident and {int((~incident).sum())} benign"
+                + (" before the held-out period" if later.any() else "")
+                + "; label both kinds, or train without --labels"
             )
-        risk = model.risk_score(table[labelled])
+        risk = model.risk_score(table[earlier])
         calibration = calibrate_threshold(risk, incident)
         alert_risk = calibration.threshold
+    heldout = None
+    held = labelled & later
+    if held.any():
+        columns = ["session_id", "start", *[n for n in FEATURE_NAMES if n in table.columns]]
+        heldout = table.loc[held, columns].reset_index(drop=True)
+        heldout["incident"] = (label[held] == "incident").to_numpy()
     trained_at = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
     data_hash = hashlib.sha256(
         pd.util.hash_pandas_object(fit_rows[list(model.features)], index=False).to_numpy().tobytes()
@@ -225,12 +251,36 @@ def train(
             "labelled_incident": int((label == "incident").sum()),
             "labelled_benign": int((label == "benign").sum()),
             "data_sha256": data_hash,
+            "period": _period(table),
         },
         "threshold_source": "labels" if calibration else "policy",
         "calibration": calibration.as_dict() if calibration else None,
         "settings_source": list(settings.source),
     }
-    return StoredModel(model, float(alert_risk), meta), calibration
+    stored = StoredModel(model, float(alert_risk), meta, heldout)
+    if heldout is not None:
+        result = evaluate(stored.risk_score(heldout), heldout["incident"], stored.alert_risk)
+        meta["heldout"] = {
+            "sessions": result.sessions,
+            "incident": result.positive,
+            "average_precision": result.average_precision,
+            "roc_auc": result.roc_auc,
+            "precision_at_alert": result.precision_at_alert,
+            "recall_at_alert": result.recall_at_alert,
+            "recall_at_1pct_fpr": result.recall_at_1pct_fpr,
+            "test_from": _iso(cut),
+        }
+    return stored, calibration
+
+
+def _period(table: pd.DataFrame) -> list[str]:
+    if table.empty:
+        return []
+    return [_iso(table["start"].min()), _iso(table["end"].max())]
+
+
+def _iso(t: pd.Timestamp) -> str:
+    return pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def reference_case(settings: Settings) -> tuple[float, float]:
@@ -246,7 +296,7 @@ def score(table: pd.DataFrame, stored: StoredModel, report: RunReport) -> pd.Dat
     model = stored.model
     with report.stage("score"):
         anomaly = model.anomaly_score(table)
-        risk = model.risk_score(table)
+        risk = stored.risk_score(table)
     with report.stage("explain"):
         explained = top_features(table)
     head = [*SCORE_HEAD[:4], "job_id", *TEXT_COLUMNS, *SCORE_HEAD[4:]]

@@ -166,8 +166,13 @@ def test_labels_keep_incidents_out_and_set_the_threshold(scored, tmp_path):
     )
     meta = json.loads((tmp_path / "m" / "metadata.json").read_text())
     assert meta["threshold_source"] == "labels"
-    incidents = int(matched["restricted_training"].sum())
-    assert meta["training"]["fit_sessions"] == len(scores) - incidents
+    # The split is by time: the latest quarter of the sessions is held out of every fit.
+    later = (scores["start"] >= pd.Timestamp(meta["heldout"]["test_from"])).to_numpy()
+    incident = matched["restricted_training"].to_numpy(bool)
+    assert meta["heldout"]["sessions"] == later.sum() == out["heldout"]["sessions"]
+    assert meta["heldout"]["incident"] == (incident & later).sum() > 0
+    assert meta["training"]["fit_sessions"] == (~later & ~incident).sum()
+    assert meta["heldout"]["average_precision"] > 0.8
     assert out["calibration"]["f1"] > 0.8 and out["alert_risk"] == meta["alert_risk"]
 
 
@@ -245,8 +250,8 @@ def test_no_active_session_scores_empty_and_cannot_train(tmp_path):
         "-q",
         "score",
         *inputs,
-        "--model-dir",
-        str(ROOT / "models" / "default"),
+        "--registry",
+        str(ROOT / "models"),
         "--out",
         str(tmp_path / "s.parquet"),
     )

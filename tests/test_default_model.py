@@ -1,4 +1,5 @@
-"""The shipped default model loads, fits today's features and ranks the samples."""
+"""The shipped default model (the registry's promoted one) loads, fits today's features and
+ranks the samples."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import pandas as pd
 
 from detector.config import load_settings
 from detector.features import NAMES
-from detector.model import store
 from detector.model.calibrate import average_precision
 from detector.model.labels import match_truth
+from detector.model.registry import Registry
 from detector.pipeline import Inputs, build_features, score
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,9 +19,10 @@ SAMPLES = ROOT / "data" / "samples"
 
 
 def test_default_model_loads_and_ranks_the_samples():
-    stored = store.load(ROOT / "models" / "default")
+    models = Registry(ROOT / "models")
+    stored = models.load()  # the promoted model
     assert set(stored.model.features) <= set(NAMES)
-    assert (ROOT / "models" / "default" / "MODEL_CARD.md").exists()
+    assert (models.path() / "MODEL_CARD.md").exists()
     table = build_features(
         Inputs(
             (SAMPLES / "telemetry.parquet",),

@@ -15,9 +15,10 @@ from model_fuzz import MUTATIONS, flip, mutate, run
 from detector.cli import main
 from detector.errors import ModelError
 from detector.model import metadata, store
+from detector.model.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "models" / "default"
+MODEL = Registry(ROOT / "models").path()  # the promoted model
 SAMPLES = ROOT / "data" / "samples"
 
 

@@ -12,6 +12,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import skops.io as sio
 
 from ..errors import ModelError
@@ -22,20 +24,32 @@ from .metadata import FORMAT_VERSION, file_sha256
 log = logging.getLogger(__name__)
 
 MODEL_FILE, METADATA_FILE, CARD_FILE = "model.skops", "metadata.json", "MODEL_CARD.md"
+HELDOUT_FILE = "heldout.parquet"
 _PACKAGES = ("gpuwatch", "scikit-learn", "numpy", "pandas", "skops")
 
 
 @dataclass
 class StoredModel:
-    """A fitted model with what is needed to use and audit it."""
+    """A fitted model with what is needed to use and audit it: the held-out labelled sessions
+    (features and `incident`) that its metrics and promotion are measured on, if any."""
 
     model: SessionRiskModel
     alert_risk: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    heldout: pd.DataFrame | None = None
 
     @property
     def version(self) -> str:
         return self.metadata.get("model_version", "")
+
+    @property
+    def needs(self) -> list[str]:
+        """The columns scoring reads."""
+        return [*self.model.features, *(name for name, _ in self.model.gates)]
+
+    def risk_score(self, table: pd.DataFrame) -> np.ndarray:
+        """Risk 0-100 of each session."""
+        return self.model.risk_score(table)
 
 
 def package_versions() -> dict[str, str]:
@@ -71,6 +85,9 @@ def save(stored: StoredModel, model_dir: str | os.PathLike) -> Path:
         "versions": package_versions(),
         "files": {MODEL_FILE: file_sha256(folder / MODEL_FILE)},
     }
+    if stored.heldout is not None:
+        stored.heldout.to_parquet(folder / HELDOUT_FILE, index=False)
+        meta["files"][HELDOUT_FILE] = file_sha256(folder / HELDOUT_FILE)
     (folder / CARD_FILE).write_text(card.render(metadata.validate(meta, str(folder))))
     meta["files"][CARD_FILE] = file_sha256(folder / CARD_FILE)
     sealed = metadata.seal(meta)
@@ -93,8 +110,19 @@ def load(model_dir: str | os.PathLike) -> StoredModel:
         raise ModelError(f"{model_file}: holds a {type(model).__name__}, not a gpuwatch model")
     if list(model.features) != meta["features"] or not hasattr(model, "envelope_"):
         raise ModelError(f"{model_file}: the model does not match its metadata's features")
+    heldout = _read_heldout(folder / HELDOUT_FILE) if HELDOUT_FILE in meta["files"] else None
     _warn_on_drift(meta.get("versions", {}), folder)
-    return StoredModel(model, float(meta["alert_risk"]), meta)
+    return StoredModel(model, float(meta["alert_risk"]), meta, heldout)
+
+
+def _read_heldout(path: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types on a damaged file
+        raise ModelError(f"{path}: unreadable held-out set ({metadata.one_line(exc)})") from None
+    if not {"session_id", "incident"} <= set(table.columns):
+        raise ModelError(f"{path}: the held-out set lacks session_id or incident")
+    return table
 
 
 def _load_skops(path: Path, trusted: list[str]) -> Any:
