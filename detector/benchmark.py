@@ -25,13 +25,13 @@ import pandas as pd
 from .config import Settings
 from .errors import ConfigError
 from .features import NAMES
+from .model.evaluate import FPR, threshold_at_fpr
 from .model.labels import match_truth
 from .pipeline import Inputs, build_features, score, train
 from .runinfo import RunReport
 from .simulate import simulate
 from .simulate.scenarios import BY_NAME, EVASIONS
 
-FPR = 0.01
 GPUWATCH = "gpuwatch"
 BASELINES = ("iforest_util", "ecod", "copod")
 
@@ -109,7 +109,7 @@ def _measure(
     rows, fam_rows = [], []
     benign = ~positive
     for detector, (risk, alert) in rankings.items():
-        threshold = _threshold_at_fpr(risk[benign], FPR)
+        threshold = threshold_at_fpr(risk[benign], FPR)
         flagged = risk > threshold
         rows.append(
             {
@@ -139,16 +139,6 @@ def _measure(
     overall = pd.DataFrame(rows).set_index("detector")
     families = pd.DataFrame(fam_rows).set_index(["family", "detector"])
     return Result(overall, families, config)
-
-
-def _threshold_at_fpr(benign_scores: np.ndarray, fpr: float) -> float:
-    """The lowest score above which at most `fpr` of the benign sessions lie (ties count
-    against the detector: a threshold never splits a tie)."""
-    values = np.sort(np.asarray(benign_scores, float))[::-1]
-    allowed = int(np.floor(fpr * len(values)))
-    if allowed >= len(values):
-        return -np.inf
-    return float(values[allowed])
 
 
 def _baselines() -> dict[str, Callable[[pd.DataFrame, pd.DataFrame], tuple]]:

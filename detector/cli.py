@@ -1060,28 +1060,45 @@ def features_command(app: App, evidence: bool, fmt: str) -> None:
 @main.command("evaluate")
 @click.option("--scores", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
+    "--labels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Analyst labels: only labelled sessions are measured.",
+)
+@click.option(
     "--truth",
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="truth.csv from `gpuwatch simulate` (tenant_id, start, end, scenario, "
-    "restricted_training).",
+    "restricted_training): every session is measured.",
+)
+@click.option(
+    "--out", type=Output(folder=True), help="Write evaluation.json, pr_curve.png, roc_curve.png."
 )
 @format_option
 @click.pass_obj
-def evaluate_command(app: App, scores: Path, truth: Path, fmt: str) -> None:
-    """Rank quality of scores against known outcomes (average precision)."""
+def evaluate_command(
+    app: App, scores: Path, labels: Path | None, truth: Path | None, out: Path | None, fmt: str
+) -> None:
+    """Ranking and alert quality of scores against labels or simulator truth."""
     import pandas as pd
     from rich.table import Table
 
-    from .model.calibrate import average_precision
-    from .model.labels import match_truth
+    from .model.evaluate import evaluate, plot_curves
 
+    if (labels is None) == (truth is None):
+        raise click.UsageError("give one of --labels or --truth")
     table = _read_scores(scores)
-    matched = match_truth(table, pd.read_csv(truth))
-    ap = average_precision(table["risk_score"], matched["restricted_training"])
+    if truth:
+        from .model.labels import match_truth
+
+        matched = match_truth(table, pd.read_csv(truth))
+        positive, groups = matched["restricted_training"].to_numpy(bool), matched["scenario"]
+    else:
+        assert labels is not None
+        table, positive, groups = _labelled(table, labels)
+    result = evaluate(table["risk_score"], positive, table["alert"])
     per = (
-        table.assign(scenario=matched["scenario"])
-        .groupby("scenario")
+        table.assign(group=groups.to_numpy())
+        .groupby("group")
         .agg(
             sessions=("risk_score", "size"),
             mean_risk=("risk_score", "mean"),
@@ -1089,32 +1106,64 @@ def evaluate_command(app: App, scores: Path, truth: Path, fmt: str) -> None:
             alerts=("alert", "sum"),
         )
     )
+    report = result.as_dict() | {"groups": per.reset_index().to_dict("records")}
+    plots: list[Path] = []
+    if out:
+        out.mkdir(exist_ok=True)
+        (out / "evaluation.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+        if result.average_precision is not None:
+            plots = plot_curves(table["risk_score"], positive, out, f"{scores.name}")
     if fmt == "json":
-        click.echo(
-            json.dumps(
-                {"average_precision": ap, "scenarios": per.reset_index().to_dict("records")},
-                indent=2,
-                default=float,
-            )
-        )
+        click.echo(json.dumps(report | {"plots": [str(p) for p in plots]}, indent=2, default=float))
         return
-    out = Table(
-        "scenario",
-        "sessions",
-        "mean risk",
-        "max risk",
-        "alerts",
-        title=f"average precision for restricted training: {ap:.3f}",
+    c = app.console
+    what = "restricted training (truth)" if truth else "incident (labels)"
+    c.print(
+        f"{result.sessions} sessions, {result.positive} {what}: average precision "
+        f"{_num(result.average_precision)}, ROC AUC {_num(result.roc_auc)}; precision@k "
+        + ", ".join(f"{k}: {_num(v)}" for k, v in result.precision_at_k.items())
+    )
+    m = result.confusion
+    c.print(
+        f"at the alert ({result.alerts} alerts): precision {_num(result.precision_at_alert)}, "
+        f"recall {_num(result.recall_at_alert)}; confusion tp {m['tp']} fp {m['fp']} "
+        f"fn {m['fn']} tn {m['tn']}"
+    )
+    c.print(
+        f"at 1 % false-positive rate (risk > {_num(result.fpr_threshold)}): precision "
+        f"{_num(result.precision_at_1pct_fpr)}, recall {_num(result.recall_at_1pct_fpr)}"
+    )
+    groups_table = Table(
+        "scenario" if truth else "label", "sessions", "mean risk", "max risk", "alerts"
     )
     for name, r in per.sort_values("mean_risk", ascending=False).iterrows():
-        out.add_row(
+        groups_table.add_row(
             str(name),
             str(int(r["sessions"])),
             f"{r['mean_risk']:.1f}",
             f"{r['max_risk']:.1f}",
             str(int(r["alerts"])),
         )
-    app.console.print(out)
+    c.print(groups_table)
+    if plots:
+        c.print("curves: " + ", ".join(str(p) for p in plots))
+
+
+def _labelled(table: pd.DataFrame, labels: Path) -> tuple[pd.DataFrame, Any, pd.Series]:
+    """The labelled sessions of a scores table, whether each is an incident, and its label."""
+    from .labelling import resolve_labels
+    from .model.labels import label_sessions
+    from .pipeline import read_labels
+
+    label_table, _ = read_labels(labels)
+    resolved = resolve_labels(table, label_table)
+    _warn_unmatched(labels, resolved)
+    label = label_sessions(table, resolved.labels)
+    keep = label.notna().to_numpy()
+    if not keep.any():
+        raise InputError(f"{labels}: no label matches a session of the scores")
+    label = label[keep].astype(str).reset_index(drop=True)
+    return table[keep].reset_index(drop=True), (label == "incident").to_numpy(), label
 
 
 @main.command("simulate")

@@ -259,7 +259,8 @@ def train(
     }
     stored = StoredModel(model, float(alert_risk), meta, heldout)
     if heldout is not None:
-        result = evaluate(stored.risk_score(heldout), heldout["incident"], stored.alert_risk)
+        risk = stored.risk_score(heldout)
+        result = evaluate(risk, heldout["incident"], risk >= stored.alert_risk)
         meta["heldout"] = {
             "sessions": result.sessions,
             "incident": result.positive,

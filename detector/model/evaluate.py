@@ -31,7 +31,7 @@ class Evaluation:
     average_precision: float | None
     roc_auc: float | None
     precision_at_k: dict[str, float | None]
-    alert_risk: float
+    alerts: int
     precision_at_alert: float | None
     recall_at_alert: float | None
     fpr_threshold: float | None
@@ -44,7 +44,8 @@ class Evaluation:
 
 
 def threshold_at_fpr(negative_risk: np.ndarray, fpr: float = FPR) -> float:
-    """The lowest threshold (flag risk > it) that flags at most `fpr` of the negatives."""
+    """The lowest threshold (flag risk > it) that flags at most `fpr` of the negatives (ties
+    count against the detector: a threshold never splits a tie)."""
     if not len(negative_risk):
         return float("-inf")
     ordered = np.sort(np.asarray(negative_risk, float))[::-1]
@@ -53,13 +54,14 @@ def threshold_at_fpr(negative_risk: np.ndarray, fpr: float = FPR) -> float:
 
 
 def evaluate(
-    risk: np.ndarray, positive: np.ndarray, alert_risk: float, top_k: tuple[int, ...] = TOP_K
+    risk: np.ndarray, positive: np.ndarray, alert: np.ndarray, top_k: tuple[int, ...] = TOP_K
 ) -> Evaluation:
+    """The figures for ranking by `risk` and alerting on `alert` (bool), against `positive`."""
     risk, positive = np.asarray(risk, float), np.asarray(positive, bool)
-    both = positive.any() and not positive.all()
+    alert = np.asarray(alert, bool)
+    both = bool(positive.any() and not positive.all())
     order = np.argsort(-risk, kind="stable")
     at_k = {str(k): float(positive[order[:k]].mean()) if len(risk) >= k else None for k in top_k}
-    alert = risk >= alert_risk
     tn, fp, fn, tp = confusion_matrix(positive, alert, labels=[False, True]).ravel()
     cut = threshold_at_fpr(risk[~positive]) if both else None
     flagged = risk > cut if cut is not None else None
@@ -69,7 +71,7 @@ def evaluate(
         average_precision=float(average_precision_score(positive, risk)) if both else None,
         roc_auc=float(roc_auc_score(positive, risk)) if both else None,
         precision_at_k=at_k,
-        alert_risk=float(alert_risk),
+        alerts=int(alert.sum()),
         precision_at_alert=float(tp / (tp + fp)) if tp + fp else None,
         recall_at_alert=float(tp / (tp + fn)) if tp + fn else None,
         fpr_threshold=cut,
