@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Generator, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -366,7 +367,7 @@ def _alert_sessions(sessions: pd.DataFrame, scores: pd.DataFrame, options: Expor
 def _top_feature(features: object) -> str:
     """Name of the first feature in a top_features JSON list, '' when there is none."""
     try:
-        parsed = json.loads(features) if isinstance(features, str) else features
+        parsed: Any = json.loads(features) if isinstance(features, str) else features
         return str(parsed[0]["feature"])
     except (ValueError, TypeError, KeyError, IndexError):
         return ""
