@@ -654,7 +654,8 @@ def format_option(f: F) -> F:
 @click.option(
     "--labels",
     type=click.Path(path_type=Path),
-    help="Analyst labels: incidents stay out of the fit and set the alert threshold.",
+    help="Analyst labels: incidents stay out of the fit, set the alert threshold and, with "
+    "enough of each kind, train the supervised layer.",
 )
 @registry_option(write=True)
 @click.option(
@@ -676,6 +677,16 @@ def format_option(f: F) -> F:
     help="With --labels: the share of sessions, the latest, held out (0: none).",
 )
 @click.option(
+    "--target-precision",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    help="With --labels: the alert threshold that reaches this precision on the labels.",
+)
+@click.option(
+    "--alert-budget",
+    type=click.FloatRange(0.0, min_open=True),
+    help="With --labels: the alert threshold that raises at most this many alerts a day.",
+)
+@click.option(
     "--promote",
     is_flag=True,
     help="Promote the new model unless it ranks held-out labels worse (`models promote`).",
@@ -693,6 +704,8 @@ def train_command(
     model_dir: Path | None,
     test_from: datetime | None,
     holdout_share: float,
+    target_precision: float | None,
+    alert_budget: float | None,
     promote: bool,
     seed: int,
     fmt: str,
@@ -702,6 +715,10 @@ def train_command(
 
     if promote and model_dir:
         raise click.UsageError("--promote needs the registry, not --model-dir")
+    if (target_precision or alert_budget) and not labels:
+        raise click.UsageError("--target-precision and --alert-budget need --labels")
+    if target_precision and alert_budget:
+        raise click.UsageError("give one of --target-precision and --alert-budget")
     from . import quarantine
     from .labelling import resolve_labels
     from .model import store
@@ -724,6 +741,8 @@ def train_command(
         seed,
         test_from=pd.Timestamp(test_from) if test_from else None,
         holdout_share=holdout_share,
+        target_precision=target_precision,
+        alert_budget=alert_budget,
     )
     promoted: bool | None = None  # None: outside the registry
     if model_dir:
@@ -746,6 +765,8 @@ def train_command(
         "model_version": stored.version,
         "promoted": promoted,
         "heldout": stored.metadata.get("heldout"),
+        "supervised": stored.supervised is not None,
+        "threshold_source": stored.metadata["threshold_source"],
         "sessions": len(table.sessions),
         "alert_risk": stored.alert_risk,
         "calibration": calibration.as_dict() if calibration else None,
@@ -773,10 +794,16 @@ def train_command(
             f"not promoted: `gpuwatch models compare {stored.version}`, then "
             f"`gpuwatch models promote {stored.version}` to score with it by default"
         )
+    if stored.supervised:
+        sup = stored.supervised
+        app.console.print(
+            f"supervised layer: {len(sup.features)} features and the forest's risk, "
+            f"{sup.n_incident_} incident and {sup.n_benign_} benign labels"
+        )
     if calibration:
         c = calibration
         app.console.print(
-            f"alert threshold from labels: risk >= {c.threshold:.1f} "
+            f"alert threshold ({stored.metadata['threshold_source']}): risk >= {c.threshold:.1f} "
             f"(F1 {c.f1:.2f}, precision {c.precision:.2f}, recall {c.recall:.2f}, "
             f"AP {c.average_precision:.2f}; {c.n_incident} incident, "
             f"{c.n_benign} benign)"

@@ -28,12 +28,26 @@ from .ingest import read_table
 from .ingest.options import SourceOptions
 from .ingest.prometheus_api import PrometheusSource, read_prometheus
 from .ingest.validate import empty_table
-from .model.calibrate import Calibration, calibrate_threshold
+from .model.calibrate import (
+    ALERT_RISK_RANGE,
+    Calibration,
+    budget_threshold,
+    calibrate_threshold,
+    calibration_at,
+)
 from .model.evaluate import evaluate
 from .model.explain import top_features
 from .model.forest import SessionRiskModel, severity
 from .model.labels import label_sessions
 from .model.store import StoredModel
+from .model.supervised import (
+    FIT_MIN_PER_CLASS,
+    FOREST,
+    MIN_PER_CLASS,
+    SupervisedLayer,
+    blend,
+    model_features,
+)
 from .runinfo import RunReport
 from .schema import ACCESS, LABELS, SCORE_HEAD, TELEMETRY, TENANTS
 from .sessions import SESSION_COLUMNS, cut_sessions
@@ -190,8 +204,12 @@ def train(
     seed: int = 0,
     test_from: pd.Timestamp | None = None,
     holdout_share: float = HOLDOUT_SHARE,
+    target_precision: float | None = None,
+    alert_budget: float | None = None,
 ) -> tuple[StoredModel, Calibration | None]:
-    """Fit the forest on sessions not labelled incident; calibrate the threshold on labels.
+    """Fit the forest on sessions not labelled incident; with labels, fit the supervised
+    layer (model/supervised.py) when each kind has enough, and set the threshold from them:
+    best F1, `target_precision`, or `alert_budget` alerts per day over the training period.
 
     With labels, the split is by time: sessions starting at or after `test_from` (default:
     the start that leaves `holdout_share` of the sessions after it) are held out of every
@@ -217,7 +235,7 @@ def train(
         ),
         random_state=seed,
     ).fit(fit_rows)
-    calibration = None
+    calibration, supervised, threshold_source = None, None, "policy"
     alert_risk = settings.scoring.alert_risk
     earlier = labelled & ~later
     if labels is not None and labelled.any():
@@ -229,9 +247,39 @@ def train(
                 + (" before the held-out period" if later.any() else "")
                 + "; label both kinds, or train without --labels"
             )
-        risk = model.risk_score(table[earlier])
-        calibration = calibrate_threshold(risk, incident)
-        alert_risk = calibration.threshold
+        forest_risk = model.risk_score(table[earlier])
+        risk = forest_risk
+        fewest = min(int(incident.sum()), int((~incident).sum()))
+        if fewest < FIT_MIN_PER_CLASS:
+            log.warning(
+                "labels: %d incident and %d benign sessions: no supervised layer (it needs %d "
+                "of each, %d recommended); the labels set the threshold only",
+                incident.sum(), (~incident).sum(), FIT_MIN_PER_CLASS, MIN_PER_CLASS,
+            )  # fmt: skip
+        else:
+            if fewest < MIN_PER_CLASS:
+                log.warning(
+                    "labels: only %d sessions of the rarer kind; the supervised layer is noisy "
+                    "below %d of each (label more)", fewest, MIN_PER_CLASS,
+                )  # fmt: skip
+            names = model_features(table, FEATURE_NAMES)
+            supervised = SupervisedLayer(names, random_state=seed).fit(
+                table.loc[earlier, names].assign(**{FOREST: forest_risk}), incident
+            )
+            # The threshold is set on out-of-fold probabilities, not on what the layer memorised.
+            risk = blend(forest_risk, supervised.oof_)
+        calibration = calibrate_threshold(risk, incident, target_precision)
+        alert_risk, threshold_source = calibration.threshold, "labels"
+        if target_precision is not None:
+            threshold_source = "target-precision"
+        if alert_budget is not None:
+            past = table[~later]
+            stored_now = StoredModel(model, alert_risk, {}, None, supervised)
+            days = (past["end"].max() - past["start"].min()) / pd.Timedelta(days=1)
+            alert_risk = budget_threshold(stored_now.risk_score(past), days, alert_budget)
+            calibration = calibration_at(risk, incident, alert_risk)
+            threshold_source = "alert-budget"
+        alert_risk = float(np.clip(alert_risk, *ALERT_RISK_RANGE))
     heldout = None
     held = labelled & later
     if held.any():
@@ -253,11 +301,11 @@ def train(
             "data_sha256": data_hash,
             "period": _period(table),
         },
-        "threshold_source": "labels" if calibration else "policy",
+        "threshold_source": threshold_source,
         "calibration": calibration.as_dict() if calibration else None,
         "settings_source": list(settings.source),
     }
-    stored = StoredModel(model, float(alert_risk), meta, heldout)
+    stored = StoredModel(model, float(alert_risk), meta, heldout, supervised)
     if heldout is not None:
         risk = stored.risk_score(heldout)
         result = evaluate(risk, heldout["incident"], risk >= stored.alert_risk)

@@ -20,11 +20,12 @@ from ..errors import ModelError
 from . import card, metadata
 from .forest import SessionRiskModel
 from .metadata import FORMAT_VERSION, file_sha256
+from .supervised import FOREST, WEIGHT, SupervisedLayer, blend
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE, METADATA_FILE, CARD_FILE = "model.skops", "metadata.json", "MODEL_CARD.md"
-HELDOUT_FILE = "heldout.parquet"
+HELDOUT_FILE, SUPERVISED_FILE = "heldout.parquet", "supervised.skops"
 _PACKAGES = ("gpuwatch", "scikit-learn", "numpy", "pandas", "skops")
 
 
@@ -37,6 +38,7 @@ class StoredModel:
     alert_risk: float
     metadata: dict[str, Any] = field(default_factory=dict)
     heldout: pd.DataFrame | None = None
+    supervised: SupervisedLayer | None = None
 
     @property
     def version(self) -> str:
@@ -45,11 +47,16 @@ class StoredModel:
     @property
     def needs(self) -> list[str]:
         """The columns scoring reads."""
-        return [*self.model.features, *(name for name, _ in self.model.gates)]
+        extra = list(self.supervised.features) if self.supervised else []
+        return [*self.model.features, *(name for name, _ in self.model.gates), *extra]
 
     def risk_score(self, table: pd.DataFrame) -> np.ndarray:
-        """Risk 0-100 of each session."""
-        return self.model.risk_score(table)
+        """Risk 0-100 of each session: the forest's, blended with the supervised layer's."""
+        forest = self.model.risk_score(table)
+        if self.supervised is None:
+            return forest
+        p = self.supervised.probability(table.assign(**{FOREST: forest}))
+        return blend(forest, p)
 
 
 def package_versions() -> dict[str, str]:
@@ -85,6 +92,18 @@ def save(stored: StoredModel, model_dir: str | os.PathLike) -> Path:
         "versions": package_versions(),
         "files": {MODEL_FILE: file_sha256(folder / MODEL_FILE)},
     }
+    if stored.supervised is not None:
+        sup = stored.supervised
+        sio.dump(sup, folder / SUPERVISED_FILE, compression=zipfile.ZIP_DEFLATED)
+        meta["files"][SUPERVISED_FILE] = file_sha256(folder / SUPERVISED_FILE)
+        meta["supervised"] = {
+            "file": SUPERVISED_FILE,
+            "features": list(sup.features),
+            "weight": WEIGHT,
+            "incident": sup.n_incident_,
+            "benign": sup.n_benign_,
+            "calibration": "sigmoid",
+        }
     if stored.heldout is not None:
         stored.heldout.to_parquet(folder / HELDOUT_FILE, index=False)
         meta["files"][HELDOUT_FILE] = file_sha256(folder / HELDOUT_FILE)
@@ -111,8 +130,15 @@ def load(model_dir: str | os.PathLike) -> StoredModel:
     if list(model.features) != meta["features"] or not hasattr(model, "envelope_"):
         raise ModelError(f"{model_file}: the model does not match its metadata's features")
     heldout = _read_heldout(folder / HELDOUT_FILE) if HELDOUT_FILE in meta["files"] else None
+    supervised = None
+    if meta.get("supervised"):
+        supervised = _load_skops(folder / meta["supervised"]["file"], _TRUSTED_SUPERVISED)
+        if not isinstance(supervised, SupervisedLayer) or list(supervised.features) != list(
+            meta["supervised"]["features"]
+        ):
+            raise ModelError(f"{folder}: the supervised layer does not match its metadata")
     _warn_on_drift(meta.get("versions", {}), folder)
-    return StoredModel(model, float(meta["alert_risk"]), meta, heldout)
+    return StoredModel(model, float(meta["alert_risk"]), meta, heldout, supervised)
 
 
 def _read_heldout(path: Path) -> pd.DataFrame:
@@ -161,4 +187,11 @@ _TRUSTED: list[str] = [
     "numpy.dtype",
     "sklearn.tree._tree.Tree",
     "detector.model.forest.SessionRiskModel",
+]
+_TRUSTED_SUPERVISED: list[str] = [
+    "detector.model.supervised.SupervisedLayer",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.model_selection._split.StratifiedKFold",
 ]
