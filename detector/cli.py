@@ -1203,6 +1203,73 @@ def _labelled(table: pd.DataFrame, labels: Path) -> tuple[pd.DataFrame, Any, pd.
     return table[keep].reset_index(drop=True), (label == "incident").to_numpy(), label
 
 
+@main.command("drift")
+@click.option("--scores", required=True, type=click.Path(exists=True, path_type=Path))
+@registry_option(write=False)
+@click.option("--model", "model_id", help="A model of the registry by id (default: the promoted).")
+@click.option(
+    "--model-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A model folder outside the registry.",
+)
+@click.option("--top", default=10, show_default=True, help="Features in the printed table.")
+@click.option(
+    "--metrics-file",
+    type=Output(),
+    help="Write gpuwatch_feature_drift_psi{feature} for the textfile collector.",
+)
+@format_option
+@click.pass_obj
+def drift_command(
+    app: App,
+    scores: Path,
+    registry: Path,
+    model_id: str | None,
+    model_dir: Path | None,
+    top: int,
+    metrics_file: Path | None,
+    fmt: str,
+) -> None:
+    """How far a scored batch's features moved from the model's training data (PSI)."""
+    from rich.table import Table
+
+    from .model import drift
+
+    stored = _load_model(registry, model_id, model_dir)
+    profiles = stored.metadata.get("drift") or {}
+    if not profiles:
+        raise InputError(f"model {stored.version}: its metadata holds no training distributions")
+    table = _read_scores(scores)
+    if table.empty:
+        raise InputError(f"{scores}: no sessions to compare")
+    result = drift.report(profiles, table)
+    if metrics_file:
+        drift.write_metrics(result, metrics_file, stored.version)
+    counts = result["band"].value_counts().to_dict()
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "model_version": stored.version,
+                    "sessions": len(table),
+                    "bands": counts,
+                    "features": result.to_dict("records"),
+                },
+                indent=2,
+            )
+        )
+        return
+    app.console.print(
+        f"{len(table)} sessions vs the training data of {stored.version}: "
+        + ", ".join(f"{counts.get(b, 0)} {b}" for _, b in drift.BANDS)
+    )
+    out = Table("feature", "PSI", "band")
+    for row in result.head(top).itertuples():
+        colour = {"significant": "red", "moderate": "yellow"}.get(row.band, "green")
+        out.add_row(row.feature, f"{row.psi:.3f}", f"[{colour}]{row.band}[/]")
+    app.console.print(out)
+
+
 @main.command("simulate")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--tenants", "n_tenants", default=40, show_default=True, type=click.IntRange(1))

@@ -35,6 +35,7 @@ from .model.calibrate import (
     calibrate_threshold,
     calibration_at,
 )
+from .model.drift import profile
 from .model.evaluate import evaluate
 from .model.explain import top_features
 from .model.forest import SessionRiskModel, severity
@@ -304,6 +305,7 @@ def train(
         "threshold_source": threshold_source,
         "calibration": calibration.as_dict() if calibration else None,
         "settings_source": list(settings.source),
+        "drift": profile(table[~later], model_features(table, FEATURE_NAMES)),
     }
     stored = StoredModel(model, float(alert_risk), meta, heldout, supervised)
     if heldout is not None:
