@@ -96,6 +96,7 @@ POSITIVE = {
     "pos_reseller": ("pretrain", "restricted_reseller"),
     "pos_throttled": ("throttled", "restricted_mixed"),
     "pos_split": ("split", "restricted_vpn"),
+    "pos_resproxy": ("pretrain", "restricted_resproxy"),
 }
 NEGATIVE = {
     "pretrain_domestic": ("pretrain", "domestic"),
@@ -125,6 +126,7 @@ NEGATIVE = {
 # Tenants per family in a 70-tenant fleet (split counts its accounts); scaled for other sizes.
 MIX = {
     "pos_direct": 2, "pos_vpn": 3, "pos_reseller": 2, "pos_throttled": 3, "pos_split": 4,
+    "pos_resproxy": 2,
     "pretrain_domestic": 3, "pretrain_allied": 3, "throttled_allied": 1,
     "pretrain_apac_egress": 2, "finetune_multinational": 3, "finetune_traveller": 3,
     "finetune_us_evening": 3, "finetune_restricted": 3, "inference_restricted": 3,
@@ -153,6 +155,8 @@ class Tenant:
     entity: str = ""
     shared_exits: list[str] = field(default_factory=list)
     shared_principals: list[str] = field(default_factory=list)
+    profiling: bool = True  # DCGM profiling fields (sm/tensor/dram) collected
+    nvlink_metrics: bool = True  # NVLink counters collected
 
 
 @dataclass
@@ -464,6 +468,10 @@ def _mix(n_tenants: int, rng: np.random.Generator) -> list[str]:
     for f in rng.choice(list(rest), left, replace=False, p=frac / frac.sum()):
         counts[str(f)] += 1
     out = [f for f, k in counts.items() for _ in range(k)] + ["pos_split"] * n_split
+    if not any(f in POSITIVE for f in out):  # a small fleet still holds one positive tenant
+        out[int(rng.integers(len(out)))] = str(
+            rng.choice(["pos_direct", "pos_vpn", "pos_throttled"])
+        )
     return [str(f) for f in rng.permutation(out)]
 
 
@@ -497,6 +505,8 @@ def _make_tenants(rng: np.random.Generator, families: list[str]) -> list[Tenant]
             reseller=reseller,
             billing_id=f"pm-{_hex(rng, 10)}",
             org=f"{rng.choice(ORG_A)} {rng.choice(ORG_B)}",
+            profiling=bool(rng.random() > 0.25),
+            nvlink_metrics=bool(rng.random() > 0.3),
         )
         if fam == "pos_split":
             if not split_entity:
@@ -583,6 +593,12 @@ class SplitPlan:
     accounts: int
 
 
+def _window(rng: np.random.Generator, lo: float, hi: float, total: int) -> tuple[int, int]:
+    """A job of lo..hi minutes placed at random inside the period (shortened to fit)."""
+    length = int(min(rng.uniform(lo, hi), 0.9 * total))
+    return int(rng.integers(0, total - length)), length
+
+
 def _jobs_for(
     rng: np.random.Generator, tenant: Tenant, total: int, split: SplitPlan | None
 ) -> list[Job]:
@@ -644,8 +660,7 @@ def _jobs_for(
     elif w == "finetune":
         for _ in range(int(rng.integers(1, 5))):
             g = int(rng.choice([1, 2, 4, 8], p=[0.2, 0.25, 0.25, 0.3]))
-            length = int(rng.uniform(60, 16 * 60))
-            start = int(rng.integers(0, total - length))
+            start, length = _window(rng, 60, 16 * 60, total)
             gpu = str(rng.choice(["a100", "h100", "a100p", "l40s", "a10"]))
             add(start, length, g, gpu, 8, finetune_block(rng, length, g, gpu))
     elif w == "inference":
@@ -657,8 +672,7 @@ def _jobs_for(
     elif w == "batch":
         for _ in range(int(rng.integers(1, 4))):
             g = int(rng.choice([4, 8, 16, 32, 64]))
-            length = int(rng.uniform(120, 14 * 60))
-            start = int(rng.integers(0, total - length))
+            start, length = _window(rng, 120, 14 * 60, total)
             gpu = str(rng.choice(["a100", "l40s", "a10", "h100"]))
             add(start, length, g, gpu, 8, batch_block(rng, length, g, gpu))
     elif w == "notebook":
@@ -670,8 +684,7 @@ def _jobs_for(
     elif w == "render":
         for _ in range(int(rng.integers(1, 3))):
             g = int(rng.choice([4, 8, 16, 32]))
-            length = int(rng.uniform(180, 30 * 60))
-            start = int(rng.integers(0, total - length))
+            start, length = _window(rng, 180, 30 * 60, total)
             gpu = str(rng.choice(["l40s", "rtx4090", "a10", "a100"]))
             add(start, length, g, gpu, 8, render_block(rng, length, g, gpu))
     elif w == "mining":
@@ -683,8 +696,7 @@ def _jobs_for(
     elif w == "hpc":
         for _ in range(int(rng.integers(1, 3))):
             g = int(rng.choice([16, 32, 64, 128]))
-            length = int(rng.uniform(6 * 60, min(48 * 60, total - 1)))
-            start = int(rng.integers(0, total - length))
+            start, length = _window(rng, 6 * 60, min(48 * 60, total - 1), total)
             gpu = str(rng.choice(["a100", "h100"]))
             add(start, length, g, gpu, 8, hpc_block(rng, length, g, gpu))
     return jobs
@@ -696,7 +708,7 @@ P_SCALE = [0.2, 0.12, 0.2, 0.2, 0.1, 0.12, 0.06]
 # --- access events ---------------------------------------------------------------------------
 
 
-def _ips(rng: np.random.Generator, pool: str, n: int, fixed: int = 0) -> np.ndarray:
+def addresses(rng: np.random.Generator, pool: str, n: int, fixed: int = 0) -> np.ndarray:
     """n addresses from a pool; ``fixed`` > 0 reuses that many addresses (VPN/NAT exits)."""
     nets = [ipaddress.ip_network(c) for c in POOLS[pool][0]]
     k = fixed if fixed else n
@@ -744,44 +756,53 @@ def _access(rng: np.random.Generator, tenant: Tenant, total: int) -> pd.DataFram
     u = rng.random(n)
     if o in ("domestic", "us_evening"):
         egress = rng.choice([0.0, rng.uniform(0.2, 0.7)])
-        src[:] = _ips(
+        src[:] = addresses(
             rng, str(rng.choice(["us_res", "us_corp"])), n, fixed=int(rng.integers(3, 40))
         )
         m = u < egress
-        src[m] = _ips(rng, "cloud_us", int(m.sum()), fixed=4)
+        src[m] = addresses(rng, "cloud_us", int(m.sum()), fixed=4)
     elif o == "allied":
-        src[:] = _ips(rng, home_pool, n, fixed=int(rng.integers(3, 30)))
+        src[:] = addresses(rng, home_pool, n, fixed=int(rng.integers(3, 30)))
     elif o == "apac_egress":
-        src[:] = _ips(rng, home_pool, n, fixed=int(rng.integers(3, 20)))
+        src[:] = addresses(rng, home_pool, n, fixed=int(rng.integers(3, 20)))
         m = u < rng.uniform(0.4, 0.9)
         cloud = str(rng.choice(["cloud_sg", "cloud_jp", "cloud_kr"]))
-        src[m] = _ips(rng, cloud, int(m.sum()), fixed=int(rng.integers(2, 8)))
+        src[m] = addresses(rng, cloud, int(m.sum()), fixed=int(rng.integers(2, 8)))
     elif o == "multinational":
-        src[:] = _ips(rng, "us_corp", n, fixed=int(rng.integers(5, 30)))
+        src[:] = addresses(rng, "us_corp", n, fixed=int(rng.integers(5, 30)))
         office = rng.uniform(0.1, 0.35)
         # The office's staff work their own day (UTC+8): events in those hours come from there.
         office_h = ((ts / 3600.0 + 8) % 24 >= 9) & ((ts / 3600.0 + 8) % 24 < 18)
         m = office_h & (u < office * 2.5)
-        src[m] = _ips(rng, str(rng.choice(["cn_corp", "hk_res"])), int(m.sum()), fixed=3)
+        src[m] = addresses(rng, str(rng.choice(["cn_corp", "hk_res"])), int(m.sum()), fixed=3)
     elif o == "traveller":
-        src[:] = _ips(rng, home_pool, n, fixed=int(rng.integers(3, 20)))
+        src[:] = addresses(rng, home_pool, n, fixed=int(rng.integers(3, 20)))
         trip_start = int(rng.integers(0, max(1, total * STEP_S - 3 * 86400)))
         trip_len = int(rng.uniform(1, 3.5) * 86400)
         who = pr[0]
         m = (ts >= trip_start) & (ts < trip_start + trip_len) & (pr == who)
         dest = str(rng.choice(["cn_res", "hk_res", "sg_res", "tw_res"]))
-        src[m] = _ips(rng, dest, int(m.sum()), fixed=2)
+        src[m] = addresses(rng, dest, int(m.sum()), fixed=2)
     elif o == "benign_reseller":
-        src[:] = _ips(rng, home_pool, n, fixed=int(rng.integers(3, 20)))
+        src[:] = addresses(rng, home_pool, n, fixed=int(rng.integers(3, 20)))
         m = u < rng.uniform(0.0, 0.5)
-        src[m] = _ips(rng, "vpn_sg", int(m.sum()), fixed=3)
-    elif o in ("restricted_direct", "restricted_vpn", "restricted_reseller", "restricted_mixed"):
+        src[m] = addresses(rng, "vpn_sg", int(m.sum()), fixed=3)
+    elif o.startswith("restricted"):
         mode = o
         if o == "restricted_mixed":
             mode = str(rng.choice(["restricted_direct", "restricted_vpn", "restricted_reseller"]))
-        if mode == "restricted_direct":
+        if mode == "restricted_resproxy":
+            # Residential proxy networks: many home addresses in rich countries.
+            exits = ["us_res", "gb_res", "de_res", "ca_res"][: int(rng.integers(1, 5))]
+            e = np.array(exits)[rng.integers(0, len(exits), n)]
+            for pool in set(e):
+                m = e == pool
+                src[m] = addresses(rng, pool, int(m.sum()), fixed=int(rng.integers(20, 200)))
+            leak = u < rng.choice([0.0, rng.uniform(0.003, 0.02), rng.uniform(0.02, 0.12)])
+            src[leak] = addresses(rng, home_pool, int(leak.sum()), fixed=2)
+        elif mode == "restricted_direct":
             corp = "cn_corp" if tenant.home == "CN" else home_pool
-            src[:] = _ips(
+            src[:] = addresses(
                 rng, str(rng.choice([home_pool, corp])), n, fixed=int(rng.integers(2, 25))
             )
         else:
@@ -794,9 +815,9 @@ def _access(rng: np.random.Generator, tenant: Tenant, total: int) -> pd.DataFram
             e = np.array(exits)[rng.integers(0, len(exits), n)]
             for pool in set(e):
                 m = e == pool
-                src[m] = _ips(rng, pool, int(m.sum()), fixed=int(rng.integers(1, 5)))
+                src[m] = addresses(rng, pool, int(m.sum()), fixed=int(rng.integers(1, 5)))
             leak = u < rng.choice([0.0, rng.uniform(0.003, 0.02), rng.uniform(0.02, 0.12)])
-            src[leak] = _ips(rng, home_pool, int(leak.sum()), fixed=2)
+            src[leak] = addresses(rng, home_pool, int(leak.sum()), fixed=2)
     else:
         raise ValueError(o)
     kinds = np.array(["login", "ssh", "api", "console", "transfer"])
@@ -831,15 +852,25 @@ def _rounded(name: str, values: np.ndarray) -> np.ndarray:
     return np.round(values, 1)
 
 
-def _job_table(job: Job) -> pa.Table:
-    """One job's rows: (T * G) rows in time-major order."""
+PROFILING = ("sm_active", "tensor_active", "dram_active")
+NVLINK = ("nvlink_tx_bps", "nvlink_rx_bps")
+
+
+def _job_table(job: Job, rng: np.random.Generator) -> pa.Table:
+    """One job's rows in time-major order, as a scraper delivers them: each host scraped a few
+    seconds off the minute, about 0.3 % of samples lost, and the profiling or NVLink fields
+    null for tenants whose nodes do not collect them."""
     any_metric = next(iter(job.metrics.values()))
     t, g = any_metric.shape
-    minutes = job.start + np.repeat(np.arange(t), g)
-    stamps = (EPOCH + pd.to_timedelta(minutes * STEP_S, unit="s")).as_unit("ms")
-    gpu_idx = np.tile(np.arange(g), t)
     per_host = job.per_host
-    hosts = np.array(job.hosts)[gpu_idx // per_host]
+    host_idx = np.tile(np.arange(g), t) // per_host
+    lag = rng.integers(0, 6, len(job.hosts))[None, :] + rng.integers(0, 3, (t, len(job.hosts)))
+    seconds = (job.start + np.repeat(np.arange(t), g)) * STEP_S
+    seconds = seconds + lag[np.repeat(np.arange(t), g), host_idx]
+    stamps = (EPOCH + pd.to_timedelta(seconds, unit="s")).as_unit("ms")
+    gpu_idx = np.tile(np.arange(g), t)
+    hosts = np.array(job.hosts)[host_idx]
+    keep = rng.random(t * g) > 0.003
     cols: dict[str, pa.Array] = {
         "timestamp": pa.array(stamps, pa.timestamp("ms", tz="UTC")),
         "tenant_id": pa.array(np.full(t * g, job.tenant.tenant_id)),
@@ -847,10 +878,14 @@ def _job_table(job: Job) -> pa.Table:
         "gpu": pa.array((gpu_idx % per_host).astype(str)),
     }
     for name, arr in job.metrics.items():
-        cols[name] = pa.array(_rounded(name, arr.reshape(-1)))
+        off = (name in PROFILING and not job.tenant.profiling) or (
+            name in NVLINK and not job.tenant.nvlink_metrics
+        )
+        values = _rounded(name, arr.reshape(-1))
+        cols[name] = pa.nulls(t * g, pa.float64()) if off else pa.array(values)
     cols["model_name"] = pa.array(np.full(t * g, GPUS[job.model][0]))
     cols["job_id"] = pa.array([job.job_id] * (t * g), pa.string())
-    return pa.table(cols)
+    return pa.table(cols).filter(pa.array(keep))
 
 
 def generate(out: Path, n_tenants: int, days: float, seed: int) -> dict[str, int]:
@@ -871,7 +906,7 @@ def generate(out: Path, n_tenants: int, days: float, seed: int) -> dict[str, int
     for t in tenants:
         jobs += _jobs_for(rng, t, total, split)
     out.mkdir(parents=True, exist_ok=True)
-    tables = [_job_table(j) for j in jobs]
+    tables = [_job_table(j, rng) for j in jobs]
     tel = pa.concat_tables(tables)
     tel = tel.sort_by([("timestamp", "ascending"), ("tenant_id", "ascending")])
     pq.write_table(tel, out / "telemetry.parquet", row_group_size=500_000)
