@@ -165,6 +165,14 @@ def _check(scores: pd.DataFrame) -> None:
             raise SchemaError(
                 f"scores lack the column {column!r} needed for metrics", column=column
             )
+    for column in ("session_id", "tenant_id"):
+        missing = scores[column].isna()
+        if missing.any():
+            raise SchemaError(
+                f"{int(missing.sum())} scores have no {column} (first at row "
+                f"{int(missing.to_numpy().argmax()) + 1})",
+                column=column,
+            )
     unknown = sorted(set(scores["severity"].dropna().astype(str)) - set(SEVERITIES))
     if unknown:
         raise SchemaError(
