@@ -38,6 +38,7 @@ class ServerLimits:
     threads: int = 4
     connection_limit: int = 100  # open connections; more wait in the backlog
     channel_timeout: int = 10  # seconds a connection may stay idle or half-sent
+    cleanup_interval: int = 5  # seconds between the checks for idle connections
     backlog: int = 128
 
 
@@ -186,6 +187,7 @@ def serve(
             threads=limits.threads,
             connection_limit=limits.connection_limit,
             channel_timeout=limits.channel_timeout,
+            cleanup_interval=limits.cleanup_interval,
             backlog=limits.backlog,
             ident="gpuwatch",
             clear_untrusted_proxy_headers=True,
