@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SAMPLES := data/samples
 OUT    := out
 
-.PHONY: demo test lint bench samples model clean screenshot
+.PHONY: demo test lint bench bench-runs samples model clean screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,13 @@ SIZES ?= 1e6 1e7 3e7
 BENCH_OUT ?= bench/results.md
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(SIZES) --out $(BENCH_OUT)
+
+# Scheduled runs: kill -9 trials of `gpuwatch score` (torn, mismatched, leftover outputs) and a
+# load test of `gpuwatch serve` (requests/s, p99) -> bench/kill_trials.md and the terminal.
+TRIALS ?= 100
+bench-runs: $(STAMP)
+	$(BIN)/python bench/kill_trials.py $(TRIALS) --out bench/kill_trials.md
+	$(BIN)/python bench/serve_load.py --clients 20 --seconds 5
 
 # The README's screenshots of the analyst report on the samples (headless Chromium).
 screenshot: demo

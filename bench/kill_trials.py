@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,9 +159,8 @@ def reader(out: Path, stop: threading.Event, counts: Counts) -> None:
         time.sleep(0.2)
 
 
-def run_trials(n: int, seed: int = 0, work: Path | None = None) -> Counts:
+def run_trials(n: int, seed: int, work: Path) -> Counts:
     rng = random.Random(seed)
-    work = Path(work or tempfile.mkdtemp(prefix="gpuwatch-kill-"))
     out, tmpdir = work / "out", work / "tmp"
     out.mkdir(parents=True, exist_ok=True)
     tmpdir.mkdir(exist_ok=True)
@@ -227,7 +227,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="Markdown file for the counts.")
     args = parser.parse_args()
-    counts = run_trials(args.trials, args.seed)
+    work = Path(tempfile.mkdtemp(prefix="gpuwatch-kill-"))
+    try:
+        counts = run_trials(args.trials, args.seed, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     lines = [
         f"kill -9 trials of `gpuwatch score` (seed {args.seed}):",
         "",

@@ -113,8 +113,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--scores", type=Path)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="gpuwatch-load-"))
-    scores = args.scores
+    with tempfile.TemporaryDirectory(prefix="gpuwatch-load-") as tmp:
+        measure(args.clients, args.seconds, args.scores, Path(tmp))
+
+
+def measure(clients: int, seconds: float, scores: Path | None, work: Path) -> None:
     if scores is None:
         scores = work / "scores.parquet"
         subprocess.run(
@@ -126,10 +129,10 @@ def main() -> None:
         )  # fmt: skip
     with serving(scores, work / "serve.log") as url:
         hammer(url, 2, 0.5)  # warm up: the first request loads and renders the snapshot
-        load = hammer(url, args.clients, args.seconds)
+        load = hammer(url, clients, seconds)
     size = len(next(iter(load.bodies), b""))
     print(
-        f"{args.clients} clients, {load.seconds:.1f} s, /metrics of {size} bytes: "
+        f"{clients} clients, {load.seconds:.1f} s, /metrics of {size} bytes: "
         f"{load.requests} requests, {load.per_second:,.0f} req/s, "
         f"p50 {load.percentile(0.50):.1f} ms, p99 {load.percentile(0.99):.1f} ms, "
         f"{load.errors} errors"

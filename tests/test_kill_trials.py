@@ -1,4 +1,4 @@
-"""A short run of bench/kill_trials.py (the 100-trial run is `make bench-kill`)."""
+"""A short run of bench/kill_trials.py (the 100-trial run is `make bench-runs`)."""
 
 from __future__ import annotations
 
