@@ -558,6 +558,16 @@ def _build_export(
     )
 
 
+def policy_export(export: ExportOptions, settings: Settings) -> ExportOptions:
+    """The export with the policy's numbers: the origin evidence that labels a session
+    origin="restricted" (as the alert gate) and the accounting FLOP thresholds."""
+    return replace(
+        export,
+        restricted_evidence=settings.scoring.alert_origin_evidence,
+        flop_thresholds=settings.accounting.thresholds_flop,
+    )
+
+
 export_options = builds(
     "export",
     _build_export,
@@ -726,6 +736,7 @@ def score_command(
     from .runinfo import RunReport
 
     report = RunReport()
+    export = policy_export(export, app.settings)
     outputs = OutputSet(
         out, quarantine_path or out.with_suffix(".quarantine.csv"), export.metrics_file
     )
@@ -1072,7 +1083,9 @@ def accounting_command(app: App, scores: Path, by: str, top: int, fmt: str) -> N
 )
 @series_options
 @click.argument("score_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
 def serve_command(
+    app: App,
     scores: Path,
     port: int,
     host: str,
@@ -1093,7 +1106,7 @@ def serve_command(
         click.echo(f"serving http://{bound_host}:{bound_port}/metrics")
         sys.stdout.flush()
 
-    serve(ScoresSource(scores, export), host, port, rescorer, ready)
+    serve(ScoresSource(scores, policy_export(export, app.settings)), host, port, rescorer, ready)
 
 
 # --- analyst commands: label, suppress, report (each parses options, calls its module) --------
