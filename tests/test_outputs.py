@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from detector.engine.scratch import PREFIX, remove_stale, scratch_dir
@@ -156,3 +158,64 @@ def test_partition_folders_of_ended_processes_are_removed(tmp_path):
         assert Path(made).name.startswith(f"{PREFIX}{os.getpid()}-")
         assert not stale.exists() and mine.exists() and other.exists()
     assert remove_stale(tmp_path) == []
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+MODEL = SAMPLES.parent.parent / "models" / "default"
+
+
+def score_args(tmp_path: Path, model: Path = MODEL) -> list[str]:
+    return [
+        "score",
+        "--telemetry",
+        str(SAMPLES / "telemetry.parquet"),
+        "--access",
+        str(SAMPLES / "access.jsonl.gz"),
+        "--tenants",
+        str(SAMPLES / "tenants.csv"),
+        "--model-dir",
+        str(model),
+        "--out",
+        str(tmp_path / "scores.parquet"),
+        "--metrics-file",
+        str(tmp_path / "gpuwatch.prom"),
+        "--format",
+        "json",
+    ]
+
+
+def test_score_refuses_a_locked_output_with_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from detector.cli import main
+
+    out = OutputSet(tmp_path / "scores.parquet", tmp_path / "scores.quarantine.csv")
+    with out.locked():
+        result = CliRunner().invoke(main, score_args(tmp_path))
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "another gpuwatch run" in result.output
+    assert not out.scores.exists()
+
+
+def test_a_failed_score_keeps_the_last_set_and_marks_the_run_failed(tmp_path):
+    from click.testing import CliRunner
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from detector.cli import main
+
+    ok = CliRunner().invoke(main, score_args(tmp_path))
+    assert ok.exit_code == 0, ok.output
+    run_id = json.loads(ok.output)["run_id"]
+    failed = CliRunner().invoke(main, score_args(tmp_path, model=tmp_path / "no-model"))
+    assert failed.exit_code == 2
+    report = json.loads((tmp_path / "scores.parquet.run.json").read_text())
+    assert report["run_id"] == run_id
+    assert set(pd.read_parquet(tmp_path / "scores.parquet")["run_id"]) == {run_id}
+    metrics = {
+        s.name: s.value
+        for f in text_string_to_metric_families((tmp_path / "gpuwatch.prom").read_text())
+        for s in f.samples
+    }
+    assert metrics["gpuwatch_last_run_success"] == 0.0
+    assert metrics["gpuwatch_last_success_timestamp_seconds"] == report["finished_at"]
+    assert metrics["gpuwatch_sessions_scored"] == report["sessions"]
