@@ -761,11 +761,13 @@ def score_command(
             publish(scores, report, replace(export, metrics_file=None))
         except GpuwatchError:
             try:
-                failed = f"{report.run_id}-failed"  # the last scores, this run's failure metrics
-                with outputs.stage(failed) as stage:
-                    outputs.carry(stage)
-                    publish_failure(report, replace(export, metrics_file=stage.metrics))
-                    if stage.metrics is not None:
+                if export.metrics_file is None:
+                    publish_failure(report, export)
+                else:  # a new set: the last scores, report and quarantine, failed-run metrics
+                    failed = f"{report.run_id}-failed"
+                    with outputs.stage(failed) as stage:
+                        outputs.carry(stage)
+                        publish_failure(report, replace(export, metrics_file=stage.metrics))
                         outputs.commit(stage, failed)
             except GpuwatchError as exc:
                 log.error("could not publish the failure metrics: %s", exc)

@@ -61,11 +61,16 @@ class OutputSet:
         """``out/.scores.parquet.runs``: the lock, ``current`` and the run folders."""
         return self.scores.parent / f".{self.scores.name}.runs"
 
+    @property
+    def quarantine_name(self) -> str:
+        """The quarantine's name inside a run folder (its format follows the user's suffix)."""
+        return "quarantine" + (self.quarantine.suffix or ".csv")
+
     def members(self) -> dict[str, Path]:
         """{name inside a run folder: the path the user sees}; the scores come last."""
         names = {
             f"{self.scores.name}.run.json": self.scores.with_name(self.scores.name + ".run.json"),
-            "quarantine" + (self.quarantine.suffix or ".csv"): self.quarantine,
+            self.quarantine_name: self.quarantine,
         }
         if self.metrics is not None:
             names[METRICS] = self.metrics
@@ -98,7 +103,7 @@ class OutputSet:
         stage = Stage(
             folder,
             folder / self.scores.name,
-            folder / ("quarantine" + (self.quarantine.suffix or ".csv")),
+            folder / self.quarantine_name,
             folder / METRICS if self.metrics is not None else None,
         )
         try:
