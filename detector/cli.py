@@ -703,6 +703,14 @@ def train_command(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Suppression rules (TOML): matching alerts are stored with alert false.",
 )
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for another run writing the same --out, then fail (exit 2).",
+)
 @export_options
 @click.pass_obj
 def score_command(
@@ -716,35 +724,54 @@ def score_command(
     top: int,
     fail_on_alert: bool,
     rules_path: Path | None,
+    wait: float,
     export: ExportOptions,
 ) -> None:
-    """Score sessions with a trained model; write scores, quarantine and metrics."""
+    """Score sessions with a trained model; write scores, quarantine and metrics (as one set)."""
     from .export.publish import publish, publish_failure
     from .export.sidecar import write_run_sidecar
     from .model import store
+    from .outputs import OutputSet
     from .pipeline import finish, score
     from .runinfo import RunReport
 
     report = RunReport()
-    try:
-        rules = _load_rules(rules_path) if rules_path else None
-        stored = store.load(model_dir)
-        table = _build_features(app, inputs, engine, report)
-        scores = score(table.sessions, stored, report)
-        if rules:
-            scores = _apply_rules(scores, rules, report)
-        with report.stage("write"):
-            _write_scores(scores, out)
-            _write_quarantine(table, quarantine_path or out.with_suffix(".quarantine.csv"))
-        finish(report)
-        write_run_sidecar(out, report)
-        publish(scores, report, policy_export(export, app.settings))
-    except GpuwatchError:
+    export = policy_export(export, app.settings)
+    outputs = OutputSet(
+        out, quarantine_path or out.with_suffix(".quarantine.csv"), export.metrics_file
+    )
+    with outputs.locked(wait):
         try:
-            publish_failure(report, export)
-        except GpuwatchError as exc:
-            log.error("could not publish the failure metrics: %s", exc)
-        raise
+            rules = _load_rules(rules_path) if rules_path else None
+            stored = store.load(model_dir)
+            table = _build_features(app, inputs, engine, report)
+            scores = score(table.sessions, stored, report)
+            if rules:
+                scores = _apply_rules(scores, rules, report)
+            with outputs.stage(report.run_id) as stage:
+                with report.stage("write"):
+                    _write_scores(scores, stage.scores)
+                    _write_quarantine(table, stage.quarantine, outputs.quarantine)
+                finish(report)
+                write_run_sidecar(stage.scores, report)
+                publish(
+                    scores, report, replace(export, metrics_file=stage.metrics, pushgateway=None)
+                )
+                outputs.commit(stage, report.run_id)
+            publish(scores, report, replace(export, metrics_file=None))
+        except GpuwatchError:
+            try:
+                if export.metrics_file is None:
+                    publish_failure(report, export)
+                else:  # a new set: the last scores, report and quarantine, failed-run metrics
+                    failed = f"{report.run_id}-failed"
+                    with outputs.stage(failed) as stage:
+                        outputs.carry(stage)
+                        publish_failure(report, replace(export, metrics_file=stage.metrics))
+                        outputs.commit(stage, failed)
+            except GpuwatchError as exc:
+                log.error("could not publish the failure metrics: %s", exc)
+            raise
     alerts = int(scores["alert"].sum())
     if fmt == "json":
         click.echo(
@@ -1318,13 +1345,11 @@ def _build_features(app: App, inputs: Inputs, engine: Engine, report: RunReport)
 
 
 def _write_scores(scores: pd.DataFrame, out: Path) -> None:
-    """Write atomically (temp file, then rename) so `gpuwatch serve` never reads half a file."""
-    tmp = out.with_name(f".{out.name}.tmp")
+    """Write the scores table (CSV or Parquet by the name's suffix)."""
     if out.suffix == ".csv":
-        scores.to_csv(tmp, index=False)
+        scores.to_csv(out, index=False)
     else:
-        scores.to_parquet(tmp, index=False)
-    os.replace(tmp, out)
+        scores.to_parquet(out, index=False)
 
 
 def _read_scores(path: Path) -> pd.DataFrame:
@@ -1342,13 +1367,14 @@ def _read_scores(path: Path) -> pd.DataFrame:
         raise InputError(f"cannot read scores: {exc}", path=str(path)) from exc
 
 
-def _write_quarantine(table: FeatureTable, path: Path) -> None:
+def _write_quarantine(table: FeatureTable, path: Path, shown: Path | None = None) -> None:
+    """Write the rejected rows to ``path``; the warning names ``shown`` (the user's path)."""
     from . import quarantine
 
     path.parent.mkdir(parents=True, exist_ok=True)
     quarantine.write(table.quarantine, path)
     if len(table.quarantine):
-        log.warning("%d rejected rows written to %s", len(table.quarantine), path)
+        log.warning("%d rejected rows written to %s", len(table.quarantine), shown or path)
 
 
 def _counts(report: RunReport) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prometheus_client.core import (
-    CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     InfoMetricFamily,
@@ -107,18 +106,20 @@ def run_families(report: RunReport) -> Iterator[Metric]:
     for stage, seconds in sorted(report.stage_seconds.items()):
         duration.add_metric([stage], seconds)
     yield duration
-    for name, counter, what in (
-        ("gpuwatch_rows_read", report.rows_read, "read"),
-        ("gpuwatch_rows_accepted", report.rows_accepted, "accepted"),
+    # gauges, not counters: each run reports its own rows, and rate() of a value that starts
+    # again every run would be nonsense
+    for name, rows_by_source, what in (
+        ("gpuwatch_last_run_rows_read", report.rows_read, "read"),
+        ("gpuwatch_last_run_rows_accepted", report.rows_accepted, "accepted"),
     ):
-        family = CounterMetricFamily(
+        family = GaugeMetricFamily(
             name, f"Input rows {what} by the last run, by source.", labels=["source"]
         )
-        for source, rows in sorted(counter.items()):
+        for source, rows in sorted(rows_by_source.items()):
             family.add_metric([source], rows)
         yield family
-    quarantined = CounterMetricFamily(
-        "gpuwatch_rows_quarantined",
+    quarantined = GaugeMetricFamily(
+        "gpuwatch_last_run_rows_quarantined",
         "Input rows rejected by the last run, by source and reason.",
         labels=["source", "reason"],
     )
@@ -171,6 +172,14 @@ def _check(scores: pd.DataFrame) -> None:
         if column not in scores:
             raise SchemaError(
                 f"scores lack the column {column!r} needed for metrics", column=column
+            )
+    for column in ("session_id", "tenant_id"):
+        missing = scores[column].isna()
+        if missing.any():
+            raise SchemaError(
+                f"{int(missing.sum())} scores have no {column} (first at row "
+                f"{int(missing.to_numpy().argmax()) + 1})",
+                column=column,
             )
     unknown = sorted(set(scores["severity"].dropna().astype(str)) - set(SEVERITIES))
     if unknown:
