@@ -359,9 +359,11 @@ def render_text(case: Case, width: int = TEXT_WIDTH) -> str:
     lines += ["", "What pushed the score (log-odds, strongest first)"]
     if not case.pushes:
         lines.append("  nothing: no tell or signal added evidence")
+    meanings = {f.meaning for s in case.sections for f in s.facts}
     for p in case.pushes:
         lines.append(f"  {p.contribution:+6.2f}  {p.feature}: {p.text}")
-        lines += _wrapped(p.meaning, width, 10)
+        if p.meaning not in meanings:  # else the sections below say it
+            lines += _wrapped(p.meaning, width, 10)
     for section in case.sections:
         lines += ["", section.title]
         if section.key == MORE:
