@@ -21,7 +21,7 @@ import json
 import math
 import textwrap
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -99,6 +99,9 @@ MEANINGS = {  # columns outside the feature registry
     "anomaly_score": "the Isolation Forest's score before scaling to risk (higher = rarer)",
 }
 SHOWN_AS = {"log10_nvlink_bps": "nvlink_bps", "log10_pcie_bps": "pcie_bps"}  # signal -> column
+# The columns `training.signal_values` derives its other signals from, and the confidence's.
+SIGNAL_INPUTS = ("n_gpus", "nvlink_bps", "pcie_bps", "idle_frac", "dip_regularity",
+                 "dip_rate_per_h", "samples_per_gpu")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ class Case:
     model_version: str | None
     summary: str
     pushes: tuple[Push, ...]
-    sections: tuple[Section, ...] = field(default=())
+    sections: tuple[Section, ...]
 
     @property
     def fired(self) -> list[str]:
@@ -232,37 +235,28 @@ def _fact(row: pd.Series, name: str) -> Fact:
 
 
 def _evidence(rows: pd.DataFrame) -> dict[int, dict[str, list[Fact]]]:
-    """Per row, the training-signal and origin-tell facts (when the row has their inputs)."""
-    needed = {"samples_per_gpu", "idle_frac", "pcie_bps", "nvlink_bps", "n_gpus",
-              "dip_regularity", "dip_rate_per_h", *origin.HISTORY_COLUMNS,
-              *(s.feature for s in training.SIGNALS if s.feature not in SHOWN_AS
-                and s.feature not in ("active_share", "checkpoint_rhythm"))}  # fmt: skip
-    if not needed <= set(rows.columns) or rows.empty:
+    """Per row, the training-signal and origin-tell facts (when the rows have their inputs)."""
+    needed = {*origin.HISTORY_COLUMNS, *SIGNAL_INPUTS}
+    needed |= {s.feature for s in training.SIGNALS if s.feature in BY_NAME}
+    if rows.empty or not needed <= set(rows.columns):
         return {}
-    items = evidence_items(rows)
     signals = {s.feature: s for s in training.SIGNALS}
     tells = {t.name: t for t in origin.TELLS}
     out: dict[int, dict[str, list[Fact]]] = {}
-    for i, family, name, value, push in items.itertuples(index=False):
+    for i, family, name, value, push in evidence_items(rows).itertuples(index=False):
         facts = out.setdefault(int(i), {TRAINING: [], TELLS: []})
+        push = round(float(push), 3)
         if family == "origin":
             tell = tells[name]
-            fired = bool(push >= FIRED_LOG_ODDS)
             text = f"{value:.0%} of {tell.weight:+g}" if not pd.isna(value) else "n/a"
+            fired = push >= FIRED_LOG_ODDS
             facts[TELLS].append(Fact(name, _plain(value), text, tell.meaning, push, fired))
         else:
-            row = rows.iloc[int(i)]
             shown = SHOWN_AS.get(name)
-            text = format_value(shown, row[shown]) if shown else format_value(name, value)
-            facts[TRAINING].append(
-                Fact(name, _plain(value), text, signals[name].meaning, round(float(push), 3))
-            )
+            text = format_value(shown, rows.at[i, shown]) if shown else format_value(name, value)
+            facts[TRAINING].append(Fact(name, _plain(value), text, signals[name].meaning, push))
     for facts in out.values():
         facts[TELLS].sort(key=lambda f: -(f.push or 0.0))
-        facts[TELLS] = [
-            Fact(f.name, f.value, f.text, f.meaning, round(float(f.push or 0.0), 3), f.fired)
-            for f in facts[TELLS]
-        ]
         facts[TRAINING].sort(key=lambda f: -abs(f.push or 0.0))
     return out
 
