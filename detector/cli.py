@@ -802,50 +802,41 @@ def score_command(
 
 
 @main.command("explain")
-@click.argument("session_id")
+@click.argument("session_ids", nargs=-1)
 @click.option("--scores", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--all-alerts", is_flag=True, help="Every alerting session's case, highest risk first."
+)
 @format_option
 @click.pass_obj
-def explain_command(app: App, session_id: str, scores: Path, fmt: str) -> None:
-    """Why a session scored as it did: its features and what pushed its score."""
-    from rich.table import Table
+def explain_command(
+    app: App, session_ids: tuple[str, ...], scores: Path, all_alerts: bool, fmt: str
+) -> None:
+    """A session's case: its workload, origin and entity evidence, and what pushed its score.
 
-    from .features import FEATURES
+    SESSION_IDS match by any unique prefix, case-insensitively. With --format json, one id
+    gives one object and several ids (or --all-alerts) a list.
+    """
+    from . import cases, labelling
+    from . import columns as c
 
+    if bool(session_ids) == all_alerts:
+        raise click.UsageError("give session ids or --all-alerts (one of them)")
     table = _read_scores(scores)
-    rows = table[table["session_id"].astype(str).str.startswith(session_id)]
-    if len(rows) != 1:
-        raise click.BadParameter(
-            f"{scores}: {len(rows)} sessions match {session_id!r}; give more of the id",
-            param_hint="SESSION_ID",
-        )
-    row = rows.iloc[0]
-    top = json.loads(row["top_features"] or "[]")
+    if all_alerts:
+        alerting = table[c.ALERT].fillna(False).astype(bool)
+        rows = table[alerting].sort_values(c.RISK, ascending=False, kind="stable")
+    else:
+        rows = labelling.session_rows(table, session_ids, str(scores))
+    built = cases.build_cases(rows)
     if fmt == "json":
-        click.echo(
-            json.dumps({k: _jsonable(v) for k, v in row.items()} | {"top_features": top}, indent=2)
-        )
-        return
-    c = app.console
-    c.print(
-        f"session [bold]{row['session_id']}[/] of tenant [bold]{row['tenant_id']}[/]: "
-        f"{row['start']} -> {row['end']}, {row['n_gpus']} GPUs on {row['n_hosts']} hosts, "
-        f"{row['gpu_hours']:.1f} GPU-hours"
-    )
-    c.print(
-        f"risk {row['risk_score']:.1f} ({row['severity']}), alert: {bool(row['alert'])}, "
-        f"model {row['model_version']}"
-    )
-    pushed = Table("feature", "value", "contribution", "meaning", title="what pushed the score")
-    for item in top:
-        meaning = next((f.description for f in FEATURES if f.name == item["feature"]), "")
-        pushed.add_row(item["feature"], _fmt(item["value"]), f"{item['contribution']:.3f}", meaning)
-    c.print(pushed)
-    everything = Table("feature", "value", "unit", "family", title="all features")
-    for f in FEATURES:
-        if f.name in row:
-            everything.add_row(f.name, _fmt(row[f.name]), f.unit, f.family)
-    c.print(everything)
+        data = [case.to_dict() for case in built]
+        one = len(session_ids) == 1 and not all_alerts
+        click.echo(json.dumps(data[0] if one else data, indent=2))
+    elif not built:
+        click.echo(f"{scores}: no session alerts")
+    else:
+        click.echo(("\n\n" + "=" * cases.TEXT_WIDTH + "\n\n").join(map(cases.render_text, built)))
 
 
 @main.command("features")
@@ -1482,24 +1473,6 @@ def pd_isna(value: Any) -> bool:
     import pandas as pd
 
     return bool(pd.isna(value))
-
-
-def _fmt(value: Any) -> str:
-    import pandas as pd
-
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "n/a"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _jsonable(value: Any) -> Any:
-    import pandas as pd
-
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if hasattr(value, "item"):
-        return value.item()
-    return None if pd.isna(value) else value
 
 
 def _login() -> str:
