@@ -229,7 +229,6 @@ def build_incremental(
         report.rows_accepted[TELEMETRY.name] -= len(late)
         report.rows_quarantined[(TELEMETRY.name, carry.LATE_REASON)] += len(late)
     raw_access = _concat([state.access, *tables[ACCESS.name]], ACCESS)
-    raw_access = raw_access[~raw_access.duplicated(subset=list(ACCESS.key), keep="first")]
     with report.stage("enrich"):
         db = open_database(inputs.geoip_db)
         access, stats = enrich_access(raw_access.reset_index(drop=True), db, settings, tenants)

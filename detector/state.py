@@ -187,13 +187,17 @@ def _frame(blob: bytes) -> pd.DataFrame:
 def split_files(state: State, kind: str, files: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     """(new, changed) among `files`: new ones are read whole, changed ones (size or mtime
     differ from the manifest) only after the watermark; unchanged ones are not read."""
-    known = state.files[state.files["kind"] == kind].set_index("path")
+    mine = state.files[state.files["kind"] == kind]
+    known = {
+        path: (int(size), int(mtime))
+        for path, size, mtime in zip(mine["path"], mine["size"], mine["mtime_ns"], strict=True)
+    }
     new, changed = [], []
     for path in files:
-        key = str(Path(path).resolve())
-        if key not in known.index:
+        stamp = known.get(str(Path(path).resolve()))
+        if stamp is None:
             new.append(path)
-        elif tuple(known.loc[key, ["size", "mtime_ns"]]) != _stamp(path):
+        elif stamp != _stamp(path):
             changed.append(path)
     return new, changed
 
@@ -442,15 +446,18 @@ def summary(state: State) -> dict[str, object]:
     }
 
 
-def prune(state: State, keep_days: float) -> tuple[State, dict[str, int]]:
+def prune(state: State, keep_days: float, gap_seconds: float) -> tuple[State, dict[str, int]]:
     """Drop closed sessions that ended more than `keep_days` before the watermark, resolved
-    alerts last seen before then, and the settled marks of groups with nothing newer. Late
-    rows for pruned groups are still judged against the watermark's horizon."""
+    alerts last seen before then, and the settled marks of groups with nothing newer (late
+    rows of those groups are still judged against the watermark's horizon, more than two
+    gaps later)."""
+    if keep_days * 86400 < 2 * gap_seconds:
+        raise InputError(f"keep at least two session gaps ({2 * gap_seconds:g} s) of history")
     if state.watermark is None:
         return state, {"sessions": 0, "alerts": 0, "groups": 0}
     cutoff = state.watermark - pd.Timedelta(days=keep_days)
     sessions = state.sessions
-    old = sessions["end"] < cutoff if len(sessions) else pd.Series(dtype=bool)
+    old = (sessions["end"] < cutoff).to_numpy() if len(sessions) else np.zeros(0, dtype=bool)
     alerts = state.alerts
     stale = (alerts["status"] == "resolved") & (
         pd.to_datetime(alerts["last_seen"], utc=True) < cutoff
@@ -459,7 +466,7 @@ def prune(state: State, keep_days: float) -> tuple[State, dict[str, int]]:
     idle = groups["horizon"].isna() & (groups["settled"] < cutoff.as_unit("ns").value)
     pruned = replace(
         state,
-        sessions=sessions[~old].reset_index(drop=True) if len(sessions) else sessions,
+        sessions=sessions[~old].reset_index(drop=True),
         alerts=alerts[~stale].reset_index(drop=True),
         groups=groups[~idle].reset_index(drop=True),
     )
