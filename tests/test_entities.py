@@ -57,6 +57,43 @@ def test_a_job_split_across_accounts_is_one_group_and_one_entity():
     assert f.loc["other", "entity_tenants"] == 1 and f.loc["other", "linked_tenants"] == ""
 
 
+def dipping(tenant: str, late_minutes: int, minutes: int, dips: np.ndarray, seed: int):
+    """Training from `late_minutes` after LATER for `minutes`, with two-minute dips at the
+    absolute minutes `dips` (from LATER)."""
+    util = np.full(minutes, 97.0)
+    for minute in dips[(dips >= late_minutes) & (dips < late_minutes + minutes - 2)]:
+        util[minute - late_minutes : minute - late_minutes + 2] = 3.0
+    start = LATER + pd.Timedelta(minutes=late_minutes)
+    return telemetry(tenant, 1, 8, minutes, start=start, util=util, seed=seed)
+
+
+def test_dips_in_step_link_jobs_only_beyond_chance_not_two_regular_schedules():
+    """Jobs that start apart are in step only by their checkpoints. Two unrelated jobs that
+    both checkpoint every 40 minutes line up by chance one time in twenty (a period and a
+    phase place every dip); irregular dips that coincide again and again do not."""
+    regular = np.arange(30, 1800, 40)
+    rng = np.random.default_rng(5)
+    irregular = 30 + np.cumsum(rng.integers(15, 75, 60))
+    tel = pd.concat(
+        [
+            background(),
+            dipping("clock_a", 0, 1800, regular, 1),
+            dipping("clock_b", 180, 1620, regular, 2),
+            dipping("crew_a", 0, 1800, irregular, 3),
+            dipping("crew_b", 180, 1620, irregular, 4),
+        ],
+        ignore_index=True,
+    )
+    acc = pd.concat(
+        [access(t, [T0], "US") for t in ("early", "clock_a", "clock_b", "crew_a", "crew_b")],
+        ignore_index=True,
+    )
+    f = features_of(tel, acc)
+    assert f.loc["clock_a", "entity_id"] != f.loc["clock_b", "entity_id"]
+    assert f.loc["crew_a", "entity_id"] == f.loc["crew_b", "entity_id"]
+    assert f.loc["crew_b", "linked_tenants"] == "crew_a"
+
+
 def test_links_from_principals_billing_and_home_prefixes_but_not_common_infrastructure():
     tel = pd.concat(
         [telemetry(t, 1, 2, 60, seed=i) for i, t in enumerate("abcdefghij")], ignore_index=True
