@@ -48,6 +48,7 @@ def test_runs_every_three_hours_agree_with_one_run_over_the_period(tmp_path):
     again = _score(
         "--telemetry", inbox / "tel", "--access", inbox / "acc", *common,
         "--out", tmp_path / "again.parquet", "--state", tmp_path / "state",
+        "--metrics-file", tmp_path / "gpuwatch.prom",
     )  # fmt: skip
     _score(
         "--telemetry", data / "telemetry.parquet", "--access", data / "access.jsonl.gz",
@@ -67,6 +68,9 @@ def test_runs_every_three_hours_agree_with_one_run_over_the_period(tmp_path):
     paged = [a for r in runs for a in r["alerts_new"]]
     assert whole["alert"].any() and len(paged) == len(set(paged))
     assert again["alerts_new"] == [] and again["alert_status"]["ongoing"] == whole["alert"].sum()
+    metrics = (tmp_path / "gpuwatch.prom").read_text()
+    assert 'gpuwatch_alerts{status="new"} 0.0' in metrics
+    assert f'gpuwatch_alerts{{status="ongoing"}} {float(whole["alert"].sum())}' in metrics
     alerts = last[last["alert"]]
     assert alerts["alert_id"].notna().all() and (alerts["first_seen"] <= alerts["last_seen"]).all()
 
