@@ -184,36 +184,21 @@ def build_incremental(
             files = [f.path for f in expand(paths, fmt)] if paths else []
             new, changed = carry.split_files(state, schema.name, files)
             read[schema.name] = new + changed
-            window = {"since": inputs.since, "until": inputs.until}
             if schema is ACCESS:  # access files that changed: events after the latest kept
                 latest = state.access["timestamp"].max() if len(state.access) else None
                 changed_since = latest + pd.Timedelta(1, "ns") if latest is not None else None
-            else:
+            else:  # telemetry files that changed, and a Prometheus pull: after the watermark
                 changed_since = since
+            after_mark = replace(inputs, since=changed_since)
             parts = [
-                _read(
-                    new,
-                    schema,
-                    replace(inputs, prometheus=None),
-                    settings,
-                    report,
-                    rejected,
-                    window,
-                )
+                _read(new, schema, replace(inputs, prometheus=None), settings, report, rejected)
                 if new
                 else None,
-                _read(
-                    changed,
-                    schema,
-                    inputs,
-                    settings,
-                    report,
-                    rejected,
-                    window | {"since": changed_since},
-                )
+                _read(changed, schema, after_mark, settings, report, rejected,
+                      {"since": changed_since, "until": inputs.until})
                 if changed or (schema is TELEMETRY and inputs.prometheus)
                 else None,
-            ]
+            ]  # fmt: skip
             tables[schema.name] = [p for p in parts if p is not None]
         tenants = (
             _read([inputs.tenants], TENANTS, inputs, settings, report, rejected)

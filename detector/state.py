@@ -55,6 +55,7 @@ ALERT_COLUMNS = [
     "session_id",
     "tenant_id",
     "entity_id",
+    "session_end",
     "first_seen",
     "last_seen",
     "status",
@@ -70,7 +71,8 @@ CREATE TABLE IF NOT EXISTS files (
   PRIMARY KEY (kind, path));
 CREATE TABLE IF NOT EXISTS alerts (
   alert_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, tenant_id TEXT NOT NULL, entity_id TEXT,
-  first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, status TEXT NOT NULL, risk_score REAL);
+  session_end TEXT NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
+  status TEXT NOT NULL, risk_score REAL);
 """
 
 
@@ -406,6 +408,7 @@ def track_alerts(
             "session_id": scores["session_id"].astype(str)[firing],
             "tenant_id": scores["tenant_id"].astype(str)[firing],
             "entity_id": scores["entity_id"].astype(str)[firing] if "entity_id" in scores else None,
+            "session_end": [t.isoformat() for t in pd.to_datetime(scores["end"], utc=True)[firing]],
             "first_seen": before["first_seen"].reindex(ids[firing]).fillna(seen).to_numpy(),
             "last_seen": seen,
             "status": status[firing],
@@ -448,30 +451,33 @@ def summary(state: State) -> dict[str, object]:
 
 def prune(state: State, keep_days: float, gap_seconds: float) -> tuple[State, dict[str, int]]:
     """Drop closed sessions that ended more than `keep_days` before the watermark, resolved
-    alerts last seen before then, and the settled marks of groups with nothing newer (late
-    rows of those groups are still judged against the watermark's horizon, more than two
-    gaps later)."""
+    alerts of sessions that ended before then, files gone from the disk from the manifest,
+    and the settled marks of groups with nothing newer (late rows of those groups are still
+    judged against the watermark's horizon, more than two gaps later)."""
     if keep_days * 86400 < 2 * gap_seconds:
         raise InputError(f"keep at least two session gaps ({2 * gap_seconds:g} s) of history")
     if state.watermark is None:
-        return state, {"sessions": 0, "alerts": 0, "groups": 0}
+        return state, {"sessions": 0, "alerts": 0, "groups": 0, "files": 0}
     cutoff = state.watermark - pd.Timedelta(days=keep_days)
     sessions = state.sessions
     old = (sessions["end"] < cutoff).to_numpy() if len(sessions) else np.zeros(0, dtype=bool)
     alerts = state.alerts
     stale = (alerts["status"] == "resolved") & (
-        pd.to_datetime(alerts["last_seen"], utc=True) < cutoff
+        pd.to_datetime(alerts["session_end"], utc=True) < cutoff
     )
     groups = state.groups
     idle = groups["horizon"].isna() & (groups["settled"] < cutoff.as_unit("ns").value)
+    gone = ~state.files["path"].map(lambda p: Path(p).exists()).astype(bool)
     pruned = replace(
         state,
         sessions=sessions[~old].reset_index(drop=True),
         alerts=alerts[~stale].reset_index(drop=True),
         groups=groups[~idle].reset_index(drop=True),
+        files=state.files[~gone].reset_index(drop=True),
     )
     return pruned, {
         "sessions": int(old.sum()),
         "alerts": int(stale.sum()),
         "groups": int(idle.sum()),
+        "files": int(gone.sum()),
     }

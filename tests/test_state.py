@@ -146,6 +146,7 @@ def test_alerts_are_new_once_then_ongoing_then_resolved():
             "entity_id": ["a", "b"],
             "risk_score": [90.0, 10.0],
             "alert": [True, False],
+            "end": pd.to_datetime(["2026-10-05T00:30", "2026-10-05T00:40"], utc=True),
         }
     )
     first, alerts = state.track_alerts(scores, state.State().alerts, "2026-10-05T01:00:00+00:00")
