@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from . import quarantine
 from .config import Settings
@@ -133,6 +134,14 @@ def opened(directory: Path, write: bool = True) -> Iterator[sqlite3.Connection]:
 
 
 def load(con: sqlite3.Connection) -> State:
+    """The state held in `con` (an empty one if nothing was saved yet)."""
+    try:
+        return _load(con)
+    except (sqlite3.Error, pd.errors.DatabaseError, pa.ArrowException, ValueError) as exc:
+        raise StateError(f"state damaged or of another version: {exc}") from exc
+
+
+def _load(con: sqlite3.Connection) -> State:
     meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
     if meta and int(meta.get("version", 0)) != VERSION:
         raise StateError(f"state version {meta.get('version')}, this gpuwatch reads {VERSION}")

@@ -218,3 +218,10 @@ def test_state_show_and_prune(tmp_path):
     assert too_short.exit_code == 2 and "two session gaps" in too_short.output
     missing = runner.invoke(main, ["state", "show", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "no state here" in missing.output
+
+
+def test_a_damaged_state_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / state.FILE_NAME).write_bytes(b"SQLite format 3\x00" + bytes(200))
+    result = CliRunner().invoke(main, ["state", "show", str(tmp_path)])
+    assert result.exit_code == 2 and "state" in result.output
+    assert len(result.output.strip().splitlines()) == 1
