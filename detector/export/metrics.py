@@ -24,6 +24,7 @@ from prometheus_client.utils import floatToGoString
 
 from ..errors import SchemaError
 from ..runinfo import RunReport
+from ..state import ALERT_STATUSES
 from .options import ExportOptions
 from .pseudonym import pseudonymize
 
@@ -60,6 +61,8 @@ def score_families(scores: pd.DataFrame, options: ExportOptions) -> Iterator[Met
         }
     )
     yield from _fleet(frame)
+    if "alert_status" in scores:  # scored with --state: alerts have an identity
+        yield _alert_status(scores["alert_status"])
     tenants, dropped_tenants = _chosen_tenants(frame, options)
     yield from _tenants(frame, tenants, options)
     sessions = frame[frame["alert"]].sort_values(["risk", "session"], ascending=[False, True])
@@ -186,6 +189,20 @@ def _check(scores: pd.DataFrame) -> None:
         raise SchemaError(
             f"unknown severity {unknown[0]!r}, expected one of {SEVERITIES}", column="severity"
         )
+
+
+def _alert_status(status: pd.Series) -> Metric:
+    """Alerts by status: `new` counts only alerts first raised by this run (page on it)."""
+    counts = status.value_counts()
+    family = GaugeMetricFamily(
+        "gpuwatch_alerts",
+        "Alerts of the last successful run by status: new (first raised by this run), "
+        "ongoing (raised before, still in alert), resolved (no longer in alert).",
+        labels=["status"],
+    )
+    for name in ALERT_STATUSES:
+        family.add_metric([name], int(counts.get(name, 0)))
+    return family
 
 
 def _fleet(frame: pd.DataFrame) -> Iterator[Metric]:
