@@ -54,7 +54,39 @@ def test_a_job_split_across_accounts_is_one_group_and_one_entity():
     assert parts["entity_id"].nunique() == 1
     assert parts["entity_id"].iloc[0] == entity_name(["part0", "part1", "part2"])
     assert parts.loc["part0", "linked_tenants"] == "part1,part2"
+    assert parts.loc["part0", "link_reasons"] == "part1: in-step sessions; part2: in-step sessions"
     assert f.loc["other", "entity_tenants"] == 1 and f.loc["other", "linked_tenants"] == ""
+
+
+def test_a_split_job_running_at_either_edge_of_the_data_is_one_group():
+    """A bound at the edge of the data is unknown: parts running since before the data began
+    and ending together are in step, and so are parts started together and still running."""
+    dips = [40, 95, 150, 205, 260, 315]
+    util = np.where(np.isin(np.arange(360), dips), 3.0, 97.0)
+    early_crew = [telemetry(f"old{k}", 1, 8, 360, start=T0, util=util, seed=k) for k in range(2)]
+    late_crew = [checkpointing(f"new{k}", 1, 10 + k, dips) for k in range(2)]  # to 8 h
+    tel = pd.concat([*early_crew, *late_crew], ignore_index=True)  # the data: 0 to 8 h
+    acc = pd.concat(
+        [access(t, [T0], "US") for t in ("old0", "old1", "new0", "new1")], ignore_index=True
+    )
+    f = features_of(tel, acc)
+    assert (f.loc[["old0", "old1"], "group_sessions"] == 2).all()
+    assert (f.loc[["new0", "new1"], "group_sessions"] == 2).all()
+    assert f.loc["old0", "entity_id"] != f.loc["new0", "entity_id"]
+
+
+def test_sessions_without_checkpoints_are_not_one_job_however_they_line_up():
+    """Services started together and still running, or jobs launched at nine and stopped at
+    six, are many: without checkpoints in step nothing says they are one job."""
+    tel = pd.concat(
+        [background()]
+        + [telemetry(f"svc{k}", 1, 2, 360, start=LATER, util=60.0, seed=k) for k in range(2)],
+        ignore_index=True,
+    )
+    acc = pd.concat([access(t, [T0], "US") for t in ("early", "svc0", "svc1")], ignore_index=True)
+    f = features_of(tel, acc)
+    assert (f.loc[["svc0", "svc1"], "group_sessions"] == 1).all()
+    assert f.loc["svc0", "entity_id"] != f.loc["svc1", "entity_id"]
 
 
 def dipping(tenant: str, late_minutes: int, minutes: int, dips: np.ndarray, seed: int):
@@ -134,6 +166,9 @@ def test_links_from_principals_billing_and_home_prefixes_but_not_common_infrastr
     entity = f["entity_id"].groupby(level=0).first()
     assert entity["a"] == entity["b"] and entity["c"] == entity["d"] and entity["i"] == entity["j"]
     assert len({entity[t] for t in "aceghi"} | {entity["f"]}) == 7
+    why = f["link_reasons"].groupby(level=0).first()  # what each linked tenant shares
+    assert why["a"] == "b: prefix, 2 principals" and why["c"] == "d: 4 prefixes"
+    assert why["i"] == "j: billing id" and why["f"] == ""
 
 
 def test_a_tenant_sharing_home_prefixes_with_many_is_a_hub_not_a_link():

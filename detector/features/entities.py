@@ -46,6 +46,8 @@ LINK_WEIGHT = 1.0  # a pair of tenants is linked at this summed weight
 PRINCIPAL_WEIGHT = 0.5  # what one shared principal adds: names repeat in a large fleet
 PREFIX_WEIGHT = 0.25  # what one shared source prefix adds
 MAX_LINKED_SHOWN = 8  # linked tenants named in a session's `linked_tenants`
+PLURALS = {"principal": "principals", "prefix": "prefixes", "billing id": "billing ids"}
+INDIRECT = "through other linked tenants"  # a member with no link of its own to the tenant
 
 
 def entity_features(
@@ -54,7 +56,8 @@ def entity_features(
     tenants: pd.DataFrame | None,
     settings: Settings,
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Per session (same index): entity_id, linked_tenants, entity_tenants, group_sessions,
+    """Per session (same index): entity_id, linked_tenants, link_reasons (what each linked tenant
+    shares with this one), entity_tenants, group_sessions,
     group_flop, group_gpu_hours; and the entity of every tenant seen (sessions, access or
     registry). `sessions` holds tenant_id, start, end, est_flop, gpu_hours and DIP_TIMES."""
     groups = in_step_groups(sessions, settings)
@@ -70,14 +73,20 @@ def entity_features(
             access.get("principal"),
             settings,
             PRINCIPAL_WEIGHT,
+            "principal",
             exclude=GENERIC_PRINCIPALS,
         ),
         _shared_prefixes(access, settings),
     ]
     if tenants is not None and "billing_id" in tenants:
-        pairs.append(_shared(tenants["tenant_id"], tenants["billing_id"], settings, LINK_WEIGHT))
+        pairs.append(
+            _shared(
+                tenants["tenant_id"], tenants["billing_id"], settings, LINK_WEIGHT, "billing id"
+            )
+        )
     pairs.append(_group_pairs(sessions["tenant_id"].astype(str), groups))
-    entity = _entities(tenant_ids, index, pairs)
+    links = pd.concat(pairs, ignore_index=True)
+    entity = _entities(tenant_ids, index, links)
     members = pd.Series(tenant_ids).groupby(entity).agg(list)
     session_entity = (
         sessions["tenant_id"].astype(str).map(dict(zip(tenant_ids, entity, strict=True)))
@@ -88,12 +97,18 @@ def entity_features(
     hours = sessions["gpu_hours"].to_numpy(float)
     group_gpu_hours = np.bincount(groups, weights=np.nan_to_num(hours))[groups]
     of_tenant = pd.Series([names[e] for e in entity], index=tenant_ids, dtype=object)
+    shown = [
+        [m for m in members[e] if m != t][:MAX_LINKED_SHOWN]
+        for e, t in zip(session_entity, sessions["tenant_id"].astype(str), strict=True)
+    ]
+    why = _reasons(links)
     features = pd.DataFrame(
         {
             "entity_id": session_entity.map(names).to_numpy(),
-            "linked_tenants": [
-                ",".join([m for m in members[e] if m != t][:MAX_LINKED_SHOWN])
-                for e, t in zip(session_entity, sessions["tenant_id"].astype(str), strict=True)
+            "linked_tenants": [",".join(linked) for linked in shown],
+            "link_reasons": [
+                "; ".join(f"{m}: {why.get((t, m), INDIRECT)}" for m in linked)
+                for t, linked in zip(sessions["tenant_id"].astype(str), shown, strict=True)
             ],
             "entity_tenants": session_entity.map(members.map(len)).to_numpy(float),
             "group_sessions": np.bincount(groups)[groups].astype(float),
@@ -113,10 +128,14 @@ def entity_name(members: list[str]) -> str:
 
 def in_step_groups(sessions: pd.DataFrame, settings: Settings) -> np.ndarray:
     """A group code per session (row order): sessions of different tenants run in step share
-    one. In step: started and ended within `in_step_seconds` of each other (and, when both
-    checkpoint, checkpointing together: DIP_MATCH_SHARE of the dips of the session with fewer
-    match), or checkpointing together (DIP_ONLY_SHARE) beyond chance (DIP_CHANCE). A start
-    or end at the edge of the data is not a start or end."""
+    one. In step: checkpointing together, and either started and ended within
+    `in_step_seconds` of each other (DIP_MATCH_SHARE of the dips of the session with fewer
+    match) or not (DIP_ONLY_SHARE, beyond chance: DIP_CHANCE). Without checkpoints nothing
+    says two sessions are one job: jobs launched at nine and stopped at six are many, and
+    services run from the start of the data to its end. A start or end at the edge of the
+    data is unknown: two sessions running since before the data began start together if they
+    end together, and two still running end together if they started together; one bound
+    must be seen."""
     n = len(sessions)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -131,26 +150,42 @@ def in_step_groups(sessions: pd.DataFrame, settings: Settings) -> np.ndarray:
     dips["agree"] = dips["matched"] >= DIP_MATCH_SHARE * dips["fewer"]
     regularity = sessions["dip_regularity"].fillna(0.0).to_numpy(float)
     dips["unlikely"] = _chance(dips, start, end, regularity) < DIP_CHANCE
-    rows = []
-    order = np.flatnonzero(real_start)
-    order = order[np.argsort(start[order], kind="stable")]
-    s_sorted = start[order]
-    hi = np.searchsorted(s_sorted, s_sorted + tol, side="right")
-    for i, last in enumerate(hi):  # pairs of sessions that start together (few)
-        for j in range(i + 1, last):
-            a, b = sorted((order[i], order[j]))
-            if tenant[a] != tenant[b]:
-                rows.append((a, b))
-    together = pd.DataFrame(rows, columns=["a", "b"], dtype=np.int64)
-    together = together.merge(dips, on=["a", "b"], how="left")
+    pairs = pd.concat(
+        [_close(start, real_start, tenant, tol), _close(end, real_end, tenant, tol)],
+        ignore_index=True,
+    ).drop_duplicates()
+    together = pairs.merge(dips, on=["a", "b"], how="left")
     a, b = together["a"].to_numpy(), together["b"].to_numpy()
-    ends_together = (np.abs(end[a] - end[b]) <= tol) & real_end[a] & real_end[b]
+    starts, ends = _same(start, real_start, a, b, tol), _same(end, real_end, a, b, tol)
     agree = together["agree"].astype("boolean").fillna(False).to_numpy(bool)
-    ok = together[ends_together & ~(checkpointing[a] & checkpointing[b] & ~agree)]
+    ok = together[starts & ends & checkpointing[a] & checkpointing[b] & agree]
     often = dips[(dips["matched"] >= DIP_ONLY_SHARE * dips["fewer"]) & dips["unlikely"]]
     links = pd.concat([ok[["a", "b"]], often[["a", "b"]]], ignore_index=True)
     graph = coo_matrix((np.ones(len(links)), (links["a"], links["b"])), shape=(n, n))
     return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def _close(times: np.ndarray, real: np.ndarray, tenant: np.ndarray, tol: float) -> pd.DataFrame:
+    """Pairs (a < b) of sessions of different tenants whose real `times` are within `tol`."""
+    rows = []
+    order = np.flatnonzero(real)
+    order = order[np.argsort(times[order], kind="stable")]
+    hi = np.searchsorted(times[order], times[order] + tol, side="right")
+    for i, last in enumerate(hi):  # sessions that start (end) together are few
+        for j in range(i + 1, last):
+            a, b = sorted((order[i], order[j]))
+            if tenant[a] != tenant[b]:
+                rows.append((a, b))
+    return pd.DataFrame(rows, columns=["a", "b"], dtype=np.int64)
+
+
+def _same(
+    times: np.ndarray, real: np.ndarray, a: np.ndarray, b: np.ndarray, tol: float
+) -> np.ndarray:
+    """Whether sessions a and b share a bound: both seen and within `tol`, or both at the edge
+    of the data (unknown alike); one seen and one unknown do not."""
+    both = real[a] & real[b]
+    return np.where(both, np.abs(times[a] - times[b]) <= tol, ~real[a] & ~real[b])
 
 
 def _chance(
@@ -215,16 +250,17 @@ def _shared(
     value: pd.Series | None,
     settings: Settings,
     weight: float,
+    kind: str,
     exclude: frozenset[str] = frozenset({""}),
 ) -> pd.DataFrame:
     """Tenant pairs sharing a value held by 2..link_max_tenants tenants, `weight` a value."""
     if value is None:
-        return pd.DataFrame({"a": [], "b": [], "weight": []})
+        return pd.DataFrame({"a": [], "b": [], "weight": [], "kind": []})
     table = pd.DataFrame(
         {"t": tenant.astype(str).to_numpy(), "v": value.astype("string").fillna("").to_numpy()}
     )
     table = table[~table["v"].str.lower().isin(exclude)].drop_duplicates()
-    return _pairs_within(table, settings.features.link_max_tenants, weight)
+    return _pairs_within(table, settings.features.link_max_tenants, weight, kind)
 
 
 def _shared_prefixes(access: pd.DataFrame, settings: Settings) -> pd.DataFrame:
@@ -233,7 +269,7 @@ def _shared_prefixes(access: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     access = access[~access["hosting"].astype(bool)]
     ips = access["src_ip"].astype("string").fillna("")
     distinct = pd.Series(ips.unique())
-    prefix = distinct.map(_prefix)
+    prefix = distinct.map(source_prefix)
     table = pd.DataFrame(
         {
             "t": access["tenant_id"].astype(str).to_numpy(),
@@ -241,10 +277,11 @@ def _shared_prefixes(access: pd.DataFrame, settings: Settings) -> pd.DataFrame:
         }
     )
     table = table[table["v"] != ""].drop_duplicates()
-    return _pairs_within(table, settings.features.link_max_tenants, PREFIX_WEIGHT)
+    return _pairs_within(table, settings.features.link_max_tenants, PREFIX_WEIGHT, "prefix")
 
 
-def _prefix(ip: str) -> str:
+def source_prefix(ip: str) -> str:
+    """The /24 (IPv4) or /48 (IPv6) network of an address; '' when it is not one."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
@@ -253,7 +290,7 @@ def _prefix(ip: str) -> str:
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
 
 
-def _pairs_within(table: pd.DataFrame, max_tenants: int, weight: float) -> pd.DataFrame:
+def _pairs_within(table: pd.DataFrame, max_tenants: int, weight: float, kind: str) -> pd.DataFrame:
     """Pairs of tenants (column t) that share a value (column v) with few tenants. A tenant
     that shares such values with more than `max_tenants` others is a hub (a rotating proxy
     pool, a common first name), and its pairs are dropped."""
@@ -265,7 +302,7 @@ def _pairs_within(table: pd.DataFrame, max_tenants: int, weight: float) -> pd.Da
     hubs = partners.index[partners > max_tenants]
     keep = (pairs["t_a"] < pairs["t_b"]) & ~pairs["t_a"].isin(hubs) & ~pairs["t_b"].isin(hubs)
     pairs = pairs[keep]
-    return pd.DataFrame({"a": pairs["t_a"], "b": pairs["t_b"], "weight": weight})
+    return pd.DataFrame({"a": pairs["t_a"], "b": pairs["t_b"], "weight": weight, "kind": kind})
 
 
 def _group_pairs(tenant: pd.Series, groups: np.ndarray) -> pd.DataFrame:
@@ -274,14 +311,13 @@ def _group_pairs(tenant: pd.Series, groups: np.ndarray) -> pd.DataFrame:
     table = table[table.groupby("v")["t"].transform("size") >= 2]
     pairs = table.merge(table, on="v", suffixes=("_a", "_b"))
     pairs = pairs[pairs["t_a"] < pairs["t_b"]]
-    return pd.DataFrame({"a": pairs["t_a"], "b": pairs["t_b"], "weight": LINK_WEIGHT})
+    return pd.DataFrame(
+        {"a": pairs["t_a"], "b": pairs["t_b"], "weight": LINK_WEIGHT, "kind": "in-step sessions"}
+    )
 
 
-def _entities(
-    tenant_ids: list[str], index: dict[str, int], pairs: list[pd.DataFrame]
-) -> np.ndarray:
+def _entities(tenant_ids: list[str], index: dict[str, int], links: pd.DataFrame) -> np.ndarray:
     """Connected components of the tenants over links of enough weight."""
-    links = pd.concat(pairs, ignore_index=True)
     weight = links.groupby(["a", "b"])["weight"].sum()
     strong = weight[weight >= LINK_WEIGHT].reset_index()
     n = len(tenant_ids)
@@ -289,3 +325,14 @@ def _entities(
     b = strong["b"].map(index).to_numpy(np.int64)
     graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
     return connected_components(graph, directed=False)[1]
+
+
+def _reasons(links: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """Per ordered tenant pair, what they share: 'billing id, 2 prefixes, in-step sessions'."""
+    counts = links.groupby(["a", "b", "kind"], sort=True).size()
+    out: dict[tuple[str, str], list[str]] = {}
+    for (a, b, kind), n in counts.items():
+        text = f"{n} {PLURALS[kind]}" if n > 1 and kind in PLURALS else kind
+        out.setdefault((a, b), []).append(text)
+        out.setdefault((b, a), []).append(text)
+    return {pair: ", ".join(parts) for pair, parts in out.items()}
