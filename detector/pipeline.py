@@ -341,7 +341,10 @@ def train(
     later, cut = np.zeros(len(table), dtype=bool), None
     if labelled.any() and (test_from is not None or holdout_share > 0):
         cut = test_from if test_from is not None else table["start"].quantile(1 - holdout_share)
-        later = (table["start"] >= cut).to_numpy()
+        later = (table["start"] >= cut).to_numpy(copy=True)
+        if later.all():  # every session starts at or after the cut: nothing left to fit on
+            log.warning("labels: the sessions start too close together to hold any out by time")
+            later[:] = False
     fit_rows = table[label.ne("incident").fillna(True).to_numpy() & ~later]
     model = SessionRiskModel(
         reference=reference_case(settings),
