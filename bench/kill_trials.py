@@ -46,6 +46,8 @@ class Counts:
     trials: int = 0
     aimed_at_write: int = 0
     killed_before_commit: int = 0
+    finished: int = 0  # ended before the kill came: succeeded
+    failed: int = 0  # ended before the kill came: an error (e.g. refused by the lock)
     torn: int = 0
     mismatched: int = 0
     leftover: int = 0
@@ -181,7 +183,7 @@ def run_trials(n: int, seed: int, work: Path) -> Counts:
             command(out, extras[trial % len(extras)]),
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         aimed = trial % 2 == 1
         if aimed:  # a random moment after the write phase began
@@ -197,7 +199,12 @@ def run_trials(n: int, seed: int, work: Path) -> Counts:
             counts.problems += [f"trial {trial}: left over {name}" for name in sorted(stale)]
             pending.clear()
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        _, stderr = proc.communicate()
+        if proc.returncode == 0:
+            counts.finished += 1
+        elif proc.returncode != -signal.SIGKILL:
+            counts.failed += 1
+            counts.problems.append(f"trial {trial}: exit {proc.returncode}: {stderr.decode()}")
         counts.trials += 1
         counts.killed_before_commit += os.readlink(root / "current") == before
         torn, mismatched = check_set(out, USER_NAMES)
@@ -208,7 +215,10 @@ def run_trials(n: int, seed: int, work: Path) -> Counts:
         counts.leftover += len(extra)
         counts.problems += [f"trial {trial}: visible extra file {name}" for name in sorted(extra)]
         pending |= leftovers(out, tmpdir)
-    subprocess.run(command(out, extras[0]), env=env, check=True, capture_output=True)
+    final = subprocess.run(command(out, extras[0]), env=env, capture_output=True)
+    if final.returncode != 0:
+        counts.failed += 1
+        counts.problems.append(f"the final run: exit {final.returncode}: {final.stderr.decode()}")
     stop.set()
     watcher.join()
     remaining = leftovers(out, tmpdir)
@@ -236,7 +246,8 @@ def main() -> None:
         f"kill -9 trials of `gpuwatch score` (seed {args.seed}):",
         "",
         f"- trials: {counts.trials} ({counts.aimed_at_write} aimed at the write phase, "
-        f"{counts.killed_before_commit} killed before their commit)",
+        f"{counts.killed_before_commit} killed before their commit, {counts.finished} finished "
+        f"before the kill, {counts.failed} failed on their own)",
         f"- torn: {counts.torn}",
         f"- mismatched: {counts.mismatched}",
         f"- leftover: {counts.leftover}",

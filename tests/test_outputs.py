@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -110,6 +111,34 @@ def test_second_writer_fails_with_one_line_or_waits(tmp_path):
         waited = time.monotonic() - t0
     holder.wait(timeout=30)
     assert waited > 0.2  # it did wait for the other process, then got the lock
+
+
+def test_a_killed_run_does_not_leave_the_lock_to_its_forked_workers(tmp_path):
+    out = outputs(tmp_path, metrics=False)
+    code = (
+        "import os, sys, time\nfrom pathlib import Path\nfrom detector.outputs import OutputSet\n"
+        f"o = OutputSet(Path({str(out.scores)!r}), Path({str(out.quarantine)!r}))\n"
+        "with o.locked():\n"
+        "    child = os.fork()\n"
+        "    if child == 0:\n"
+        "        time.sleep(30); os._exit(0)\n"
+        "    print(child, flush=True); time.sleep(30)\n"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    assert run.stdout is not None
+    worker = int(run.stdout.readline())
+    try:
+        run.kill()  # kill -9: the forked worker lives on, an orphan
+        run.wait(timeout=10)
+        os.kill(worker, 0)  # still alive
+        with out.locked(wait=5):
+            pass
+    finally:
+        os.kill(worker, signal.SIGKILL)
 
 
 def test_next_run_removes_what_a_killed_run_left(tmp_path):
