@@ -10,7 +10,8 @@ time or a random moment after its write phase began, and checks the visible set:
   the user's paths and resolved once, as `gpuwatch serve` reads them;
 - leftover: a staging folder, link temp or partition folder of a killed run still present once
   a later run has started writing, or after the final complete run; any file in the output
-  folder besides the four links and the hidden run folder.
+  folder besides the four links and the hidden run folder; a process of the killed run (a
+  forked worker) still alive 0.5 s after the kill.
 
 A reader thread resolves and checks the set throughout, as `serve` would while runs swap.
 
@@ -145,6 +146,20 @@ def leftovers(out: Path, tmpdir: Path) -> set[str]:
     return found
 
 
+def survivors(out: Path) -> list[int]:
+    """Live processes whose command line names ``out`` (a killed run's orphaned workers)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(out).encode() in cmdline.read_bytes():
+                stat = cmdline.with_name("stat").read_text()
+                if not stat.split(") ")[1].startswith("Z"):
+                    pids.append(int(cmdline.parent.name))
+        except (OSError, IndexError):
+            continue
+    return pids
+
+
 def reader(out: Path, stop: threading.Event, counts: Counts) -> None:
     """Resolve the current run once and check its set, over and over, during the trials."""
     while not stop.is_set():
@@ -205,6 +220,12 @@ def run_trials(n: int, seed: int, work: Path) -> Counts:
         elif proc.returncode != -signal.SIGKILL:
             counts.failed += 1
             counts.problems.append(f"trial {trial}: exit {proc.returncode}: {stderr.decode()}")
+        time.sleep(0.5)
+        orphans = survivors(out)
+        counts.leftover += len(orphans)
+        counts.problems += [f"trial {trial}: process {pid} outlived the run" for pid in orphans]
+        for pid in orphans:
+            os.kill(pid, signal.SIGKILL)
         counts.trials += 1
         counts.killed_before_commit += os.readlink(root / "current") == before
         torn, mismatched = check_set(out, USER_NAMES)

@@ -189,6 +189,42 @@ def test_partition_folders_of_ended_processes_are_removed(tmp_path):
     assert remove_stale(tmp_path) == []
 
 
+def gone(pid: int) -> bool:
+    """The process has ended (a zombie not yet reaped counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux only")
+def test_a_killed_runs_workers_end_with_it():
+    code = (
+        "import multiprocessing, time\n"
+        "from detector.engine.partition import one_thread\n"
+        "def work():\n    one_thread(); time.sleep(60)\n"
+        "worker = multiprocessing.get_context('fork').Process(target=work)\n"
+        "worker.start(); print(worker.pid, flush=True); time.sleep(60)\n"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    assert run.stdout is not None
+    worker = int(run.stdout.readline())
+    time.sleep(0.5)  # let the worker run its initializer
+    assert not gone(worker)
+    run.kill()
+    run.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while not gone(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not gone(worker):
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the worker outlived its killed parent")
+
+
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 MODEL = SAMPLES.parent.parent / "models" / "default"
 
