@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SAMPLES := data/samples
 OUT    := out
 
-.PHONY: demo test lint bench bench-runs samples model clean screenshot
+.PHONY: demo test lint bench bench-runs bench-indep samples model clean screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,13 @@ TRIALS ?= 100
 bench-runs: $(STAMP)
 	$(BIN)/python bench/kill_trials.py $(TRIALS) --out bench/kill_trials.md
 	$(BIN)/python bench/serve_load.py --clients 20 --seconds 5
+
+# Independent labelled benchmark (not a test): fleets from bench/indep/generate.py, the real CLI
+# trains on one and scores the other, per seed pair -> bench/indep/results.md (see its README).
+INDEP_PAIRS ?= 9103:9104 9201:9202
+bench-indep: $(STAMP)
+	$(BIN)/python bench/indep/evaluate.py $(foreach p,$(INDEP_PAIRS),--pair $(p)) \
+	  --work $(OUT)/indep --out bench/indep/results.md
 
 # The README's screenshots of the analyst report on the samples (headless Chromium).
 screenshot: demo
