@@ -204,6 +204,8 @@ def origin_facts(
 def _counted(counts: pd.DataFrame) -> pd.Series:
     """Per tenant (column t), its values (v) and event counts (n) as JSON text {value: events},
     most frequent first, at most FACTS_SHOWN and "other"; None when no event has a value."""
+    if counts.empty:
+        return pd.Series(dtype=object)
     counts = counts.sort_values(["t", "n"], ascending=[True, False], kind="stable")
     rank = counts.groupby("t").cumcount().to_numpy()
     keys = pd.Series(counts["v"].unique())
