@@ -75,6 +75,20 @@ def test_a_split_job_running_at_either_edge_of_the_data_is_one_group():
     assert f.loc["old0", "entity_id"] != f.loc["new0", "entity_id"]
 
 
+def test_sessions_without_checkpoints_are_not_one_job_however_they_line_up():
+    """Services started together and still running, or jobs launched at nine and stopped at
+    six, are many: without checkpoints in step nothing says they are one job."""
+    tel = pd.concat(
+        [background()]
+        + [telemetry(f"svc{k}", 1, 2, 360, start=LATER, util=60.0, seed=k) for k in range(2)],
+        ignore_index=True,
+    )
+    acc = pd.concat([access(t, [T0], "US") for t in ("early", "svc0", "svc1")], ignore_index=True)
+    f = features_of(tel, acc)
+    assert (f.loc[["svc0", "svc1"], "group_sessions"] == 1).all()
+    assert f.loc["svc0", "entity_id"] != f.loc["svc1", "entity_id"]
+
+
 def dipping(tenant: str, late_minutes: int, minutes: int, dips: np.ndarray, seed: int):
     """Training from `late_minutes` after LATER for `minutes`, with two-minute dips at the
     absolute minutes `dips` (from LATER)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from .partition import (
     partition_telemetry,
     streamable,
 )
+from .scratch import scratch_dir
 
 __all__ = [
     "ENGINES",
@@ -91,7 +91,7 @@ def extract(
     """
     rows = count_rows(paths) if paths else 0
     n_parts = engine.partitions or auto_partitions(rows + sum(len(t) for t in loaded))
-    with tempfile.TemporaryDirectory(prefix="gpuwatch-parts-", dir=engine.work_dir) as tmp:
+    with scratch_dir(engine.work_dir) as tmp:
         with report.stage("partition"):
             advance = progress("reading telemetry", rows) if progress and rows else None
             parts = partition_telemetry(

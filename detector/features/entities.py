@@ -128,12 +128,14 @@ def entity_name(members: list[str]) -> str:
 
 def in_step_groups(sessions: pd.DataFrame, settings: Settings) -> np.ndarray:
     """A group code per session (row order): sessions of different tenants run in step share
-    one. In step: started and ended within `in_step_seconds` of each other (and, when both
-    checkpoint, checkpointing together: DIP_MATCH_SHARE of the dips of the session with fewer
-    match), or checkpointing together (DIP_ONLY_SHARE) beyond chance (DIP_CHANCE). A start
-    or end at the edge of the data is unknown: two sessions running since before the data
-    began start together if they end together, and two still running end together if they
-    started together; one bound must be seen."""
+    one. In step: checkpointing together, and either started and ended within
+    `in_step_seconds` of each other (DIP_MATCH_SHARE of the dips of the session with fewer
+    match) or not (DIP_ONLY_SHARE, beyond chance: DIP_CHANCE). Without checkpoints nothing
+    says two sessions are one job: jobs launched at nine and stopped at six are many, and
+    services run from the start of the data to its end. A start or end at the edge of the
+    data is unknown: two sessions running since before the data began start together if they
+    end together, and two still running end together if they started together; one bound
+    must be seen."""
     n = len(sessions)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -156,7 +158,7 @@ def in_step_groups(sessions: pd.DataFrame, settings: Settings) -> np.ndarray:
     a, b = together["a"].to_numpy(), together["b"].to_numpy()
     starts, ends = _same(start, real_start, a, b, tol), _same(end, real_end, a, b, tol)
     agree = together["agree"].astype("boolean").fillna(False).to_numpy(bool)
-    ok = together[starts & ends & ~(checkpointing[a] & checkpointing[b] & ~agree)]
+    ok = together[starts & ends & checkpointing[a] & checkpointing[b] & agree]
     often = dips[(dips["matched"] >= DIP_ONLY_SHARE * dips["fewer"]) & dips["unlikely"]]
     links = pd.concat([ok[["a", "b"]], often[["a", "b"]]], ignore_index=True)
     graph = coo_matrix((np.ones(len(links)), (links["a"], links["b"])), shape=(n, n))

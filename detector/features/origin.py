@@ -30,10 +30,11 @@ DIRECT_EVENTS_FULL = 3  # direct events from a country of concern at which `dire
 CLOCK_FULL = 0.5  # log-likelihood ratio per event at which the clock counts fully
 CONCERN_PERSON_SHARE = 0.8  # of a person's own-network events from a country of concern
 # `direct` grows over this range of the concern people's share of events. A company's minority
-# office abroad stays below it; a reseller's account gathers unrelated end customers, so a
-# minority of concern people there is a customer in a country of concern.
+# office abroad stays below it; a reseller's account gathers unrelated end customers (its
+# admin's own logins among them), so any concern person there is a customer in a country of
+# concern.
 DIRECT_RAMP = (0.3, 0.7)
-RESELLER_DIRECT_RAMP = (0.1, 0.4)
+RESELLER_DIRECT_RAMP = (0.0, 0.02)
 _DAY, _BINS = 86400, 336  # half-hours in a week
 _MIN_CLOCK_GAP = 6  # half-hours between the fitted and the declared zone for the clock to count
 FACTS_SHOWN = 5  # values named in each origin fact column; the rest are counted as "other"
@@ -68,8 +69,8 @@ TELLS: tuple[Tell, ...] = (
         8.0,
         "of the events people make outside hosting networks, the share made by people who "
         "connect from a country of concern whenever they are seen (graded "
-        f"{DIRECT_RAMP[0]:.0%}-{DIRECT_RAMP[1]:.0%}; for a reseller's account of unrelated end "
-        f"customers {RESELLER_DIRECT_RAMP[0]:.0%}-{RESELLER_DIRECT_RAMP[1]:.0%}): residents, "
+        f"{DIRECT_RAMP[0]:.0%}-{DIRECT_RAMP[1]:.0%}; on a reseller's account of unrelated end "
+        f"customers any, from {RESELLER_DIRECT_RAMP[1]:.0%}): residents, "
         "and VPN users who leak; not travellers, who connect from home when at home. Counts "
         f"fully from {DIRECT_EVENTS_FULL} direct events and grows with the days of history",
     ),
