@@ -57,6 +57,23 @@ def test_a_job_split_across_accounts_is_one_group_and_one_entity():
     assert f.loc["other", "entity_tenants"] == 1 and f.loc["other", "linked_tenants"] == ""
 
 
+def test_a_split_job_running_at_either_edge_of_the_data_is_one_group():
+    """A bound at the edge of the data is unknown: parts running since before the data began
+    and ending together are in step, and so are parts started together and still running."""
+    dips = [40, 95, 150, 205, 260, 315]
+    util = np.where(np.isin(np.arange(360), dips), 3.0, 97.0)
+    early_crew = [telemetry(f"old{k}", 1, 8, 360, start=T0, util=util, seed=k) for k in range(2)]
+    late_crew = [checkpointing(f"new{k}", 1, 10 + k, dips) for k in range(2)]  # to 8 h
+    tel = pd.concat([*early_crew, *late_crew], ignore_index=True)  # the data: 0 to 8 h
+    acc = pd.concat(
+        [access(t, [T0], "US") for t in ("old0", "old1", "new0", "new1")], ignore_index=True
+    )
+    f = features_of(tel, acc)
+    assert (f.loc[["old0", "old1"], "group_sessions"] == 2).all()
+    assert (f.loc[["new0", "new1"], "group_sessions"] == 2).all()
+    assert f.loc["old0", "entity_id"] != f.loc["new0", "entity_id"]
+
+
 def dipping(tenant: str, late_minutes: int, minutes: int, dips: np.ndarray, seed: int):
     """Training from `late_minutes` after LATER for `minutes`, with two-minute dips at the
     absolute minutes `dips` (from LATER)."""

@@ -116,7 +116,9 @@ def in_step_groups(sessions: pd.DataFrame, settings: Settings) -> np.ndarray:
     one. In step: started and ended within `in_step_seconds` of each other (and, when both
     checkpoint, checkpointing together: DIP_MATCH_SHARE of the dips of the session with fewer
     match), or checkpointing together (DIP_ONLY_SHARE) beyond chance (DIP_CHANCE). A start
-    or end at the edge of the data is not a start or end."""
+    or end at the edge of the data is unknown: two sessions running since before the data
+    began start together if they end together, and two still running end together if they
+    started together; one bound must be seen."""
     n = len(sessions)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -131,26 +133,42 @@ def in_step_groups(sessions: pd.DataFrame, settings: Settings) -> np.ndarray:
     dips["agree"] = dips["matched"] >= DIP_MATCH_SHARE * dips["fewer"]
     regularity = sessions["dip_regularity"].fillna(0.0).to_numpy(float)
     dips["unlikely"] = _chance(dips, start, end, regularity) < DIP_CHANCE
-    rows = []
-    order = np.flatnonzero(real_start)
-    order = order[np.argsort(start[order], kind="stable")]
-    s_sorted = start[order]
-    hi = np.searchsorted(s_sorted, s_sorted + tol, side="right")
-    for i, last in enumerate(hi):  # pairs of sessions that start together (few)
-        for j in range(i + 1, last):
-            a, b = sorted((order[i], order[j]))
-            if tenant[a] != tenant[b]:
-                rows.append((a, b))
-    together = pd.DataFrame(rows, columns=["a", "b"], dtype=np.int64)
-    together = together.merge(dips, on=["a", "b"], how="left")
+    pairs = pd.concat(
+        [_close(start, real_start, tenant, tol), _close(end, real_end, tenant, tol)],
+        ignore_index=True,
+    ).drop_duplicates()
+    together = pairs.merge(dips, on=["a", "b"], how="left")
     a, b = together["a"].to_numpy(), together["b"].to_numpy()
-    ends_together = (np.abs(end[a] - end[b]) <= tol) & real_end[a] & real_end[b]
+    starts, ends = _same(start, real_start, a, b, tol), _same(end, real_end, a, b, tol)
     agree = together["agree"].astype("boolean").fillna(False).to_numpy(bool)
-    ok = together[ends_together & ~(checkpointing[a] & checkpointing[b] & ~agree)]
+    ok = together[starts & ends & ~(checkpointing[a] & checkpointing[b] & ~agree)]
     often = dips[(dips["matched"] >= DIP_ONLY_SHARE * dips["fewer"]) & dips["unlikely"]]
     links = pd.concat([ok[["a", "b"]], often[["a", "b"]]], ignore_index=True)
     graph = coo_matrix((np.ones(len(links)), (links["a"], links["b"])), shape=(n, n))
     return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def _close(times: np.ndarray, real: np.ndarray, tenant: np.ndarray, tol: float) -> pd.DataFrame:
+    """Pairs (a < b) of sessions of different tenants whose real `times` are within `tol`."""
+    rows = []
+    order = np.flatnonzero(real)
+    order = order[np.argsort(times[order], kind="stable")]
+    hi = np.searchsorted(times[order], times[order] + tol, side="right")
+    for i, last in enumerate(hi):  # sessions that start (end) together are few
+        for j in range(i + 1, last):
+            a, b = sorted((order[i], order[j]))
+            if tenant[a] != tenant[b]:
+                rows.append((a, b))
+    return pd.DataFrame(rows, columns=["a", "b"], dtype=np.int64)
+
+
+def _same(
+    times: np.ndarray, real: np.ndarray, a: np.ndarray, b: np.ndarray, tol: float
+) -> np.ndarray:
+    """Whether sessions a and b share a bound: both seen and within `tol`, or both at the edge
+    of the data (unknown alike); one seen and one unknown do not."""
+    both = real[a] & real[b]
+    return np.where(both, np.abs(times[a] - times[b]) <= tol, ~real[a] & ~real[b])
 
 
 def _chance(
