@@ -10,7 +10,8 @@ time or a random moment after its write phase began, and checks the visible set:
   the user's paths and resolved once, as `gpuwatch serve` reads them;
 - leftover: a staging folder, link temp or partition folder of a killed run still present once
   a later run has started writing, or after the final complete run; any file in the output
-  folder besides the four links and the hidden run folder.
+  folder besides the four links and the hidden run folder; a process of the killed run (a
+  forked worker) still alive 0.5 s after the kill.
 
 A reader thread resolves and checks the set throughout, as `serve` would while runs swap.
 
@@ -46,6 +47,8 @@ class Counts:
     trials: int = 0
     aimed_at_write: int = 0
     killed_before_commit: int = 0
+    finished: int = 0  # ended before the kill came: succeeded
+    failed: int = 0  # ended before the kill came: an error (e.g. refused by the lock)
     torn: int = 0
     mismatched: int = 0
     leftover: int = 0
@@ -143,6 +146,20 @@ def leftovers(out: Path, tmpdir: Path) -> set[str]:
     return found
 
 
+def survivors(out: Path) -> list[int]:
+    """Live processes whose command line names ``out`` (a killed run's orphaned workers)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(out).encode() in cmdline.read_bytes():
+                stat = cmdline.with_name("stat").read_text()
+                if not stat.split(") ")[1].startswith("Z"):
+                    pids.append(int(cmdline.parent.name))
+        except (OSError, IndexError):
+            continue
+    return pids
+
+
 def reader(out: Path, stop: threading.Event, counts: Counts) -> None:
     """Resolve the current run once and check its set, over and over, during the trials."""
     while not stop.is_set():
@@ -181,7 +198,7 @@ def run_trials(n: int, seed: int, work: Path) -> Counts:
             command(out, extras[trial % len(extras)]),
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         aimed = trial % 2 == 1
         if aimed:  # a random moment after the write phase began
@@ -197,7 +214,18 @@ def run_trials(n: int, seed: int, work: Path) -> Counts:
             counts.problems += [f"trial {trial}: left over {name}" for name in sorted(stale)]
             pending.clear()
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        _, stderr = proc.communicate()
+        if proc.returncode == 0:
+            counts.finished += 1
+        elif proc.returncode != -signal.SIGKILL:
+            counts.failed += 1
+            counts.problems.append(f"trial {trial}: exit {proc.returncode}: {stderr.decode()}")
+        time.sleep(0.5)
+        orphans = survivors(out)
+        counts.leftover += len(orphans)
+        counts.problems += [f"trial {trial}: process {pid} outlived the run" for pid in orphans]
+        for pid in orphans:
+            os.kill(pid, signal.SIGKILL)
         counts.trials += 1
         counts.killed_before_commit += os.readlink(root / "current") == before
         torn, mismatched = check_set(out, USER_NAMES)
@@ -208,7 +236,10 @@ def run_trials(n: int, seed: int, work: Path) -> Counts:
         counts.leftover += len(extra)
         counts.problems += [f"trial {trial}: visible extra file {name}" for name in sorted(extra)]
         pending |= leftovers(out, tmpdir)
-    subprocess.run(command(out, extras[0]), env=env, check=True, capture_output=True)
+    final = subprocess.run(command(out, extras[0]), env=env, capture_output=True)
+    if final.returncode != 0:
+        counts.failed += 1
+        counts.problems.append(f"the final run: exit {final.returncode}: {final.stderr.decode()}")
     stop.set()
     watcher.join()
     remaining = leftovers(out, tmpdir)
@@ -236,7 +267,8 @@ def main() -> None:
         f"kill -9 trials of `gpuwatch score` (seed {args.seed}):",
         "",
         f"- trials: {counts.trials} ({counts.aimed_at_write} aimed at the write phase, "
-        f"{counts.killed_before_commit} killed before their commit)",
+        f"{counts.killed_before_commit} killed before their commit, {counts.finished} finished "
+        f"before the kill, {counts.failed} failed on their own)",
         f"- torn: {counts.torn}",
         f"- mismatched: {counts.mismatched}",
         f"- leftover: {counts.leftover}",

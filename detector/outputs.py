@@ -9,7 +9,9 @@ the run is killed at any point. A reader that must pair files (``gpuwatch serve`
 ``current`` once and reads everything from that run's folder.
 
 One lock file per output (``fcntl.flock``) keeps two runs off the same set: the second waits
-up to ``wait`` seconds, then fails with one line. Leftovers of a killed run (staging folders,
+up to ``wait`` seconds, then fails with one line. The kernel releases it when the run dies; the
+engine's forked workers close their copy of the lock at fork, so workers orphaned by a
+``kill -9`` of their parent do not keep holding it. Leftovers of a killed run (staging folders,
 half-made links, run folders never swapped in) are removed by the next run, under the lock.
 """
 
@@ -32,6 +34,18 @@ STAGING = ".staging-"
 LINK_TMP = ".link-"
 METRICS = "metrics.prom"
 POLL_SECONDS = 0.2
+
+
+_HELD: set[int] = set()  # this process's lock descriptors, closed in forked children
+
+
+def _close_held_locks() -> None:
+    for fd in _HELD:
+        os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks)
 
 
 class OutputError(GpuwatchError):
@@ -87,12 +101,14 @@ class OutputSet:
             raise OutputError(f"{self.scores}: cannot create the output lock: {exc}") from exc
         try:
             _acquire(fd, wait, self.scores)
+            _HELD.add(fd)
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             self._tidy()
             self._adopt_plain_files()
             yield
         finally:
+            _HELD.discard(fd)
             os.close(fd)  # releases the lock
 
     @contextmanager

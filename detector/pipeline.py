@@ -190,7 +190,7 @@ def build_incremental(
     since = (
         max(t for t in (after, inputs.since) if t is not None) if after or inputs.since else None
     )
-    read: dict[str, list[Path]] = {}
+    manifest = state.files  # stamped before reading: a file that grows meanwhile is read again
     tables: dict[str, list[pd.DataFrame]] = {}
     with report.stage("ingest"):
         for schema, paths, fmt in (
@@ -199,7 +199,7 @@ def build_incremental(
         ):
             files = [f.path for f in expand(paths, fmt)] if paths else []
             new, changed = carry.split_files(state, schema.name, files)
-            read[schema.name] = new + changed
+            manifest = carry.record_files(manifest, schema.name, new + changed)
             if schema is ACCESS:  # access files that changed: events after the latest kept
                 latest = state.access["timestamp"].max() if len(state.access) else None
                 changed_since = latest + pd.Timedelta(1, "ns") if latest is not None else None
@@ -223,7 +223,7 @@ def build_incremental(
         )
     telemetry = _concat(tables[TELEMETRY.name], TELEMETRY)
     rows, late, report.late_merged = carry.merge_late(
-        state, telemetry, settings.sessions.gap_seconds, settings.sessions.active_util_pct
+        state, telemetry, settings.sessions.gap_seconds
     )
     if len(late):
         rejected.append(late)
@@ -252,11 +252,10 @@ def build_incremental(
         ),
         default=None,
     )
-    files = carry.record_files(state.files, TELEMETRY.name, read[TELEMETRY.name])
     nxt = replace(
         nxt,
         access=carry.keep_access(raw_access, latest, settings),
-        files=carry.record_files(files, ACCESS.name, read[ACCESS.name]),
+        files=manifest,
         late_merged=report.late_merged,
         late_reported=len(late),
     )
@@ -352,6 +351,7 @@ def train(
         gates=(
             ("origin_evidence", settings.scoring.alert_origin_evidence),
             ("training_evidence", settings.scoring.alert_training_evidence),
+            ("group_gpu_hours", settings.scoring.alert_gpu_hours),
         ),
         random_state=seed,
     ).fit(fit_rows)

@@ -232,7 +232,7 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 
 def merge_late(
-    state: State, new: pd.DataFrame, gap_seconds: float, active_util_pct: float
+    state: State, new: pd.DataFrame, gap_seconds: float
 ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """(rows to score: carried rows, then new ones; quarantine of late rows that cannot be
     merged; how many late rows were merged). A row at or before the watermark is merged when

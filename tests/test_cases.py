@@ -174,3 +174,22 @@ def test_values_are_formatted_by_their_unit(name, value, text):
 def test_readable_json_shapes():
     assert cases.readable({"a": 1, "b": 2.5}) == "a 1, b 2.5"
     assert cases.readable([{"prefix": "1.2.3.0/24", "events": 9}, "x"]) == "1.2.3.0/24 9, x"
+
+
+def test_country_rules_match_the_origin_facts_of_the_scores(scores):
+    """The suppression rules' country matcher reads `origin_countries`, which scoring now
+    writes: a rule listing every country of a case silences it; one missing a country does not."""
+    from detector.suppress import RuleSet, apply_rules, parse_rules
+
+    table = pd.read_parquet(scores)
+    case = scenario_case(scores, "restricted_vpn_pretraining")
+    countries = list(case.facts()["origin_countries"].value)
+
+    def silenced(listed: list[str]) -> list[str]:
+        rule = {"id": "r", "reason": "test", "author": "t", "tenant": [case.tenant]}
+        rules = RuleSet(Path("r.toml"), parse_rules({"rule": [rule | {"country": listed}]}, "r"))
+        out = apply_rules(table, rules, pd.Timestamp("2026-12-01T00:00:00Z")).scores
+        return out.loc[out["suppressed_by"].notna(), "session_id"].tolist()
+
+    assert silenced(countries) == [case.session_id]
+    assert silenced(countries[:-1]) == []

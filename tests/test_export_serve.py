@@ -21,7 +21,7 @@ from export_fixtures import run_report, scores_frame
 from prometheus_client.parser import text_string_to_metric_families
 
 from detector.export import ExportOptions, write_run_sidecar
-from detector.export.serve import make_app
+from detector.export.serve import ServerLimits, make_app
 from detector.export.source import ScoresSource
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,3 +184,15 @@ def test_bounded_load_on_loopback(tmp_path):
     print(f"{load.per_second:.0f} req/s, p99 {load.percentile(0.99):.1f} ms")
     assert load.errors == 0 and load.requests >= 20
     assert len(load.bodies) == 1  # every client got the same cached exposition
+
+
+def test_readme_states_the_server_limits():
+    readme = (ROOT / "README.md").read_text().replace("\n", " ")
+    limits = ServerLimits()
+    for text in (
+        f"waitress ({limits.threads} threads",
+        f"at most {limits.connection_limit} open connections",
+        f"closed after {limits.channel_timeout} s",
+        f"listen backlog {limits.backlog};",
+    ):
+        assert text in readme

@@ -211,3 +211,5 @@ def test_origin_facts_count_values_bounded_with_the_rest_as_other():
     assert facts.loc["b", "origin_prefixes"] == json.dumps({"2001:db8::/48": 1, "unknown": 1})
     assert pd.isna(facts.loc["a", "origin_asns"])
     assert facts.loc["a", "reseller_name"] == "R Ltd" and facts.loc["b", "declared_country"] == "US"
+    none = origin_facts(events.iloc[:0], None, SETTINGS, T0)
+    assert none.empty and list(none.columns) == list(facts.columns)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -113,6 +114,34 @@ def test_second_writer_fails_with_one_line_or_waits(tmp_path):
     assert waited > 0.2  # it did wait for the other process, then got the lock
 
 
+def test_a_killed_run_does_not_leave_the_lock_to_its_forked_workers(tmp_path):
+    out = outputs(tmp_path, metrics=False)
+    code = (
+        "import os, sys, time\nfrom pathlib import Path\nfrom detector.outputs import OutputSet\n"
+        f"o = OutputSet(Path({str(out.scores)!r}), Path({str(out.quarantine)!r}))\n"
+        "with o.locked():\n"
+        "    child = os.fork()\n"
+        "    if child == 0:\n"
+        "        time.sleep(30); os._exit(0)\n"
+        "    print(child, flush=True); time.sleep(30)\n"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    assert run.stdout is not None
+    worker = int(run.stdout.readline())
+    try:
+        run.kill()  # kill -9: the forked worker lives on, an orphan
+        run.wait(timeout=10)
+        os.kill(worker, 0)  # still alive
+        with out.locked(wait=5):
+            pass
+    finally:
+        os.kill(worker, signal.SIGKILL)
+
+
 def test_next_run_removes_what_a_killed_run_left(tmp_path):
     out = outputs(tmp_path, metrics=False)
     with out.locked():
@@ -159,6 +188,42 @@ def test_partition_folders_of_ended_processes_are_removed(tmp_path):
         assert Path(made).name.startswith(f"{PREFIX}{os.getpid()}-")
         assert not stale.exists() and mine.exists() and other.exists()
     assert remove_stale(tmp_path) == []
+
+
+def gone(pid: int) -> bool:
+    """The process has ended (a zombie not yet reaped counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux only")
+def test_a_killed_runs_workers_end_with_it():
+    code = (
+        "import multiprocessing, time\n"
+        "from detector.engine.partition import one_thread\n"
+        "def work():\n    one_thread(); time.sleep(60)\n"
+        "worker = multiprocessing.get_context('fork').Process(target=work)\n"
+        "worker.start(); print(worker.pid, flush=True); time.sleep(60)\n"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    assert run.stdout is not None
+    worker = int(run.stdout.readline())
+    time.sleep(0.5)  # let the worker run its initializer
+    assert not gone(worker)
+    run.kill()
+    run.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while not gone(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not gone(worker):
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the worker outlived its killed parent")
 
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"

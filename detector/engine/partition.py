@@ -34,6 +34,7 @@ from ..ingest.readers import _arrow_to_pandas
 from ..ingest.validate import check_columns, raw_json, validate, validate_arrow
 from ..schema import FLOAT, STRING, TELEMETRY, TIMESTAMP
 from ..timeutil import epoch_ns
+from .scratch import die_with_parent
 
 BATCH_ROWS = 1 << 18  # rows decoded and validated at a time (no more are read ahead)
 MIN_ROWS_PARALLEL = 1 << 22  # smaller inputs are not worth starting processes for
@@ -268,7 +269,9 @@ def _float32_columns(files: Sequence) -> list[str]:
 
 def one_thread() -> None:
     """In a worker process (one per core): Arrow decodes on the calling thread; its thread
-    pool would compete with the other workers for the cores (measured: a 15% slower pass)."""
+    pool would compete with the other workers for the cores (measured: a 15% slower pass).
+    The worker also ends with its parent (a killed run leaves no workers behind)."""
+    die_with_parent()
     global _ARROW_THREADS
     _ARROW_THREADS = False
     pa.set_cpu_count(1)
