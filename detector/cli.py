@@ -802,13 +802,17 @@ def train_command(
             f"supervised layer: {len(sup.features)} features and the forest's risk, "
             f"{sup.n_incident_} incident and {sup.n_benign_} benign labels"
         )
-    if calibration:
+    if calibration and stored.metadata["threshold_source"] != "policy":
         c = calibration
         app.console.print(
             f"alert threshold ({stored.metadata['threshold_source']}): risk >= {c.threshold:.1f} "
             f"(F1 {c.f1:.2f}, precision {c.precision:.2f}, recall {c.recall:.2f}, "
             f"AP {c.average_precision:.2f}; {c.n_incident} incident, "
             f"{c.n_benign} benign)"
+        )
+    elif calibration:
+        app.console.print(
+            f"alert threshold (policy): risk >= {stored.alert_risk:.1f}; too few labels to move it"
         )
 
 

@@ -389,9 +389,17 @@ def train(
             # The threshold is set on out-of-fold probabilities, not on what the layer memorised.
             risk = blend(forest_risk, supervised.oof_)
         calibration = calibrate_threshold(risk, incident, target_precision)
-        alert_risk, threshold_source = calibration.threshold, "labels"
         if target_precision is not None:
-            threshold_source = "target-precision"
+            alert_risk, threshold_source = calibration.threshold, "target-precision"
+        elif fewest >= MIN_PER_CLASS:
+            alert_risk, threshold_source = calibration.threshold, "labels"
+        else:  # a best-F1 threshold on a handful of labels is noise: the policy's stays
+            log.warning(
+                "labels: %d of the rarer kind; the alert threshold stays at the policy's %.1f "
+                "(best F1 on these labels: %.1f; labels set it from %d of each, or pass "
+                "--target-precision or --alert-budget)",
+                fewest, alert_risk, calibration.threshold, MIN_PER_CLASS,
+            )  # fmt: skip
         if alert_budget is not None:
             past = table[~later]
             stored_now = StoredModel(model, alert_risk, {}, None, supervised)

@@ -109,8 +109,11 @@ def test_thresholds_for_a_target_precision_and_an_alert_budget(sessions):
 def test_too_few_labels_warn_and_one_sided_labels_are_a_clear_message(sessions, caplog):
     with caplog.at_level(logging.WARNING):
         stored, c = train(sessions, load_settings(), labels(sessions, 2), holdout_share=0)
-    assert stored.supervised is None and c is not None  # the labels still set the threshold
+    assert stored.supervised is None and c is not None
     assert "no supervised layer (it needs 3 of each, 10 recommended)" in caplog.text
+    # Best F1 on 2 + 2 labels is noise: the policy's threshold stays, and the log says so.
+    assert stored.alert_risk == 70.0 and stored.metadata["threshold_source"] == "policy"
+    assert "the alert threshold stays at the policy's 70.0" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         stored, _ = train(sessions, load_settings(), labels(sessions, 5), holdout_share=0)
