@@ -18,15 +18,15 @@ import pandas as pd
 
 from . import quarantine
 from .config import Settings
-from .engine import Engine, Progress, extract, streamable
+from .engine import Engine, Progress, extract
 from .enrich import enrich_access, open_database
 from .errors import InputError
 from .features import NAMES as FEATURE_NAMES
 from .features import TEXT_COLUMNS, complete_features, session_features
 from .features.risk import compute_scale, hours_scale
-from .ingest import read_table
+from .ingest import Counts, Source, open_source, read_table
 from .ingest.options import SourceOptions
-from .ingest.prometheus_api import PrometheusSource, read_prometheus
+from .ingest.prometheus_api import PrometheusSource, query_prometheus
 from .ingest.validate import empty_table
 from .model.calibrate import Calibration, calibrate_threshold
 from .model.explain import top_features
@@ -34,7 +34,7 @@ from .model.forest import SessionRiskModel, severity
 from .model.labels import label_sessions
 from .model.store import StoredModel
 from .runinfo import RunReport
-from .schema import ACCESS, LABELS, SCORE_HEAD, TELEMETRY, TENANTS
+from .schema import ACCESS, LABELS, SCORE_HEAD, TELEMETRY, TENANTS, TableSchema
 from .sessions import SESSION_COLUMNS, cut_sessions
 
 log = logging.getLogger(__name__)
@@ -76,29 +76,30 @@ def build_features(
 ) -> FeatureTable:
     """Read, validate, enrich, cut sessions and extract features.
 
-    Telemetry goes through the engine (`detector.engine`): Parquet inputs are streamed into
-    tenant partitions, never held whole; other formats are read, then partitioned.
+    Telemetry goes through the engine (`detector.engine`): ingest's validated batches are
+    written to tenant partitions, never held whole.
     """
     report = report or RunReport()
     rejected = []
-    stream = inputs.telemetry_options.columns is None and streamable(
-        inputs.telemetry, inputs.telemetry_format
-    )
+    window = {"since": inputs.since, "until": inputs.until}
     with report.stage("ingest"):
-        loaded = (
-            []
-            if stream and not inputs.prometheus
-            else [
-                _read(
-                    [] if stream else inputs.telemetry,
-                    TELEMETRY,
-                    inputs,
-                    settings,
-                    report,
-                    rejected,
-                )
-            ]
+        telemetry = (
+            open_source(
+                inputs.telemetry,
+                TELEMETRY,
+                fmt=inputs.telemetry_format,
+                options=inputs.telemetry_options,
+                **window,
+            )
+            if inputs.telemetry
+            else Source(TELEMETRY, (), TELEMETRY.name, inputs.telemetry_options)
         )
+        extra, extra_name = [], ""
+        if inputs.prometheus:
+            where, raw = query_prometheus(
+                inputs.prometheus, inputs.since, inputs.until, options=inputs.telemetry_options
+            )
+            extra, extra_name = list(where.raw_batches(raw, 0)), where.names[0]
         access = _read(inputs.access, ACCESS, inputs, settings, report, rejected)
         tenants = (
             _read([inputs.tenants], TENANTS, inputs, settings, report, rejected)
@@ -109,17 +110,16 @@ def build_features(
         db = open_database(inputs.geoip_db)
         access, stats = enrich_access(access, db, settings, tenants)
         report.ips_total, report.ips_unknown = stats.ips_total, stats.ips_unknown_country
-    workload, bad = extract(
-        inputs.telemetry if stream else [],
+    workload, bad, counts = extract(
+        telemetry,
         settings,
         report,
         engine=engine or Engine(),
-        fmt=inputs.telemetry_format,
-        since=inputs.since,
-        until=inputs.until,
-        loaded=loaded,
+        extra=extra,
+        extra_name=extra_name,
         progress=progress,
     )
+    _count(report, TELEMETRY.name, counts, bad)
     rejected.append(bad)
     with report.stage("features"):
         if workload.empty:
@@ -144,7 +144,7 @@ def build_features(
 
 def _read(
     paths: Sequence[Path],
-    schema,
+    schema: TableSchema,
     inputs: Inputs,
     settings: Settings,
     report: RunReport,
@@ -154,24 +154,21 @@ def _read(
     if schema is ACCESS:  # origin evidence uses the history, whatever the scoring window
         history = pd.Timedelta(days=settings.features.origin_history_days)
         window = {"since": inputs.since - history if inputs.since is not None else None}
-    fmt, options = {
-        TELEMETRY.name: (inputs.telemetry_format, inputs.telemetry_options),
-        ACCESS.name: (inputs.access_format, inputs.access_options),
-    }.get(schema.name, ("auto", None))
-    loads = [read_table(paths, schema, fmt=fmt, options=options, **window)] if paths else []
-    if schema is TELEMETRY and inputs.prometheus:
-        loads.append(
-            read_prometheus(
-                inputs.prometheus, inputs.since, inputs.until, options=inputs.telemetry_options
-            )
-        )
-    for loaded in loads:
-        report.rows_read[schema.name] += loaded.rows_read
-        report.rows_accepted[schema.name] += loaded.rows_accepted
-        for reason, count in loaded.quarantine["reason"].value_counts().items():
-            report.rows_quarantined[(schema.name, str(reason))] += int(count)
-        rejected.append(loaded.quarantine)
-    return pd.concat([loaded.table for loaded in loads], ignore_index=True)
+    fmt, options = (
+        (inputs.access_format, inputs.access_options) if schema is ACCESS else ("auto", None)
+    )
+    loaded = read_table(paths, schema, fmt=fmt, options=options, **window)
+    _count(report, schema.name, loaded.counts, loaded.quarantine)
+    rejected.append(loaded.quarantine)
+    return loaded.table
+
+
+def _count(report: RunReport, source: str, counts: Counts, rejected: pd.DataFrame) -> None:
+    """The one place where a table's row counts enter the run report."""
+    report.rows_read[source] += counts.read
+    report.rows_accepted[source] += counts.accepted
+    for reason, count in rejected["reason"].value_counts().items():
+        report.rows_quarantined[(source, str(reason))] += int(count)
 
 
 def read_labels(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -425,7 +425,7 @@ def test_window_drops_rows_outside_since_until(tmp_path):
     assert (loaded.rows_out_of_window, loaded.rows_quarantined) == (2, 0)
 
 
-def test_duplicates_across_files_are_quarantined_with_values_as_read(tmp_path):
+def test_duplicates_across_files_are_quarantined_with_their_canonical_values(tmp_path):
     a = write(tmp_path / "a.csv", ROWS[:2])
     b = write(tmp_path / "b.jsonl", [dict(ROWS[1], gpu_util=99.0), ROWS[2]])
     loaded = read_table([a, b], TELEMETRY, source="dcgm")
@@ -435,7 +435,7 @@ def test_duplicates_across_files_are_quarantined_with_values_as_read(tmp_path):
         ["dcgm", str(b), 1, "timestamp,tenant_id,host,gpu", "duplicate"]
     ]
     raw = json.loads(q["raw"].iloc[0])
-    assert pd.Timestamp(raw["timestamp"]) == pd.Timestamp("2024-01-01T00:01:00")
+    assert pd.Timestamp(raw["timestamp"]) == pd.Timestamp("2024-01-01T00:01:00Z")
     assert raw["gpu_util"] == 99.0
     assert loaded.table["gpu_util"].tolist() == [50.0, 75.5, 0.0]
     assert read_table([a], TELEMETRY).quarantine.empty
