@@ -121,6 +121,18 @@ def build_features(
     )
     _count(report, TELEMETRY.name, counts, bad)
     rejected.append(bad)
+    if counts.read and not counts.accepted + counts.out_of_window:
+        raise InputError(
+            f"telemetry: none of the {counts.read} rows read was accepted; first reason: "
+            f"{bad['file'].iloc[0]}, row {bad['row'].iloc[0]}: {bad['reason'].iloc[0]}"
+        )
+    report.access_coverage = access_coverage(workload, access)
+    if report.access_coverage < 1 and not inputs.allow_missing_access:
+        raise InputError(
+            f"access events cover {report.access_coverage:.0%} of the days with GPU sessions"
+            " (is the access-log export broken?); --allow-missing-access runs anyway",
+            path=", ".join(str(p) for p in inputs.access),
+        )
     with report.stage("features"):
         if workload.empty:
             table = session_features(
@@ -140,6 +152,24 @@ def build_features(
             )
     report.sessions = len(table)
     return FeatureTable(table, quarantine.combine(rejected), report)
+
+
+def access_coverage(sessions: pd.DataFrame, access: pd.DataFrame) -> float:
+    """Share of the UTC days with GPU sessions on which some access event was seen (1 when
+    there is no session)."""
+    if sessions.empty:
+        return 1.0
+    first, last = (
+        sessions[c].dt.floor("D").to_numpy(dtype="datetime64[D]") for c in ("start", "end")
+    )
+    span = (last - first).astype(np.int64) + 1
+    offsets = np.arange(span.sum()) - np.repeat(np.cumsum(span) - span, span)
+    days = np.unique(np.repeat(first, span) + offsets.astype("timedelta64[D]"))
+    return float(np.isin(days, _days(access["timestamp"])).mean())
+
+
+def _days(ts: pd.Series) -> np.ndarray:
+    return ts.dt.tz_convert(None).to_numpy(dtype="datetime64[D]")
 
 
 def _read(

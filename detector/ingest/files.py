@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import MAX_INPUT_MIB
 from ..errors import InputError
 
 FORMATS = ("parquet", "csv", "jsonl", "json")
@@ -34,7 +35,7 @@ class Limits:
     """What one input may cost: bytes held after decompression, bytes in one line of text,
     nesting depth of one JSON value. Beyond them a file is refused or a line quarantined."""
 
-    max_bytes: int = 2048 * MIB  # --max-input-mib
+    max_bytes: int = MAX_INPUT_MIB * MIB  # --max-input-mib
     max_line: int = 1 * MIB
     max_depth: int = 64
 

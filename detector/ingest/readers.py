@@ -184,7 +184,8 @@ def _read_jsonl(file: InputFile, schema: TableSchema, source: str) -> RawFile:
 
 
 def _parse_jsonl(data: bytes, file: InputFile, schema: TableSchema, source: str) -> RawFile:
-    parsed = jsonl.parse(data, partial(arrow_to_pandas, schema=schema), schema.names)
+    convert = partial(arrow_to_pandas, schema=schema)
+    parsed = jsonl.parse(data, convert, schema.names, file.limits)
     if parsed.bad and not len(parsed.frame):
         raise InputError("no line is a valid JSON object", path=file.name, row=parsed.bad[0][0])
     present = check_columns(schema, parsed.frame.columns, file.name) if len(parsed.frame) else []
@@ -215,6 +216,8 @@ def _read_json(file: InputFile, schema: TableSchema, source: str) -> RawFile:
         doc = json.loads(data)
     except UnicodeDecodeError as exc:
         raise InputError("not UTF-8 text", path=file.name) from exc
+    except RecursionError as exc:
+        raise InputError("JSON nested too deep", path=file.name) from exc
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":
             return _parse_jsonl(data, file, schema, source)

@@ -8,7 +8,9 @@ column they concern, so that they can be counted and used as metric labels.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import ipaddress
+import logging
 from collections.abc import Collection, Sequence
 from functools import lru_cache
 
@@ -34,6 +36,7 @@ from ..schema import (
 )
 from ..timeutil import epoch_ns
 
+log = logging.getLogger(__name__)
 TS_DTYPE = "datetime64[ns, UTC]"
 _TS_MIN, _TS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
 _EPOCH_LIMIT = 9.2e9  # seconds: the datetime64[ns] range
@@ -64,7 +67,20 @@ def check_columns(schema: TableSchema, columns: Collection[str], file: str) -> l
                     file,
                     name,
                 )
+    unknown = [c for c in dict.fromkeys(columns) if c not in schema.names]
+    if unknown:
+        log.warning(
+            "%s: column(s) not in the %s schema, ignored: %s",
+            file,
+            schema.name,
+            ", ".join(_nearest(c, schema.names) for c in unknown),
+        )
     return [name for name in schema.names if name in columns]
+
+
+def _nearest(name: str, names: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
 
 
 def _schema_error(message: str, file: str, column: str) -> SchemaError:
@@ -94,9 +110,7 @@ def validate(
         if col.name not in frame.columns:
             typed[col.name] = _null_column(col, n)
             continue
-        nested = _nested(frame[col.name])
-        fails.add(nested, col.name, "a list or object where a single value belongs")
-        values = _as_text(frame[col.name].mask(nested))
+        values = _as_text(_scalars(frame[col.name], col.name, fails))
         missing = values.isna().to_numpy()
         if col.required:
             fails.add(missing, col.name, "missing required value")
@@ -309,10 +323,18 @@ def raw_json(frame: pd.DataFrame, mask: np.ndarray) -> list[str]:
     """The selected rows of `frame` as compact JSON objects, one string per row."""
     if not mask.any():
         return []
-    text = frame.loc[mask].to_json(
+    rows = frame.loc[mask]
+    mixed = [c for c in rows.columns if rows[c].dtype == object]
+    if mixed:  # bytes that are not UTF-8 are shown with U+FFFD
+        rows = rows.assign(**{c: rows[c].map(_printable) for c in mixed})
+    text = rows.to_json(
         orient="records", lines=True, date_format="iso", force_ascii=False, default_handler=str
     )
     return text.rstrip("\n").split("\n")
+
+
+def _printable(value: object) -> object:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 class _Failures:
@@ -330,11 +352,29 @@ class _Failures:
         self.column[new] = column
 
 
-def _nested(values: pd.Series) -> np.ndarray:
-    """Rows holding a list, object or array (JSON, nested Parquet) instead of one value."""
+_NESTED, _NOT_UTF8 = object(), object()
+
+
+def _scalars(values: pd.Series, column: str, fails: _Failures) -> pd.Series:
+    """Mixed values with bytes decoded; a list or object (JSON, nested Parquet) where one value
+    belongs, or bytes that are not UTF-8, fail their row and become missing."""
     if values.dtype != object:
-        return np.zeros(len(values), dtype=bool)
-    return values.map(lambda v: isinstance(v, list | dict | tuple | np.ndarray)).to_numpy(bool)
+        return values
+    out = values.map(_scalar)
+    nested = np.array([v is _NESTED for v in out], dtype=bool)
+    not_utf8 = np.array([v is _NOT_UTF8 for v in out], dtype=bool)
+    fails.add(nested, column, "a list or object where a single value belongs")
+    fails.add(not_utf8, column, "not UTF-8")
+    return out.mask(nested | not_utf8)
+
+
+def _scalar(value: object) -> object:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return _NOT_UTF8
+    return _NESTED if isinstance(value, list | dict | tuple | np.ndarray) else value
 
 
 def _as_text(values: pd.Series) -> pd.Series:
