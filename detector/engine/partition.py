@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,8 @@ import pyarrow.compute as pc
 
 from .. import quarantine
 from ..ingest import Batch, Counts, Source, Unit, duplicate_rows, duplicates
-from ..schema import FLOAT, STRING, TELEMETRY, TIMESTAMP
+from ..ingest.validate import arrow_schema
+from ..schema import STRING, TELEMETRY
 
 MIN_ROWS_PARALLEL = 1 << 22  # smaller inputs are not worth starting processes for
 SPANS_PER_WORKER = 4  # spans per pass worker: progress, and balance
@@ -37,19 +38,15 @@ _ORIGIN = ("_file", "_row")  # where an accepted row came from, for duplicate qu
 _IPC = pa.ipc.IpcWriteOptions(compression=None, emit_dictionary_deltas=True)
 _TEXT = pa.dictionary(pa.int32(), pa.string())
 _TEXT_COLUMNS = [c.name for c in TELEMETRY.columns if c.kind == STRING]
-Progress = Callable[[int], None] | None  # called with rows read
-
-
-def arrow_schema(float32: Collection[str] = ()) -> pa.Schema:
-    """The on-disk schema of a partition: the canonical telemetry columns, then the origin.
-    Columns in `float32` hold only float32 values (every input stores them so) and are kept
-    so on disk (half the bytes); they are float64 again when read."""
-    kinds = {TIMESTAMP: pa.timestamp("ns", tz="UTC"), FLOAT: pa.float64(), STRING: _TEXT}
-    fields = [
-        pa.field(c.name, pa.float32() if c.name in float32 else kinds[c.kind])
-        for c in TELEMETRY.columns
+# On disk: the canonical telemetry columns (text dictionary-encoded), then the row's origin.
+SCHEMA = pa.schema(
+    [
+        pa.field(f.name, _TEXT if f.name in _TEXT_COLUMNS else f.type)
+        for f in arrow_schema(TELEMETRY)
     ]
-    return pa.schema([*fields, pa.field("_file", pa.int32()), pa.field("_row", pa.int64())])
+    + [pa.field("_file", pa.int32()), pa.field("_row", pa.int64())]
+)
+Progress = Callable[[int], None] | None  # called with rows read
 
 
 @dataclass
@@ -85,10 +82,9 @@ def auto_partitions(rows: int) -> int:
 class _Writer:
     """Appends accepted rows to the partition files of their tenants."""
 
-    def __init__(self, out_dir: Path, n_partitions: int, schema: pa.Schema) -> None:
+    def __init__(self, out_dir: Path, n_partitions: int) -> None:
         self.out_dir, self.n = Path(out_dir), n_partitions
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.schema = schema
         self.writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
         # "" first: a file's first dictionary is never empty, so later values are deltas
         # (Arrow takes an empty first dictionary followed by values for a replacement)
@@ -104,11 +100,11 @@ class _Writer:
         columns = [
             self._recode(name, _dictionary(batch.table.column(name)))
             if name in self.codes
-            else batch.table.column(name).cast(self.schema.field(name).type).combine_chunks()
+            else batch.table.column(name).cast(SCHEMA.field(name).type).combine_chunks()
             for name in TELEMETRY.names
         ]
         origin = [pa.array(np.full(len(batch.rows), file, np.int32)), pa.array(batch.rows)]
-        table = pa.Table.from_arrays([*columns, *origin], schema=self.schema)
+        table = pa.Table.from_arrays([*columns, *origin], schema=SCHEMA)
         names = self.codes["tenant_id"]
         if len(names) > len(self.tenant_part):
             new = np.asarray(list(names)[len(self.tenant_part) :], dtype=object)
@@ -121,7 +117,7 @@ class _Writer:
         for start, stop in zip(starts, np.r_[starts[1:], len(part)], strict=True):
             p = int(part[start])
             if p not in self.writers:
-                self.writers[p] = pa.ipc.new_file(self.path(p), self.schema, options=_IPC)
+                self.writers[p] = pa.ipc.new_file(self.path(p), SCHEMA, options=_IPC)
             self.writers[p].write_table(table.slice(start, stop - start))
 
     def _recode(self, name: str, column: pa.ChunkedArray) -> pa.DictionaryArray:
@@ -176,7 +172,6 @@ def partition_telemetry(
     `workers` processes into its own files. `progress` is called with rows read.
     """
     units = source.units() if units is None else units
-    schema = arrow_schema(() if extra else source.float32_columns())
     spans = _spans(list(units), 1 if workers <= 1 else workers * SPANS_PER_WORKER)
     result = Partitions([], [*source.names, *([extra_name] if extra else [])])
     out_dir = Path(out_dir)
@@ -190,15 +185,15 @@ def partition_telemetry(
             min(workers, len(spans)), mp_context=ctx, initializer=one_thread
         ) as pool:
             futures = [
-                pool.submit(_pass, source, span, out_dir / f"w{i:03d}", n_partitions, schema)
+                pool.submit(_pass, source, span, out_dir / f"w{i:03d}", n_partitions)
                 for i, span in enumerate(spans)
             ]
             for future in futures:
                 _add(result, future.result(), progress)
     elif spans:
-        _add(result, _pass(source, spans[0], out_dir / "w000", n_partitions, schema, progress))
+        _add(result, _pass(source, spans[0], out_dir / "w000", n_partitions, progress))
     if extra:
-        _add(result, _write(extra, len(source.names), out_dir / "extra", n_partitions, schema))
+        _add(result, _write(extra, len(source.names), out_dir / "extra", n_partitions))
     parts: dict[str, list[Path]] = {}
     for path in sorted(out_dir.glob("*/part-*.arrow")):  # spans in order, then `extra`
         parts.setdefault(path.name, []).append(path)
@@ -239,12 +234,11 @@ def _pass(
     units: Sequence[Unit],
     out_dir: Path,
     n_partitions: int,
-    schema: pa.Schema,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress = None,
 ) -> Partitions:
     """Read the units' batches and append their accepted rows to partition files."""
     batches = (batch for unit in units for batch in source.read(unit))
-    return _write(batches, 0, out_dir, n_partitions, schema, progress)
+    return _write(batches, 0, out_dir, n_partitions, progress)
 
 
 def _write(
@@ -252,10 +246,9 @@ def _write(
     first_file: int,
     out_dir: Path,
     n_partitions: int,
-    schema: pa.Schema,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress = None,
 ) -> Partitions:
-    writer = _Writer(out_dir, n_partitions, schema)
+    writer = _Writer(out_dir, n_partitions)
     result = Partitions([], [])
     try:
         for batch in batches:
@@ -286,11 +279,7 @@ def read_partition(
             tables.append(pa.ipc.open_file(source).read_all())
     # text as categoricals: the factorizing, duplicate search and row selection that follow
     # work on integer codes
-    table = pa.concat_tables(tables).unify_dictionaries()
-    for i, kind in enumerate(table.schema.types):
-        if kind == pa.float32():  # float32 on disk (see arrow_schema): float64 in memory
-            table = table.set_column(i, table.field(i).name, table.column(i).cast(pa.float64()))
-    frame = table.to_pandas()
+    frame = pa.concat_tables(tables).unify_dictionaries().to_pandas()
     dup = duplicates(frame, TELEMETRY.key)
     rejected = quarantine.empty()
     if dup.any():

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from ..schema import FLOAT, STRING, TableSchema
+from ..schema import STRING, TableSchema
 from ..timeutil import utc
 from .files import InputFile, expand, read_bytes
 from .formats import read_any, resolve
@@ -119,17 +119,6 @@ class Source:
                 group = long if file.fmt == "nvml" else (index,)
                 units.append(Unit(group, rows=sum(_guess_rows(self.files[i]) for i in group)))
         return units
-
-    def float32_columns(self) -> list[str]:
-        """Float columns every input stores as float32 (plain Parquet only, else none)."""
-        names = {c.name for c in self.schema.columns if c.kind == FLOAT}
-        for file in self.files:
-            if file.fmt != "parquet":
-                return []
-            with _parquet_errors(file):
-                stored = _open_parquet(file).schema_arrow
-            names -= {f.name for f in stored if f.name in names and f.type != pa.float32()}
-        return sorted(names)
 
     def read(self, unit: Unit) -> Iterator[Batch]:
         """The validated batches of one unit, in input order."""

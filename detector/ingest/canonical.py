@@ -24,22 +24,6 @@ class Loaded:
     quarantine: pd.DataFrame
     counts: Counts
 
-    @property
-    def rows_read(self) -> int:
-        return self.counts.read
-
-    @property
-    def rows_accepted(self) -> int:
-        return self.counts.accepted
-
-    @property
-    def rows_quarantined(self) -> int:
-        return self.counts.quarantined
-
-    @property
-    def rows_out_of_window(self) -> int:
-        return self.counts.out_of_window
-
 
 def read_table(
     paths: Sequence[str | Path] | str | Path,
