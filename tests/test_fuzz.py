@@ -191,6 +191,7 @@ def test_reader_never_crashes_and_accounts_for_every_row(reader):
     @example(data=b"null\n")
     @example(data=b'{"a":' + b"[" * 20000 + b"]" * 20000 + b"}\n")
     @example(data=b"[" * 5000 + b"]" * 5000)
+    @example(data=b'{"a":' + b"[" * 3000 + b'{"Records": [{"eventTime": "1", "eventSource": "x"}]}')
     @example(data=b"")
     @example(data=b"\xff\xfe\x00")
     def run(data: bytes) -> None:
