@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SAMPLES := data/samples
 OUT    := out
 
-.PHONY: demo test lint bench fuzz samples model clean screenshot
+.PHONY: demo test lint bench bench-indep fuzz samples model clean screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,13 @@ bench: $(STAMP)
 FUZZ_EXAMPLES ?= 100000
 fuzz: $(STAMP)
 	GPUWATCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py
+
+# Independent labelled benchmark (not a test): fleets from bench/indep/generate.py, the real CLI
+# trains on one and scores the other, per seed pair -> bench/indep/results.md (see its README).
+INDEP_PAIRS ?= 9103:9104 9201:9202
+bench-indep: $(STAMP)
+	$(BIN)/python bench/indep/evaluate.py $(foreach p,$(INDEP_PAIRS),--pair $(p)) \
+	  --work $(OUT)/indep --out bench/indep/results.md
 
 # The README's screenshots of the analyst report on the samples (headless Chromium).
 screenshot: demo

@@ -70,6 +70,8 @@ def run_benchmark(
 ) -> Result:
     """Simulate, train, score and measure (see the module docstring)."""
     held = holdout_scenarios(holdout)
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gpuwatch-bench-", dir=work_dir) as tmp:
         fleets = {}
         for name, fleet_seed, without in (("train", seed, held), ("test", seed + 1, ())):

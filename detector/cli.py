@@ -568,6 +568,16 @@ def _build_export(
     )
 
 
+def policy_export(export: ExportOptions, settings: Settings) -> ExportOptions:
+    """The export with the policy's numbers: the origin evidence that labels a session
+    origin="restricted" (as the alert gate) and the accounting FLOP thresholds."""
+    return replace(
+        export,
+        restricted_evidence=settings.scoring.alert_origin_evidence,
+        flop_thresholds=settings.accounting.thresholds_flop,
+    )
+
+
 export_options = builds(
     "export",
     _build_export,
@@ -738,7 +748,7 @@ def score_command(
             _write_quarantine(table, quarantine_path or out.with_suffix(".quarantine.csv"))
         finish(report)
         write_run_sidecar(out, report)
-        publish(scores, report, export)
+        publish(scores, report, policy_export(export, app.settings))
     except GpuwatchError:
         try:
             publish_failure(report, export)
@@ -1058,7 +1068,9 @@ def accounting_command(app: App, scores: Path, by: str, top: int, fmt: str) -> N
 )
 @series_options
 @click.argument("score_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
 def serve_command(
+    app: App,
     scores: Path,
     port: int,
     host: str,
@@ -1079,7 +1091,7 @@ def serve_command(
         click.echo(f"serving http://{bound_host}:{bound_port}/metrics")
         sys.stdout.flush()
 
-    serve(ScoresSource(scores, export), host, port, rescorer, ready)
+    serve(ScoresSource(scores, policy_export(export, app.settings)), host, port, rescorer, ready)
 
 
 # --- analyst commands: label, suppress, report (each parses options, calls its module) --------

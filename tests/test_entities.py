@@ -57,6 +57,74 @@ def test_a_job_split_across_accounts_is_one_group_and_one_entity():
     assert f.loc["other", "entity_tenants"] == 1 and f.loc["other", "linked_tenants"] == ""
 
 
+def test_a_split_job_running_at_either_edge_of_the_data_is_one_group():
+    """A bound at the edge of the data is unknown: parts running since before the data began
+    and ending together are in step, and so are parts started together and still running."""
+    dips = [40, 95, 150, 205, 260, 315]
+    util = np.where(np.isin(np.arange(360), dips), 3.0, 97.0)
+    early_crew = [telemetry(f"old{k}", 1, 8, 360, start=T0, util=util, seed=k) for k in range(2)]
+    late_crew = [checkpointing(f"new{k}", 1, 10 + k, dips) for k in range(2)]  # to 8 h
+    tel = pd.concat([*early_crew, *late_crew], ignore_index=True)  # the data: 0 to 8 h
+    acc = pd.concat(
+        [access(t, [T0], "US") for t in ("old0", "old1", "new0", "new1")], ignore_index=True
+    )
+    f = features_of(tel, acc)
+    assert (f.loc[["old0", "old1"], "group_sessions"] == 2).all()
+    assert (f.loc[["new0", "new1"], "group_sessions"] == 2).all()
+    assert f.loc["old0", "entity_id"] != f.loc["new0", "entity_id"]
+
+
+def test_sessions_without_checkpoints_are_not_one_job_however_they_line_up():
+    """Services started together and still running, or jobs launched at nine and stopped at
+    six, are many: without checkpoints in step nothing says they are one job."""
+    tel = pd.concat(
+        [background()]
+        + [telemetry(f"svc{k}", 1, 2, 360, start=LATER, util=60.0, seed=k) for k in range(2)],
+        ignore_index=True,
+    )
+    acc = pd.concat([access(t, [T0], "US") for t in ("early", "svc0", "svc1")], ignore_index=True)
+    f = features_of(tel, acc)
+    assert (f.loc[["svc0", "svc1"], "group_sessions"] == 1).all()
+    assert f.loc["svc0", "entity_id"] != f.loc["svc1", "entity_id"]
+
+
+def dipping(tenant: str, late_minutes: int, minutes: int, dips: np.ndarray, seed: int):
+    """Training from `late_minutes` after LATER for `minutes`, with two-minute dips at the
+    absolute minutes `dips` (from LATER)."""
+    util = np.full(minutes, 97.0)
+    for minute in dips[(dips >= late_minutes) & (dips < late_minutes + minutes - 2)]:
+        util[minute - late_minutes : minute - late_minutes + 2] = 3.0
+    start = LATER + pd.Timedelta(minutes=late_minutes)
+    return telemetry(tenant, 1, 8, minutes, start=start, util=util, seed=seed)
+
+
+def test_dips_in_step_link_jobs_only_beyond_chance_not_two_regular_schedules():
+    """Jobs that start apart are in step only by their checkpoints. Two unrelated jobs that
+    both checkpoint every 40 minutes line up by chance one time in twenty (a period and a
+    phase place every dip); irregular dips that coincide again and again do not."""
+    regular = np.arange(30, 1800, 40)
+    rng = np.random.default_rng(5)
+    irregular = 30 + np.cumsum(rng.integers(15, 75, 60))
+    tel = pd.concat(
+        [
+            background(),
+            dipping("clock_a", 0, 1800, regular, 1),
+            dipping("clock_b", 180, 1620, regular, 2),
+            dipping("crew_a", 0, 1800, irregular, 3),
+            dipping("crew_b", 180, 1620, irregular, 4),
+        ],
+        ignore_index=True,
+    )
+    acc = pd.concat(
+        [access(t, [T0], "US") for t in ("early", "clock_a", "clock_b", "crew_a", "crew_b")],
+        ignore_index=True,
+    )
+    f = features_of(tel, acc)
+    assert f.loc["clock_a", "entity_id"] != f.loc["clock_b", "entity_id"]
+    assert f.loc["crew_a", "entity_id"] == f.loc["crew_b", "entity_id"]
+    assert f.loc["crew_b", "linked_tenants"] == "crew_a"
+
+
 def test_links_from_principals_billing_and_home_prefixes_but_not_common_infrastructure():
     tel = pd.concat(
         [telemetry(t, 1, 2, 60, seed=i) for i, t in enumerate("abcdefghij")], ignore_index=True

@@ -190,6 +190,9 @@ def _interrupt(marker: str, pause: float, *args: str) -> tuple[int, list[str]]:
         text=True,
         env=env,
         start_new_session=True,
+        # as from a terminal: a shell running the suite in the background (`make test &`)
+        # ignores SIGINT, and its children would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stderr is not None
     seen = []

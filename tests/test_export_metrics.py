@@ -109,10 +109,11 @@ strongest feature.
 # TYPE gpuwatch_alert_session_risk_score gauge
 gpuwatch_alert_session_risk_score{session_id="s1",severity="critical",tenant="a",\
 top_feature="origin:direct"} 95.0
-# HELP gpuwatch_export_dropped_series Alerting tenants or sessions left out of the per-entity \
-series by --max-series.
+# HELP gpuwatch_export_dropped_series Alerting tenants, entities or sessions left out of the \
+per-entity series by --max-series.
 # TYPE gpuwatch_export_dropped_series gauge
 gpuwatch_export_dropped_series{kind="tenant"} 1.0
+gpuwatch_export_dropped_series{kind="entity"} 0.0
 gpuwatch_export_dropped_series{kind="session"} 1.0
 # HELP gpuwatch_export_series_limit The --max-series cap; present only when it was hit in this \
 export.
@@ -149,6 +150,7 @@ def test_default_budget_keeps_every_alert_and_no_cap_metric():
     assert {k[0][1] for k in samples(text, "gpuwatch_alert_session_risk_score")} == {"s1", "s3"}
     assert samples(text, "gpuwatch_export_dropped_series") == {
         (("kind", "session"),): 0.0,
+        (("kind", "entity"),): 0.0,
         (("kind", "tenant"),): 0.0,
     }
     assert "gpuwatch_export_series_limit" not in text
@@ -166,30 +168,78 @@ def test_top_n_adds_riskiest_tenants_without_alerts():
 @pytest.mark.parametrize("n_tenants", [0, 1, 50, 400])
 @pytest.mark.parametrize(("top_n", "max_series"), [(0, 1), (5, 20), (10, 500)])
 def test_series_count_never_exceeds_documented_worst_case(n_tenants, top_n, max_series):
-    base = scores_frame()
+    base = with_entities(scores_frame())
     rows = base.iloc[[0] * n_tenants].reset_index(drop=True)
     rows["tenant_id"] = [f"t{i}" for i in range(n_tenants)]
+    rows["entity_id"] = [f"e{i}" for i in range(n_tenants)]
     rows["session_id"] = [f"x{i}" for i in range(n_tenants)]
     rows["risk_score"] = [float(i % 100) for i in range(n_tenants)]
     rows["alert"] = rows["risk_score"] >= 30
-    text = exposition(rows, ExportOptions(top_n=top_n, max_series=max_series))
+    thresholds = (1e23, 1e24)
+    options = ExportOptions(top_n=top_n, max_series=max_series, flop_thresholds=thresholds)
+    text = exposition(rows, options)
     per_entity = sum(
         len(family.samples)
         for family in text_string_to_metric_families(text)
-        if family.name.startswith(("gpuwatch_tenant_", "gpuwatch_alert_session_"))
+        if family.name.startswith(
+            ("gpuwatch_tenant_", "gpuwatch_entity_", "gpuwatch_alert_session_")
+        )
     )
-    assert per_entity <= 4 * (top_n + max_series) + max_series
+    # per tenant 4 series, per entity 6, per alerting session 1
+    assert per_entity <= 10 * (top_n + max_series) + max_series
     report = run_report()
     total = sum(len(family.samples) for family in text_string_to_metric_families(text))
     assert total <= (
-        4 * top_n
-        + 5 * max_series
-        + 37
+        10 * top_n
+        + 11 * max_series
+        + 38
+        + len(thresholds)
         + len(report.stage_seconds)
         + 2 * len(report.rows_read)
         + len(report.rows_quarantined)
     )
-    assert per_entity <= 4 * min(n_tenants, top_n + max_series) + min(n_tenants, max_series)
+    assert per_entity <= 10 * min(n_tenants, top_n + max_series) + min(n_tenants, max_series)
+
+
+def with_entities(scores: pd.DataFrame) -> pd.DataFrame:
+    """Tenants a and b linked into entity e1 (1e24 FLOP, 2e24 at the high bound); c alone."""
+    entity = scores["tenant_id"].map({"a": "e1", "b": "e1", "c": "e2"})
+    flop = entity.map({"e1": 1e24, "e2": 0.0})
+    return scores.assign(
+        entity_id=entity,
+        entity_tenants=entity.map({"e1": 2, "e2": 1}),
+        entity_gpu_hours=entity.map({"e1": 26.0, "e2": 2.0}),
+        entity_training_flop=flop,
+        entity_training_flop_low=flop / 2,
+        entity_training_flop_high=flop * 2,
+    )
+
+
+def test_entities_carry_their_compute_and_count_past_each_threshold():
+    options = ExportOptions(top_n=1, flop_thresholds=(1e23, 1e24, 1e25))
+    text = exposition(with_entities(scores_frame()), options)
+    assert samples(text, "gpuwatch_entities_over_flop_threshold") == {
+        (("threshold", "1e+23"),): 1.0,
+        (("threshold", "1e+24"),): 1.0,
+        (("threshold", "1e+25"),): 0.0,
+    }
+    # top_n=1 keeps the riskiest entity; e2 has no alert and stays out
+    assert samples(text, "gpuwatch_entity_risk_score") == {(("entity", "e1"),): 95.0}
+    assert samples(text, "gpuwatch_entity_tenants") == {(("entity", "e1"),): 2.0}
+    assert samples(text, "gpuwatch_entity_gpu_seconds") == {(("entity", "e1"),): 26.0 * 3600}
+    assert samples(text, "gpuwatch_entity_training_flop") == {
+        (("bound", "low"), ("entity", "e1")): 5e23,
+        (("bound", "estimate"), ("entity", "e1")): 1e24,
+        (("bound", "high"), ("entity", "e1")): 2e24,
+    }
+
+
+def test_alerting_entities_are_capped_and_the_cap_reported():
+    scores = with_entities(scores_frame())
+    scores["entity_id"] = ["e1", "e1", "e3", "e2"]  # two alerting entities
+    text = exposition(scores, ExportOptions(top_n=0, max_series=1))
+    assert samples(text, "gpuwatch_entity_risk_score") == {(("entity", "e1"),): 95.0}
+    assert samples(text, "gpuwatch_export_dropped_series")[(("kind", "entity"),)] == 1.0
 
 
 def test_origin_is_restricted_from_the_origin_evidence():

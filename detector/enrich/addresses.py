@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -114,7 +115,7 @@ def _parse4(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return keys.astype(np.uint32), valid.to_numpy(zero_copy_only=False)
 
 
-def _as_arrow(texts: object) -> pa.Array:
+def _as_arrow(texts: Any) -> pa.Array:
     """Any sequence of address text as an Arrow string array (non-text becomes null)."""
     if isinstance(texts, pd.Index | pd.Series):
         texts = texts.array
@@ -124,8 +125,7 @@ def _as_arrow(texts: object) -> pa.Array:
         return texts
     if hasattr(texts, "__arrow_array__") and pd.api.types.is_string_dtype(texts.dtype):
         return _as_arrow(pa.array(texts))
-    values = np.asarray(texts, dtype=object)
-    values = np.where([isinstance(t, str) for t in values], values, None)
+    values = [t if isinstance(t, str) else None for t in np.asarray(texts, dtype=object)]
     return pa.array(values, pa.string())
 
 

@@ -167,17 +167,17 @@ class BundledDatabase(IpDatabase):
 
     def _find(self, v4: np.ndarray, v6: np.ndarray) -> Answer:
         t = self._tables
-        country, org, rejected = [], [], []
+        parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
         for keys, country_table, org_table in ((v4, t.country4, t.org4), (v6, t.country6, t.org6)):
             order = np.argsort(keys, kind="stable")  # sorted keys: cache-friendly searches
             ordered = keys[order]
             c, _ = country_table.find(ordered)
             o, r = org_table.find(ordered)
-            for out, values in ((country, c), (org, o), (rejected, r)):
+            for out, values in zip(parts, (c, o, r), strict=True):
                 back = np.empty_like(values)
                 back[order] = values
                 out.append(back)
-        country, org, rejected = (np.concatenate(x) for x in (country, org, rejected))
+        country, org, rejected = (np.concatenate(x) for x in parts)
         return Answer(country, np.full(len(country), -1), org, rejected, t.countries, t.orgs)
 
 
@@ -248,7 +248,7 @@ class MmdbDatabase(IpDatabase):
             todo = texts if reader.metadata().ip_version == 6 else texts[: len(v4)]
             get = reader.get
             for i, record in enumerate(get(t) for t in todo):
-                if not record:
+                if not isinstance(record, dict):
                     continue
                 code, number, name = _fields(record)
                 if code and country[i] < 0:

@@ -1,14 +1,16 @@
 """Metric families from a scores table and a run report: bounded cardinality by construction.
 
-Fleet-level families cover every session; per-tenant families only the top-N tenants by risk
-plus the tenants in alert; per-session families only sessions in alert. Both alert lists are
-capped at ``max_series`` (highest risk first) and the cap is itself reported when it bites.
+Fleet-level families cover every session; per-tenant and per-entity families only the top-N
+tenants (entities) by risk plus those in alert; per-session families only sessions in alert.
+Every alert list is capped at ``max_series`` (highest risk first) and the cap is itself
+reported when it bites.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,7 @@ from .pseudonym import pseudonymize
 SEVERITIES = ("low", "medium", "high", "critical")
 ORIGINS = ("restricted", "other")
 RISK_BUCKETS = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0)
+FLOP_BOUNDS = (("low", "_low"), ("estimate", ""), ("high", "_high"))
 REQUIRED = ("session_id", "tenant_id", "gpu_hours", "risk_score", "severity", "alert")
 
 
@@ -64,15 +67,19 @@ def score_families(scores: pd.DataFrame, options: ExportOptions) -> Iterator[Met
     dropped_sessions = max(len(sessions) - options.max_series, 0)
     sessions = sessions.head(options.max_series)
     yield _alert_sessions(sessions, scores, options)
+    dropped_entities = 0
+    if "entity_id" in scores:
+        dropped_entities = yield from _entities(scores, frame, options)
     dropped = GaugeMetricFamily(
         "gpuwatch_export_dropped_series",
-        "Alerting tenants or sessions left out of the per-entity series by --max-series.",
+        "Alerting tenants, entities or sessions left out of the per-entity series by --max-series.",
         labels=["kind"],
     )
     dropped.add_metric(["tenant"], dropped_tenants)
+    dropped.add_metric(["entity"], dropped_entities)
     dropped.add_metric(["session"], dropped_sessions)
     yield dropped
-    if dropped_tenants or dropped_sessions:
+    if dropped_tenants or dropped_entities or dropped_sessions:
         yield GaugeMetricFamily(
             "gpuwatch_export_series_limit",
             "The --max-series cap; present only when it was hit in this export.",
@@ -273,6 +280,75 @@ def _tenants(
     yield gpu_family
 
 
+def _entities(
+    scores: pd.DataFrame, frame: pd.DataFrame, options: ExportOptions
+) -> Generator[Metric, None, int]:
+    """Per entity (linked tenants, features/entities.py): its compute totals for the top-N
+    and alerting entities, and the fleet's count of entities past each FLOP threshold.
+    Returns the alerting entities left out by --max-series."""
+    totals = scores.groupby(scores["entity_id"].astype(str), sort=True).agg(
+        tenants=("entity_tenants", "max"),
+        **{
+            f"flop_{bound}": (f"entity_training_flop{suffix}", "max")
+            for bound, suffix in FLOP_BOUNDS
+        },
+        gpu_hours=("entity_gpu_hours", "max"),
+    )
+    over = GaugeMetricFamily(
+        "gpuwatch_entities_over_flop_threshold",
+        "Entities whose estimated training FLOP over the accounting window reaches each "
+        "threshold of the policy.",
+        labels=["threshold"],
+    )
+    for threshold in options.flop_thresholds:
+        over.add_metric([f"{threshold:g}"], int((totals["flop_estimate"] >= threshold).sum()))
+    yield over
+    per_entity = (
+        frame.assign(entity=scores["entity_id"].astype(str))
+        .groupby("entity")
+        .agg(risk=("risk", "max"), alerts=("alert", "sum"))
+        .reset_index()
+        .sort_values(["risk", "entity"], ascending=[False, True], na_position="last")
+    )
+    alerting = per_entity[per_entity["alerts"] > 0]
+    keep = set(per_entity["entity"].head(options.top_n)) | set(
+        alerting["entity"].head(options.max_series)
+    )
+    chosen = per_entity[per_entity["entity"].isin(keep)]
+    names = pseudonymize(chosen["entity"], options.pseudonymize_salt, "e_").tolist()
+    chosen_totals = totals.reindex(chosen["entity"])
+    risk = GaugeMetricFamily(
+        "gpuwatch_entity_risk_score",
+        "Highest session risk score (0-100) of the entity (tenants linked by billing, "
+        "principals, source prefixes or jobs run in step).",
+        labels=["entity"],
+    )
+    tenants = GaugeMetricFamily(
+        "gpuwatch_entity_tenants", "Tenants linked into the entity.", labels=["entity"]
+    )
+    gpu = GaugeMetricFamily(
+        "gpuwatch_entity_gpu_seconds",
+        "GPU time (GPU-seconds) of the entity over the accounting window.",
+        labels=["entity"],
+    )
+    flop = GaugeMetricFamily(
+        "gpuwatch_entity_training_flop",
+        "Estimated training FLOP of the entity over the accounting window, with the bounds "
+        "of the estimate.",
+        labels=["entity", "bound"],
+    )
+    for name, value, row in zip(
+        names, chosen["risk"], chosen_totals.itertuples(index=False), strict=True
+    ):
+        risk.add_metric([name], value)
+        tenants.add_metric([name], row.tenants)
+        gpu.add_metric([name], float(np.nan_to_num(row.gpu_hours)) * 3600.0)
+        for bound, _ in FLOP_BOUNDS:
+            flop.add_metric([name, bound], float(np.nan_to_num(getattr(row, f"flop_{bound}"))))
+    yield from (risk, tenants, gpu, flop)
+    return max(len(alerting) - options.max_series, 0)
+
+
 def _alert_sessions(sessions: pd.DataFrame, scores: pd.DataFrame, options: ExportOptions) -> Metric:
     family = GaugeMetricFamily(
         "gpuwatch_alert_session_risk_score",
@@ -296,7 +372,7 @@ def _alert_sessions(sessions: pd.DataFrame, scores: pd.DataFrame, options: Expor
 def _top_feature(features: object) -> str:
     """Name of the first feature in a top_features JSON list, '' when there is none."""
     try:
-        parsed = json.loads(features) if isinstance(features, str) else features
+        parsed: Any = json.loads(features) if isinstance(features, str) else features
         return str(parsed[0]["feature"])
     except (ValueError, TypeError, KeyError, IndexError):
         return ""

@@ -20,5 +20,8 @@ class ExportOptions:
     top_n: int = 10
     max_series: int = 500
     pseudonymize_salt: str | None = None
+    # The policy's numbers; the CLI sets them from the settings (`policy_export`).
     # origin="restricted" from this origin evidence up ([scoring] alert_origin_evidence)
     restricted_evidence: float = 0.5
+    # entities counted past each of these training FLOP ([accounting] thresholds_flop)
+    flop_thresholds: tuple[float, ...] = ()

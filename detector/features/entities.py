@@ -39,6 +39,7 @@ GENERIC_PRINCIPALS = frozenset(
 )  # fmt: skip
 DIP_MATCH_SECONDS = 120  # two dips this close are the same checkpoint
 DIP_MATCH_SHARE = 0.6  # of the fewer dips: by chance, frequent dips (requests) match too
+DIP_ONLY_SHARE = 0.9  # ... for jobs that did not start together, in step by their dips alone
 MIN_DIP_REGULARITY = 0.5
 DIP_CHANCE = 1e-6  # dips matched more often than chance would give once in a million
 LINK_WEIGHT = 1.0  # a pair of tenants is linked at this summed weight
@@ -112,10 +113,14 @@ def entity_name(members: list[str]) -> str:
 
 def in_step_groups(sessions: pd.DataFrame, settings: Settings) -> np.ndarray:
     """A group code per session (row order): sessions of different tenants run in step share
-    one. In step: started and ended within `in_step_seconds` of each other (and, when both
-    checkpoint, checkpointing together), or checkpointing together beyond chance (DIP_CHANCE).
-    Checkpointing together means DIP_MATCH_SHARE of the dips of the session with fewer
-    match. A start or end at the edge of the data is not a start or end."""
+    one. In step: checkpointing together, and either started and ended within
+    `in_step_seconds` of each other (DIP_MATCH_SHARE of the dips of the session with fewer
+    match) or not (DIP_ONLY_SHARE, beyond chance: DIP_CHANCE). Without checkpoints nothing
+    says two sessions are one job: jobs launched at nine and stopped at six are many, and
+    services run from the start of the data to its end. A start or end at the edge of the
+    data is unknown: two sessions running since before the data began start together if they
+    end together, and two still running end together if they started together; one bound
+    must be seen."""
     n = len(sessions)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -128,39 +133,66 @@ def in_step_groups(sessions: pd.DataFrame, settings: Settings) -> np.ndarray:
     checkpointing = _checkpointing(sessions).to_numpy()
     dips = _dip_pairs(sessions[DIP_TIMES].where(checkpointing, None), tenant)
     dips["agree"] = dips["matched"] >= DIP_MATCH_SHARE * dips["fewer"]
-    dips["unlikely"] = _chance(dips, start, end) < DIP_CHANCE
-    rows = []
-    order = np.flatnonzero(real_start)
-    order = order[np.argsort(start[order], kind="stable")]
-    s_sorted = start[order]
-    hi = np.searchsorted(s_sorted, s_sorted + tol, side="right")
-    for i, last in enumerate(hi):  # pairs of sessions that start together (few)
-        for j in range(i + 1, last):
-            a, b = sorted((order[i], order[j]))
-            if tenant[a] != tenant[b]:
-                rows.append((a, b))
-    together = pd.DataFrame(rows, columns=["a", "b"], dtype=np.int64)
-    together = together.merge(dips, on=["a", "b"], how="left")
+    regularity = sessions["dip_regularity"].fillna(0.0).to_numpy(float)
+    dips["unlikely"] = _chance(dips, start, end, regularity) < DIP_CHANCE
+    pairs = pd.concat(
+        [_close(start, real_start, tenant, tol), _close(end, real_end, tenant, tol)],
+        ignore_index=True,
+    ).drop_duplicates()
+    together = pairs.merge(dips, on=["a", "b"], how="left")
     a, b = together["a"].to_numpy(), together["b"].to_numpy()
-    ends_together = (np.abs(end[a] - end[b]) <= tol) & real_end[a] & real_end[b]
+    starts, ends = _same(start, real_start, a, b, tol), _same(end, real_end, a, b, tol)
     agree = together["agree"].astype("boolean").fillna(False).to_numpy(bool)
-    ok = together[ends_together & ~(checkpointing[a] & checkpointing[b] & ~agree)]
-    often = dips[dips["agree"] & dips["unlikely"]]
+    ok = together[starts & ends & checkpointing[a] & checkpointing[b] & agree]
+    often = dips[(dips["matched"] >= DIP_ONLY_SHARE * dips["fewer"]) & dips["unlikely"]]
     links = pd.concat([ok[["a", "b"]], often[["a", "b"]]], ignore_index=True)
     graph = coo_matrix((np.ones(len(links)), (links["a"], links["b"])), shape=(n, n))
     return connected_components(graph, directed=False)[1].astype(np.int64)
 
 
-def _chance(dips: pd.DataFrame, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+def _close(times: np.ndarray, real: np.ndarray, tenant: np.ndarray, tol: float) -> pd.DataFrame:
+    """Pairs (a < b) of sessions of different tenants whose real `times` are within `tol`."""
+    rows = []
+    order = np.flatnonzero(real)
+    order = order[np.argsort(times[order], kind="stable")]
+    hi = np.searchsorted(times[order], times[order] + tol, side="right")
+    for i, last in enumerate(hi):  # sessions that start (end) together are few
+        for j in range(i + 1, last):
+            a, b = sorted((order[i], order[j]))
+            if tenant[a] != tenant[b]:
+                rows.append((a, b))
+    return pd.DataFrame(rows, columns=["a", "b"], dtype=np.int64)
+
+
+def _same(
+    times: np.ndarray, real: np.ndarray, a: np.ndarray, b: np.ndarray, tol: float
+) -> np.ndarray:
+    """Whether sessions a and b share a bound: both seen and within `tol`, or both at the edge
+    of the data (unknown alike); one seen and one unknown do not."""
+    both = real[a] & real[b]
+    return np.where(both, np.abs(times[a] - times[b]) <= tol, ~real[a] & ~real[b])
+
+
+def _chance(
+    dips: pd.DataFrame, start: np.ndarray, end: np.ndarray, regularity: np.ndarray
+) -> np.ndarray:
     """Probability of matching as many dips by chance: each dip of the session with fewer
-    falls within the match window of one of the other's, spread over their overlap."""
+    falls within the match window of one of the other's, spread over their overlap. Regular
+    dips are not independent trials (a period and a phase place them all, and two jobs
+    checkpointing every 40 minutes line up by chance one time in twenty): the dips count as
+    independent in the share (1 - regularity) / (1 - MIN_DIP_REGULARITY), regularity of the
+    more irregular session."""
     from scipy.stats import binom
 
     a, b = dips["a"].to_numpy(np.int64), dips["b"].to_numpy(np.int64)
     overlap = np.maximum(np.minimum(end[a], end[b]) - np.maximum(start[a], start[b]), 1)
     more = dips["more"].to_numpy(float)
     hit = np.clip(more * 4 * DIP_MATCH_SECONDS / overlap, 0, 1)  # window: +-2 slots
-    return binom.sf(dips["matched"].to_numpy() - 1, dips["fewer"].to_numpy(), hit)
+    irregular = 1.0 - np.minimum(regularity[a], regularity[b])
+    independent = np.clip(irregular / (1.0 - MIN_DIP_REGULARITY), 0.0, 1.0)
+    trials = np.maximum(np.round(dips["fewer"].to_numpy() * independent), 1)
+    matched = np.round(dips["matched"].to_numpy() / dips["fewer"].to_numpy() * trials)
+    return binom.sf(matched - 1, trials, hit)
 
 
 def _checkpointing(sessions: pd.DataFrame) -> pd.Series:

@@ -26,6 +26,12 @@ HISTORY_HALF_DAYS = 1.0  # days of history at which the shares of direct events 
 DIRECT_EVENTS_FULL = 3  # direct events from a country of concern at which `direct` counts fully
 CLOCK_FULL = 0.5  # log-likelihood ratio per event at which the clock counts fully
 CONCERN_PERSON_SHARE = 0.8  # of a person's own-network events from a country of concern
+# `direct` grows over this range of the concern people's share of events. A company's minority
+# office abroad stays below it; a reseller's account gathers unrelated end customers (its
+# admin's own logins among them), so any concern person there is a customer in a country of
+# concern.
+DIRECT_RAMP = (0.3, 0.7)
+RESELLER_DIRECT_RAMP = (0.0, 0.02)
 _DAY, _BINS = 86400, 336  # half-hours in a week
 _MIN_CLOCK_GAP = 6  # half-hours between the fitted and the declared zone for the clock to count
 
@@ -44,10 +50,11 @@ TELLS: tuple[Tell, ...] = (
         "direct",
         8.0,
         "of the events people make outside hosting networks, the share made by people who "
-        "connect from a country of concern whenever they are seen (graded 30-70 %): residents, "
+        "connect from a country of concern whenever they are seen (graded "
+        f"{DIRECT_RAMP[0]:.0%}-{DIRECT_RAMP[1]:.0%}; on a reseller's account of unrelated end "
+        f"customers any, from {RESELLER_DIRECT_RAMP[1]:.0%}): residents, "
         "and VPN users who leak; not travellers, who connect from home when at home. Counts "
-        "fully from "
-        "DIRECT_EVENTS_FULL direct events and grows with the days of history",
+        f"fully from {DIRECT_EVENTS_FULL} direct events and grows with the days of history",
     ),
     Tell("declared", 6.0, "declared or billing country is a country of concern"),
     Tell(
@@ -93,9 +100,15 @@ def tell_strengths(values: pd.DataFrame) -> pd.DataFrame:
     history = days / (days + HISTORY_HALF_DAYS)
     enough = (values["direct_events"].fillna(0.0) / DIRECT_EVENTS_FULL).clip(0, 1)
     people = values["concern_people_share"].fillna(0.0)
+    reseller = values["reseller"].fillna(0.0).to_numpy(float) > 0
+    ramp = np.where(
+        reseller,
+        np.interp(people, RESELLER_DIRECT_RAMP, (0.0, 1.0)),
+        np.interp(people, DIRECT_RAMP, (0.0, 1.0)),
+    )
     return pd.DataFrame(
         {
-            "direct": np.interp(people, (0.3, 0.7), (0.0, 1.0)) * enough * history,
+            "direct": ramp * enough * history,
             "declared": values["declared_restricted"].fillna(0.0),
             "clock": (values["clock_excess"].fillna(0.0) / CLOCK_FULL).clip(-1, 1),
             "hosting": values["hosting_share"].fillna(0.0),

@@ -91,7 +91,7 @@ _CANDIDATE_BLOCKS = 240  # blocks tried per AS and family
 
 
 def _targets() -> list[tuple[int, str, str, tuple[str, ...]]]:
-    rows = [
+    rows: list[tuple[int, str, str, tuple[str, ...]]] = [
         (asn, name, RESIDENTIAL, (country,))
         for country, ases in _RESIDENTIAL.items()
         for asn, name in ases

@@ -165,7 +165,8 @@ def make_origin(
     split crew (`family` SPLIT) shares the crew's people, exits and sometimes its billing."""
     zones = country_zones()
     n_people = int(rng.integers(1, 4))
-    reseller, bots, trip = "", (), None
+    reseller, trip = "", None
+    bots: tuple[str, ...] = ()
     if family in (DOMESTIC, EVENING):
         zone = str(rng.choice(US_ZONES))
         evening = family == EVENING
@@ -183,7 +184,7 @@ def make_origin(
     elif family in (ALLIED, APAC_CLOUD):
         country = str(rng.choice(ALLIED_COUNTRIES if family == ALLIED else ("JP", "KR")))
         zone = zones[country]
-        exits = ()
+        exits: tuple[str, ...] = ()
         if family == APAC_CLOUD:
             exits = _ips(pool, rng, HOSTING, str(rng.choice(["SG", "JP"])), 3)
         people = [
@@ -352,12 +353,13 @@ def _person_events(
 ) -> pd.DataFrame:
     """A person's own events over the window, the days of a trip worked from abroad."""
     t = _sessions(person.zone, person.evening, window.t0, window.t1, rng, person.activity)
-    parts = [(t, ())]
+    no_ips: tuple[str, ...] = ()
+    parts = [(t, no_ips)]
     if trip is not None:
         lo = window.t0 + trip.first_day * DAY
         hi = lo + trip.days * DAY
         away = _sessions(trip.zone, 0.0, lo, hi, rng)
-        parts = [(t[(t < lo) | (t >= hi)], ()), (away[(away >= lo) & (away < hi)], trip.ips)]
+        parts = [(t[(t < lo) | (t >= hi)], no_ips), (away[(away >= lo) & (away < hi)], trip.ips)]
     frames = []
     for times, ips in parts:
         times = np.sort(times)
@@ -392,11 +394,10 @@ def access_events(
         parts.append(frame)
     if origin.bots:
         n = rng.poisson(rng.uniform(0.5, 3) * window.days * 24)
-        t = np.sort(rng.uniform(window.t0, window.t1, n))
         parts.append(
             pd.DataFrame(
                 {
-                    "timestamp": t,
+                    "timestamp": np.sort(rng.uniform(window.t0, window.t1, n)),
                     "src_ip": rng.choice(np.array(origin.bots), n),
                     "event": "api",
                     "principal": "svc-deploy",

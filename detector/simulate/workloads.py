@@ -308,8 +308,8 @@ def _hpc(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
 
 def _local_hour(t: np.ndarray, zone: str) -> np.ndarray:
     """Local hour of day (fractional) of epoch seconds, using the zone's offset at t[0]."""
-    offset = datetime.fromtimestamp(int(t[0]), UTC).astimezone(ZoneInfo(zone)).utcoffset()
-    return ((t + offset.total_seconds()) % 86400) / 3600
+    local = datetime.fromtimestamp(int(t[0]), UTC).astimezone(ZoneInfo(zone))
+    return ((t + local.utcoffset().total_seconds()) % 86400) / 3600  # type: ignore[union-attr]
 
 
 def _inference(job: Job, t: np.ndarray, rng: np.random.Generator) -> Arrays:
