@@ -10,6 +10,7 @@ Inputs that once failed are pinned with `@example`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gzip
 import io
@@ -33,9 +34,9 @@ from detector.schema import ACCESS, LABELS, TELEMETRY, TENANTS
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "formats"
 EXAMPLES = int(os.environ.get("GPUWATCH_FUZZ_EXAMPLES", "300"))
-WORK = Path(
-    tempfile.mkdtemp(prefix="gpuwatch-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-)
+SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None  # files in memory: faster
+WORK = Path(tempfile.mkdtemp(prefix="gpuwatch-fuzz-", dir=SHM))
+atexit.register(shutil.rmtree, WORK, True)
 LIMITS = Limits(max_bytes=1 << 20, max_line=4096, max_depth=16)
 # Byte strings that once crashed or broke a reader, spliced into the seeds.
 TOKENS = [
