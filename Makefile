@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SAMPLES := data/samples
 OUT    := out
 
-.PHONY: demo test lint bench bench-indep fuzz samples model clean screenshot
+.PHONY: demo test lint bench bench-indep bench-runs fuzz samples model clean screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,13 @@ INDEP_PAIRS ?= 9103:9104 9201:9202
 bench-indep: $(STAMP)
 	$(BIN)/python bench/indep/evaluate.py $(foreach p,$(INDEP_PAIRS),--pair $(p)) \
 	  --work $(OUT)/indep --out bench/indep/results.md
+
+# Scheduled runs: kill -9 trials of `gpuwatch score` (torn, mismatched, leftover outputs) and a
+# load test of `gpuwatch serve` (requests/s, p99) -> bench/kill_trials.md and the terminal.
+TRIALS ?= 100
+bench-runs: $(STAMP)
+	$(BIN)/python bench/kill_trials.py $(TRIALS) --out bench/kill_trials.md
+	$(BIN)/python bench/serve_load.py --clients 20 --seconds 5
 
 # The README's screenshots of the analyst report on the samples (headless Chromium).
 screenshot: demo

@@ -17,6 +17,7 @@ outcome into one exit code and every error into one line (see `detector.errors` 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import inspect
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from .labelling import Resolved
     from .pipeline import FeatureTable, Inputs
     from .runinfo import RunReport
+    from .state import State
     from .suppress import RuleSet
 
 log = logging.getLogger("gpuwatch")
@@ -713,6 +715,21 @@ def train_command(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Suppression rules (TOML): matching alerts are stored with alert false.",
 )
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for another run writing the same --out, then fail (exit 2).",
+)
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="State folder carried from run to run: read only new input, keep sessions that "
+    "span runs whole, give alerts an identity (new, ongoing, resolved).",
+)
 @export_options
 @click.pass_obj
 def score_command(
@@ -726,35 +743,68 @@ def score_command(
     top: int,
     fail_on_alert: bool,
     rules_path: Path | None,
+    wait: float,
+    state_dir: Path | None,
     export: ExportOptions,
 ) -> None:
-    """Score sessions with a trained model; write scores, quarantine and metrics."""
+    """Score sessions with a trained model; write scores, quarantine and metrics (as one set)."""
+    import pandas as pd
+
+    from . import state as carry
     from .export.publish import publish, publish_failure
     from .export.sidecar import write_run_sidecar
     from .model import store
+    from .outputs import OutputSet
     from .pipeline import finish, score
     from .runinfo import RunReport
 
     report = RunReport()
-    try:
-        rules = _load_rules(rules_path) if rules_path else None
-        stored = store.load(model_dir)
-        table = _build_features(app, inputs, engine, report)
-        scores = score(table.sessions, stored, report)
-        if rules:
-            scores = _apply_rules(scores, rules, report)
-        with report.stage("write"):
-            _write_scores(scores, out)
-            _write_quarantine(table, quarantine_path or out.with_suffix(".quarantine.csv"))
-        finish(report)
-        write_run_sidecar(out, report)
-        publish(scores, report, policy_export(export, app.settings))
-    except GpuwatchError:
+    export = policy_export(export, app.settings)
+    outputs = OutputSet(
+        out, quarantine_path or out.with_suffix(".quarantine.csv"), export.metrics_file
+    )
+    with outputs.locked(wait):
         try:
-            publish_failure(report, export)
-        except GpuwatchError as exc:
-            log.error("could not publish the failure metrics: %s", exc)
-        raise
+            rules = _load_rules(rules_path) if rules_path else None
+            stored = store.load(model_dir)
+            with contextlib.ExitStack() as stack:
+                con = stack.enter_context(carry.opened(state_dir)) if state_dir else None
+                prior = carry.load(con) if con else None
+                table = _build_features(app, inputs, engine, report, prior)
+                scores = score(table.sessions, stored, report)
+                if rules:
+                    scores = _apply_rules(scores, rules, report)
+                if con and prior and table.state:
+                    seen = pd.Timestamp(report.started_at, unit="s", tz="UTC").isoformat()
+                    scores, alerts = carry.track_alerts(scores, prior.alerts, seen)
+                with outputs.stage(report.run_id) as stage:
+                    with report.stage("write"):
+                        _write_scores(scores, stage.scores)
+                        _write_quarantine(table, stage.quarantine, outputs.quarantine)
+                    finish(report)
+                    write_run_sidecar(stage.scores, report)
+                    publish(
+                        scores,
+                        report,
+                        replace(export, metrics_file=stage.metrics, pushgateway=None),
+                    )
+                    outputs.commit(stage, report.run_id)
+                if con and prior and table.state:  # committed after the outputs
+                    carry.save(con, replace(table.state, alerts=alerts, runs=prior.runs + 1))
+            publish(scores, report, replace(export, metrics_file=None))
+        except GpuwatchError:
+            try:
+                if export.metrics_file is None:
+                    publish_failure(report, export)
+                else:  # a new set: the last scores, report and quarantine, failed-run metrics
+                    failed = f"{report.run_id}-failed"
+                    with outputs.stage(failed) as stage:
+                        outputs.carry(stage)
+                        publish_failure(report, replace(export, metrics_file=stage.metrics))
+                        outputs.commit(stage, failed)
+            except GpuwatchError as exc:
+                log.error("could not publish the failure metrics: %s", exc)
+            raise
     alerts = int(scores["alert"].sum())
     if fmt == "json":
         click.echo(
@@ -768,6 +818,7 @@ def score_command(
                     "suppressed": report.suppressed,
                     "rules_expired": report.rules_expired,
                     **_counts(report),
+                    **(_state_counts(scores, report) if state_dir else {}),
                 },
                 indent=2,
             )
@@ -775,6 +826,14 @@ def score_command(
     else:
         _print_counts(app, report)
         _print_scores(app, scores, top, alerts)
+        if state_dir:
+            counts = _state_counts(scores, report)
+            app.console.print(
+                "alerts: "
+                + ", ".join(f"{n} {status}" for status, n in counts["alert_status"].items())
+                + f"; late rows merged {report.late_merged}, quarantined "
+                f"{counts['late_rows_quarantined']}"
+            )
         if silenced := {rule: n for rule, n in report.suppressed.items() if n}:
             app.console.print(
                 "alerts suppressed by rules: "
@@ -785,50 +844,41 @@ def score_command(
 
 
 @main.command("explain")
-@click.argument("session_id")
+@click.argument("session_ids", nargs=-1)
 @click.option("--scores", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--all-alerts", is_flag=True, help="Every alerting session's case, highest risk first."
+)
 @format_option
 @click.pass_obj
-def explain_command(app: App, session_id: str, scores: Path, fmt: str) -> None:
-    """Why a session scored as it did: its features and what pushed its score."""
-    from rich.table import Table
+def explain_command(
+    app: App, session_ids: tuple[str, ...], scores: Path, all_alerts: bool, fmt: str
+) -> None:
+    """A session's case: its workload, origin and entity evidence, and what pushed its score.
 
-    from .features import FEATURES
+    SESSION_IDS match by any unique prefix, case-insensitively. With --format json, one id
+    gives one object and several ids (or --all-alerts) a list.
+    """
+    from . import cases, labelling
+    from . import columns as c
 
+    if bool(session_ids) == all_alerts:
+        raise click.UsageError("give session ids or --all-alerts (one of them)")
     table = _read_scores(scores)
-    rows = table[table["session_id"].astype(str).str.startswith(session_id)]
-    if len(rows) != 1:
-        raise click.BadParameter(
-            f"{scores}: {len(rows)} sessions match {session_id!r}; give more of the id",
-            param_hint="SESSION_ID",
-        )
-    row = rows.iloc[0]
-    top = json.loads(row["top_features"] or "[]")
+    if all_alerts:
+        alerting = table[c.ALERT].fillna(False).astype(bool)
+        rows = table[alerting].sort_values(c.RISK, ascending=False, kind="stable")
+    else:
+        rows = labelling.session_rows(table, session_ids, str(scores))
+    built = cases.build_cases(rows)
     if fmt == "json":
-        click.echo(
-            json.dumps({k: _jsonable(v) for k, v in row.items()} | {"top_features": top}, indent=2)
-        )
-        return
-    c = app.console
-    c.print(
-        f"session [bold]{row['session_id']}[/] of tenant [bold]{row['tenant_id']}[/]: "
-        f"{row['start']} -> {row['end']}, {row['n_gpus']} GPUs on {row['n_hosts']} hosts, "
-        f"{row['gpu_hours']:.1f} GPU-hours"
-    )
-    c.print(
-        f"risk {row['risk_score']:.1f} ({row['severity']}), alert: {bool(row['alert'])}, "
-        f"model {row['model_version']}"
-    )
-    pushed = Table("feature", "value", "contribution", "meaning", title="what pushed the score")
-    for item in top:
-        meaning = next((f.description for f in FEATURES if f.name == item["feature"]), "")
-        pushed.add_row(item["feature"], _fmt(item["value"]), f"{item['contribution']:.3f}", meaning)
-    c.print(pushed)
-    everything = Table("feature", "value", "unit", "family", title="all features")
-    for f in FEATURES:
-        if f.name in row:
-            everything.add_row(f.name, _fmt(row[f.name]), f.unit, f.family)
-    c.print(everything)
+        data = [case.to_dict() for case in built]
+        one = len(session_ids) == 1 and not all_alerts
+        click.echo(json.dumps(data[0] if one else data, indent=2))
+    elif not built:
+        click.echo(f"{scores}: no session alerts")
+    else:
+        click.echo(("\n\n" + "=" * cases.TEXT_WIDTH + "\n\n").join(map(cases.render_text, built)))
 
 
 @main.command("features")
@@ -1244,6 +1294,59 @@ def suppress_list(app: App, rules_path: Path, fmt: str) -> None:
     )
 
 
+@main.group("state")
+def state_group() -> None:
+    """The state that scheduled `score --state` runs carry: show it, prune old history."""
+
+
+def state_argument(f: F) -> F:
+    return click.argument("state_dir", type=click.Path(file_okay=False, path_type=Path))(f)
+
+
+@state_group.command("show")
+@state_argument
+@format_option
+@click.pass_obj
+def state_show(app: App, state_dir: Path, fmt: str) -> None:
+    """Watermark, carried rows, closed sessions, access history, files read and alerts."""
+    from . import state as carry
+
+    with carry.opened(state_dir, write=False) as con:
+        summary = carry.summary(carry.load(con))
+    if fmt == "json":
+        click.echo(json.dumps(summary, indent=2))
+        return
+    for key, value in summary.items():
+        app.console.print(f"{key}: {value}")
+
+
+@state_group.command("prune")
+@state_argument
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Keep closed sessions that ended this many days before the watermark "
+    "(default: the origin history, features.origin_history_days).",
+)
+@format_option
+@click.pass_obj
+def state_prune(app: App, state_dir: Path, keep_days: float | None, fmt: str) -> None:
+    """Drop closed sessions, resolved alerts and idle groups older than the retention."""
+    from . import state as carry
+
+    keep = keep_days if keep_days is not None else app.settings.features.origin_history_days
+    with carry.opened(state_dir) as con:
+        pruned, dropped = carry.prune(carry.load(con), keep, app.settings.sessions.gap_seconds)
+        carry.save(con, pruned)
+    if fmt == "json":
+        click.echo(json.dumps({"keep_days": keep, "dropped": dropped}, indent=2))
+        return
+    app.console.print(
+        f"{state_dir}: kept {keep:g} days; dropped "
+        + ", ".join(f"{n} {what}" for what, n in dropped.items())
+    )
+
+
 @main.command("report")
 @click.option("--scores", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
@@ -1296,12 +1399,20 @@ def report_command(
 # --- helpers of the commands -----------------------------------------------------------------
 
 
-def _build_features(app: App, inputs: Inputs, engine: Engine, report: RunReport) -> FeatureTable:
-    """build_features on the given engine, with progress bars on a terminal."""
-    from .pipeline import build_features
+def _build_features(
+    app: App, inputs: Inputs, engine: Engine, report: RunReport, carried: State | None = None
+) -> FeatureTable:
+    """build_features (build_incremental with a state) on the given engine, with progress
+    bars on a terminal."""
+    from .pipeline import build_features, build_incremental
+
+    def build(progress: Any = None) -> FeatureTable:
+        if carried is not None:
+            return build_incremental(inputs, app.settings, carried, report, engine, progress)
+        return build_features(inputs, app.settings, report, engine, progress)
 
     if app.quiet or not app.console.is_terminal:
-        return build_features(inputs, app.settings, report, engine)
+        return build()
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -1324,17 +1435,15 @@ def _build_features(app: App, inputs: Inputs, engine: Engine, report: RunReport)
             task = bar.add_task(phase, total=total)
             return lambda n: bar.advance(task, n)
 
-        return build_features(inputs, app.settings, report, engine, start)
+        return build(start)
 
 
 def _write_scores(scores: pd.DataFrame, out: Path) -> None:
-    """Write atomically (temp file, then rename) so `gpuwatch serve` never reads half a file."""
-    tmp = out.with_name(f".{out.name}.tmp")
+    """Write the scores table (CSV or Parquet by the name's suffix)."""
     if out.suffix == ".csv":
-        scores.to_csv(tmp, index=False)
+        scores.to_csv(out, index=False)
     else:
-        scores.to_parquet(tmp, index=False)
-    os.replace(tmp, out)
+        scores.to_parquet(out, index=False)
 
 
 def _read_scores(path: Path) -> pd.DataFrame:
@@ -1352,13 +1461,29 @@ def _read_scores(path: Path) -> pd.DataFrame:
         raise InputError(f"cannot read scores: {exc}", path=str(path)) from exc
 
 
-def _write_quarantine(table: FeatureTable, path: Path) -> None:
+def _write_quarantine(table: FeatureTable, path: Path, shown: Path | None = None) -> None:
+    """Write the rejected rows to ``path``; the warning names ``shown`` (the user's path)."""
     from . import quarantine
 
     path.parent.mkdir(parents=True, exist_ok=True)
     quarantine.write(table.quarantine, path)
     if len(table.quarantine):
-        log.warning("%d rejected rows written to %s", len(table.quarantine), path)
+        log.warning("%d rejected rows written to %s", len(table.quarantine), shown or path)
+
+
+def _state_counts(scores: pd.DataFrame, report: RunReport) -> dict[str, Any]:
+    """With --state: alerts by status (a pager fires on `new`) and late rows."""
+    from .state import ALERT_STATUSES, LATE_REASON
+
+    status = scores["alert_status"].value_counts() if "alert_status" in scores else {}
+    return {
+        "alert_status": {s: int(status.get(s, 0)) for s in ALERT_STATUSES},
+        "alerts_new": scores.loc[scores["alert_status"] == "new", "alert_id"].dropna().tolist()
+        if "alert_status" in scores
+        else [],
+        "late_rows_merged": report.late_merged,
+        "late_rows_quarantined": report.rows_quarantined[("telemetry", LATE_REASON)],
+    }
 
 
 def _counts(report: RunReport) -> dict[str, Any]:
@@ -1466,24 +1591,6 @@ def pd_isna(value: Any) -> bool:
     import pandas as pd
 
     return bool(pd.isna(value))
-
-
-def _fmt(value: Any) -> str:
-    import pandas as pd
-
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "n/a"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _jsonable(value: Any) -> Any:
-    import pandas as pd
-
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if hasattr(value, "item"):
-        return value.item()
-    return None if pd.isna(value) else value
 
 
 def _login() -> str:

@@ -36,8 +36,11 @@ LINKED_TENANTS = "linked_tenants"
 COUNTRIES = "origin_countries"  # countries of the access events, with counts
 ASNS = "origin_asns"  # autonomous system numbers, with counts
 AS_ORGS = "origin_as_orgs"  # AS organisations, with counts
+PREFIXES = "origin_prefixes"  # source prefixes (IPv4 /24, IPv6 /48), with counts
 DECLARED_COUNTRY = "declared_country"
 BILLING_COUNTRY = "billing_country"
+RESELLER_NAME = "reseller_name"  # the reseller the tenant signed up through, if any
+LINK_REASONS = "link_reasons"  # what each linked tenant shares with this one
 
 # Written by `gpuwatch score --suppress`.
 SUPPRESSED_BY = "suppressed_by"  # id of the rule that silenced the alert, else null

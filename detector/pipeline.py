@@ -10,13 +10,14 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import quarantine
+from . import state as carry
 from .config import Settings
 from .engine import Engine, Progress, extract
 from .enrich import enrich_access, open_database
@@ -24,10 +25,10 @@ from .errors import InputError
 from .features import NAMES as FEATURE_NAMES
 from .features import TEXT_COLUMNS, complete_features, session_features
 from .features.risk import compute_scale, hours_scale
-from .ingest import Counts, Source, open_source, read_table
+from .ingest import Batch, Counts, Source, expand, open_source, read_table
 from .ingest.options import SourceOptions
-from .ingest.prometheus_api import PrometheusSource, query_prometheus
-from .ingest.validate import empty_table
+from .ingest.prometheus_api import PrometheusSource, query_prometheus, read_prometheus
+from .ingest.validate import empty_table, to_arrow
 from .model.calibrate import Calibration, calibrate_threshold
 from .model.explain import top_features
 from .model.forest import SessionRiskModel, severity
@@ -36,6 +37,7 @@ from .model.store import StoredModel
 from .runinfo import RunReport
 from .schema import ACCESS, LABELS, SCORE_HEAD, TELEMETRY, TENANTS, TableSchema
 from .sessions import SESSION_COLUMNS, cut_sessions
+from .state import State
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class FeatureTable:
     sessions: pd.DataFrame
     quarantine: pd.DataFrame
     report: RunReport = field(default_factory=RunReport)
+    state: State | None = None  # the next run's, when this run carried one
 
 
 def build_features(
@@ -133,6 +136,18 @@ def build_features(
             " (is the access-log export broken?); --allow-missing-access runs anyway",
             path=", ".join(str(p) for p in inputs.access),
         )
+    table = _features(workload, access, settings, tenants, report)
+    return FeatureTable(table, quarantine.combine(rejected), report)
+
+
+def _features(
+    workload: pd.DataFrame,
+    access: pd.DataFrame,
+    settings: Settings,
+    tenants: pd.DataFrame | None,
+    report: RunReport,
+) -> pd.DataFrame:
+    """The global pass over sessions with their workload features: every feature."""
     with report.stage("features"):
         if workload.empty:
             table = session_features(
@@ -142,16 +157,117 @@ def build_features(
                 tenants,
             )
         else:
-            sessions = workload[SESSION_COLUMNS]
             table = complete_features(
-                sessions,
+                workload[SESSION_COLUMNS],
                 workload.drop(columns=SESSION_COLUMNS),
                 access,
                 settings,
                 tenants,
             )
     report.sessions = len(table)
-    return FeatureTable(table, quarantine.combine(rejected), report)
+    return table
+
+
+def build_incremental(
+    inputs: Inputs,
+    settings: Settings,
+    state: State,
+    report: RunReport | None = None,
+    engine: Engine | None = None,
+    progress: Progress | None = None,
+) -> FeatureTable:
+    """build_features for a scheduled run that carries `state` (`detector.state`): only files
+    not read before (and rows after the watermark of files that changed) are read; sessions
+    are cut from them with the carried rows; closed sessions keep their stored workload
+    features. The returned table's `state` is the next run's."""
+    report = report or RunReport()
+    rejected: list[pd.DataFrame] = []
+    after = state.watermark + pd.Timedelta(1, "ns") if state.watermark is not None else None
+    since = (
+        max(t for t in (after, inputs.since) if t is not None) if after or inputs.since else None
+    )
+    manifest = state.files  # stamped before reading: a file that grows meanwhile is read again
+    tables: dict[str, list[pd.DataFrame]] = {}
+    with report.stage("ingest"):
+        for schema, paths, fmt in (
+            (TELEMETRY, inputs.telemetry, inputs.telemetry_format),
+            (ACCESS, inputs.access, inputs.access_format),
+        ):
+            files = [f.path for f in expand(paths, fmt)] if paths else []
+            new, changed = carry.split_files(state, schema.name, files)
+            manifest = carry.record_files(manifest, schema.name, new + changed)
+            if schema is ACCESS:  # access files that changed: events after the latest kept
+                latest = state.access["timestamp"].max() if len(state.access) else None
+                changed_since = latest + pd.Timedelta(1, "ns") if latest is not None else None
+            else:  # telemetry files that changed, and a Prometheus pull: after the watermark
+                changed_since = since
+            after_mark = replace(inputs, since=changed_since)
+            parts = [
+                _read(new, schema, replace(inputs, prometheus=None), settings, report, rejected)
+                if new
+                else None,
+                _read(changed, schema, after_mark, settings, report, rejected,
+                      {"since": changed_since, "until": inputs.until})
+                if changed or (schema is TELEMETRY and inputs.prometheus)
+                else None,
+            ]  # fmt: skip
+            tables[schema.name] = [p for p in parts if p is not None]
+        tenants = (
+            _read([inputs.tenants], TENANTS, inputs, settings, report, rejected)
+            if inputs.tenants
+            else None
+        )
+    telemetry = _concat(tables[TELEMETRY.name], TELEMETRY)
+    rows, late, report.late_merged = carry.merge_late(
+        state, telemetry, settings.sessions.gap_seconds
+    )
+    if len(late):
+        rejected.append(late)
+        report.rows_accepted[TELEMETRY.name] -= len(late)
+        report.rows_quarantined[(TELEMETRY.name, carry.LATE_REASON)] += len(late)
+    raw_access = _concat([state.access, *tables[ACCESS.name]], ACCESS)
+    with report.stage("enrich"):
+        db = open_database(inputs.geoip_db)
+        access, stats = enrich_access(raw_access.reset_index(drop=True), db, settings, tenants)
+        report.ips_total, report.ips_unknown = stats.ips_total, stats.ips_unknown_country
+    carried = Batch(0, to_arrow(rows, TELEMETRY), np.zeros(len(rows), np.int64), quarantine.empty(), 0)
+    fresh, bad, _ = extract(
+        Source(TELEMETRY, (), TELEMETRY.name),
+        settings,
+        report,
+        engine=engine or Engine(),
+        extra=[carried] if len(rows) else [],
+        extra_name="(telemetry carried by the state, and new)",
+        progress=progress,
+    )
+    # the rows were counted when read; duplicates among them leave the accepted count
+    _count(report, TELEMETRY.name, Counts(accepted=-len(bad)), bad)
+    rejected.append(bad)
+    workload, nxt = carry.advance(state, rows, fresh, settings)
+    latest = max(
+        (
+            t
+            for t in (nxt.watermark, raw_access["timestamp"].max() if len(raw_access) else None)
+            if t is not None
+        ),
+        default=None,
+    )
+    nxt = replace(
+        nxt,
+        access=carry.keep_access(raw_access, latest, settings),
+        files=manifest,
+        late_merged=report.late_merged,
+        late_reported=len(late),
+    )
+    table = _features(workload, access, settings, tenants, report)
+    return FeatureTable(table, quarantine.combine(rejected), report, state=nxt)
+
+
+def _concat(frames: Sequence[pd.DataFrame], schema) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty_table(schema)
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 def access_coverage(sessions: pd.DataFrame, access: pd.DataFrame) -> float:
@@ -179,18 +295,29 @@ def _read(
     settings: Settings,
     report: RunReport,
     rejected: list[pd.DataFrame],
+    window: dict[str, pd.Timestamp | None] | None = None,
 ) -> pd.DataFrame:
-    window = {} if schema is TENANTS else {"since": inputs.since, "until": inputs.until}
-    if schema is ACCESS:  # origin evidence uses the history, whatever the scoring window
-        history = pd.Timedelta(days=settings.features.origin_history_days)
-        window = {"since": inputs.since - history if inputs.since is not None else None}
-    fmt, options = (
-        (inputs.access_format, inputs.access_options) if schema is ACCESS else ("auto", None)
-    )
-    loaded = read_table(paths, schema, fmt=fmt, options=options, **window)
-    _count(report, schema.name, loaded.counts, loaded.quarantine)
-    rejected.append(loaded.quarantine)
-    return loaded.table
+    """Read one table (with `window`: only rows in it), counting every row in `report`."""
+    if window is None:
+        window = {} if schema is TENANTS else {"since": inputs.since, "until": inputs.until}
+        if schema is ACCESS:  # origin evidence uses the history, whatever the scoring window
+            history = pd.Timedelta(days=settings.features.origin_history_days)
+            window = {"since": inputs.since - history if inputs.since is not None else None}
+    fmt, options = {
+        TELEMETRY.name: (inputs.telemetry_format, inputs.telemetry_options),
+        ACCESS.name: (inputs.access_format, inputs.access_options),
+    }.get(schema.name, ("auto", None))
+    loads = [read_table(paths, schema, fmt=fmt, options=options, **window)] if paths else []
+    if schema is TELEMETRY and inputs.prometheus:
+        loads.append(
+            read_prometheus(
+                inputs.prometheus, inputs.since, inputs.until, options=inputs.telemetry_options
+            )
+        )
+    for loaded in loads:
+        _count(report, schema.name, loaded.counts, loaded.quarantine)
+        rejected.append(loaded.quarantine)
+    return _concat([loaded.table for loaded in loads], schema)
 
 
 def _count(report: RunReport, source: str, counts: Counts, rejected: pd.DataFrame) -> None:
@@ -222,6 +349,7 @@ def train(
         gates=(
             ("origin_evidence", settings.scoring.alert_origin_evidence),
             ("training_evidence", settings.scoring.alert_training_evidence),
+            ("group_gpu_hours", settings.scoring.alert_gpu_hours),
         ),
         random_state=seed,
     ).fit(fit_rows)

@@ -30,6 +30,7 @@ class RunReport:
     success: bool = False
     suppressed: dict[str, int] = field(default_factory=dict)  # active rule -> alerts silenced
     rules_expired: list[str] = field(default_factory=list)  # suppression rules past expiry
+    late_merged: int = 0  # with --state: rows at or before the watermark merged into open sessions
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -120,8 +120,10 @@ def test_explain_names_what_pushed_the_score(scored):
     data = json.loads(
         run("explain", top["session_id"], "--scores", str(scored["scores"]), "--format", "json")
     )
-    assert data["session_id"] == top["session_id"] and data["top_features"]
-    assert "0 sessions match" in run("explain", "zzzz", "--scores", str(scored["scores"]), code=2)
+    assert data["session_id"] == top["session_id"] and data["pushes"]
+    assert "unknown session id(s): zzzz" in run(
+        "explain", "zzzz", "--scores", str(scored["scores"]), code=2
+    )
 
 
 def test_fail_on_alert_exits_1(scored):

@@ -54,6 +54,7 @@ def test_a_job_split_across_accounts_is_one_group_and_one_entity():
     assert parts["entity_id"].nunique() == 1
     assert parts["entity_id"].iloc[0] == entity_name(["part0", "part1", "part2"])
     assert parts.loc["part0", "linked_tenants"] == "part1,part2"
+    assert parts.loc["part0", "link_reasons"] == "part1: in-step sessions; part2: in-step sessions"
     assert f.loc["other", "entity_tenants"] == 1 and f.loc["other", "linked_tenants"] == ""
 
 
@@ -165,6 +166,9 @@ def test_links_from_principals_billing_and_home_prefixes_but_not_common_infrastr
     entity = f["entity_id"].groupby(level=0).first()
     assert entity["a"] == entity["b"] and entity["c"] == entity["d"] and entity["i"] == entity["j"]
     assert len({entity[t] for t in "aceghi"} | {entity["f"]}) == 7
+    why = f["link_reasons"].groupby(level=0).first()  # what each linked tenant shares
+    assert why["a"] == "b: prefix, 2 principals" and why["c"] == "d: 4 prefixes"
+    assert why["i"] == "j: billing id" and why["f"] == ""
 
 
 def test_a_tenant_sharing_home_prefixes_with_many_is_a_hub_not_a_link():

@@ -79,3 +79,21 @@ def test_systemd_units_pass_real_flags(unit, command):
     exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
     assert exec_start.split()[1] == command
     assert set(re.findall(r"--[\w-]+", exec_start)) <= flags(command)
+
+
+def test_alert_rules_use_only_exported_metrics():
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    used = {name for expr in exprs for name in re.findall(r"gpuwatch_\w+", expr)}
+    assert "gpuwatch_last_run_rows_read" in used and used <= exported_names()
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_exposition_passes_promtool_lint():
+    from detector.export.source import render
+
+    families = snapshot_families(scores_frame(), run_report(), ExportOptions())
+    linted = subprocess.run(
+        ["promtool", "check", "metrics"], input=render(lambda: families), capture_output=True
+    )
+    assert linted.returncode == 0 and not linted.stdout and not linted.stderr, linted

@@ -85,10 +85,10 @@ def test_unreachable_pushgateway_raises_export_error():
 def test_source_keeps_last_good_snapshot_when_newest_file_is_broken(tmp_path):
     write_scores(tmp_path / "2024-06-01.parquet", scores_frame(), run_report())
     source = ScoresSource(tmp_path, ExportOptions())
-    assert source.current().path.name == "2024-06-01.parquet"
+    assert source.current().name == "2024-06-01.parquet"
     (tmp_path / "2024-06-02.parquet").write_bytes(b"not parquet")
     snapshot = source.current()
-    assert snapshot.path.name == "2024-06-01.parquet"
+    assert snapshot.name == "2024-06-01.parquet"
     assert "2024-06-02.parquet" in source.error
     write_scores(tmp_path / "2024-06-03.parquet", scores_frame().head(1), run_report())
     assert len(source.current().scores) == 1 and source.error is None

@@ -26,17 +26,17 @@ gpuwatch_last_run_success 1.0
 # TYPE gpuwatch_run_duration_seconds gauge
 gpuwatch_run_duration_seconds{stage="ingest"} 1.5
 gpuwatch_run_duration_seconds{stage="score"} 0.25
-# HELP gpuwatch_rows_read_total Input rows read by the last run, by source.
-# TYPE gpuwatch_rows_read_total counter
-gpuwatch_rows_read_total{source="access"} 40.0
-gpuwatch_rows_read_total{source="telemetry"} 100.0
-# HELP gpuwatch_rows_accepted_total Input rows accepted by the last run, by source.
-# TYPE gpuwatch_rows_accepted_total counter
-gpuwatch_rows_accepted_total{source="access"} 40.0
-gpuwatch_rows_accepted_total{source="telemetry"} 98.0
-# HELP gpuwatch_rows_quarantined_total Input rows rejected by the last run, by source and reason.
-# TYPE gpuwatch_rows_quarantined_total counter
-gpuwatch_rows_quarantined_total{reason="gpu_util out of range",source="telemetry"} 2.0
+# HELP gpuwatch_last_run_rows_read Input rows read by the last run, by source.
+# TYPE gpuwatch_last_run_rows_read gauge
+gpuwatch_last_run_rows_read{source="access"} 40.0
+gpuwatch_last_run_rows_read{source="telemetry"} 100.0
+# HELP gpuwatch_last_run_rows_accepted Input rows accepted by the last run, by source.
+# TYPE gpuwatch_last_run_rows_accepted gauge
+gpuwatch_last_run_rows_accepted{source="access"} 40.0
+gpuwatch_last_run_rows_accepted{source="telemetry"} 98.0
+# HELP gpuwatch_last_run_rows_quarantined Input rows rejected by the last run, by source and reason.
+# TYPE gpuwatch_last_run_rows_quarantined gauge
+gpuwatch_last_run_rows_quarantined{reason="gpu_util out of range",source="telemetry"} 2.0
 # HELP gpuwatch_enrichment_unknown_ratio Share (0-1) of source IPs with no country or ASN in \
 the last run.
 # TYPE gpuwatch_enrichment_unknown_ratio gauge

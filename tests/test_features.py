@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -178,3 +180,36 @@ def test_compute_accounting_sums_tenants_and_entities_with_a_band():
     assert f["tenant_training_flop"] == pytest.approx(f["est_flop"])
     assert f["entity_training_flop"] == pytest.approx(f["est_flop"])
     assert f["entity_flop_threshold"] == 0.0  # 1e20 FLOP: below the first threshold
+
+
+def test_origin_facts_count_values_bounded_with_the_rest_as_other():
+    from detector.features.origin import FACT_TEXT_MAX, FACTS_SHOWN, origin_facts
+
+    n = FACTS_SHOWN + 3
+    events = pd.DataFrame(
+        {
+            "timestamp": [T0 + pd.Timedelta(minutes=i) for i in range(n + 2)],
+            "tenant_id": ["a"] * n + ["b", "b"],
+            "country": ["CN", "CN", *(f"C{i}" for i in range(n - 2)), None, None],
+            "asn": [None] * (n + 2),
+            "as_org": ["x" * (FACT_TEXT_MAX + 9)] * n + ["Home ISP", "Home ISP"],
+            "src_ip": ["203.0.113.7", "203.0.113.9", *(f"10.0.{i}.1" for i in range(n - 2)),
+                       "2001:db8::1", "bad"],
+        }
+    )  # fmt: skip
+    tenants = pd.DataFrame(
+        {"tenant_id": ["a", "b"], "declared_country": ["SG", "US"], "reseller": ["R Ltd", None]}
+    )
+    facts = origin_facts(events, tenants, SETTINGS, T0 + pd.Timedelta(hours=1))
+    countries = json.loads(facts.loc["a", "origin_countries"])
+    assert list(countries)[0] == "CN" and countries["CN"] == 2
+    assert len(countries) == FACTS_SHOWN + 1 and countries["other"] == n - 1 - FACTS_SHOWN
+    assert sum(countries.values()) == n
+    assert json.loads(facts.loc["a", "origin_as_orgs"]) == {"x" * FACT_TEXT_MAX: n}
+    assert json.loads(facts.loc["a", "origin_prefixes"])["203.0.113.0/24"] == 2
+    assert pd.isna(facts.loc["b", "origin_countries"])  # no event has one: no fact
+    assert facts.loc["b", "origin_prefixes"] == json.dumps({"2001:db8::/48": 1, "unknown": 1})
+    assert pd.isna(facts.loc["a", "origin_asns"])
+    assert facts.loc["a", "reseller_name"] == "R Ltd" and facts.loc["b", "declared_country"] == "US"
+    none = origin_facts(events.iloc[:0], None, SETTINGS, T0)
+    assert none.empty and list(none.columns) == list(facts.columns)

@@ -17,7 +17,6 @@ from detector.cli import main
 from detector.config import load_settings
 from detector.errors import SchemaError
 from detector.report import render, select_cases
-from detector.report.evidence import build_case, format_value, readable
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
@@ -70,53 +69,6 @@ def test_minimal_scores_degrade_cleanly():
 def test_missing_required_column_is_a_schema_error():
     with pytest.raises(SchemaError, match="'severity'"):
         page(scores_frame().drop(columns="severity"))
-
-
-def test_every_column_is_evidence_and_new_columns_are_shown_readably():
-    row = (
-        scores_frame()
-        .assign(
-            origin_countries=json.dumps({"CN": 120, "SG": 3}),
-            origin_tells=json.dumps([{"tell": "working-hours clock", "weight": 0.8}]),
-            est_flop=2.2e21,
-            est_flop_low=1.1e21,
-            est_flop_high=4.4e21,
-        )
-        .iloc[0]
-    )
-    case = build_case(row)
-    facts = {f.name: f.value for _, section in case.sections for f in section}
-    assert facts["origin_countries"] == "CN 120, SG 3"
-    assert facts["origin_tells"] == "working-hours clock 0.8"
-    assert facts["origin_evidence"] == "90%"
-    assert facts["gpu_hours"] == "16.0 GPU h"
-    assert "about 2.2 ZFLOP (1.1 ZFLOP to 4.4 ZFLOP) of compute" in case.summary
-    titles = [title for title, _ in case.sections]
-    assert titles[-1] == "Other evidence in the scores"  # origin_tells is unknown here
-    assert [p.name for p in case.pushes] == ["origin:direct"]
-
-
-@pytest.mark.parametrize(
-    ("name", "value", "text"),
-    [
-        ("duration_s", 7200.0, "2.0 h"),
-        ("est_flop", 1.41e21, "1.41 ZFLOP"),
-        ("nvlink_bps", 3.06e11, "306 GB/s"),
-        ("reseller", 1.0, "yes"),
-        ("busy_frac", 0.97, "97%"),
-        ("lockstep", 0.99578, "0.996"),
-        ("n_gpus", 24, "24"),
-        ("util_mean", float("nan"), "n/a"),
-        ("anything", "[1, 2]", "1, 2"),
-    ],
-)
-def test_values_are_formatted_by_their_unit(name, value, text):
-    assert format_value(name, value) == text
-
-
-def test_readable_json_shapes():
-    assert readable({"a": 1, "b": 2.5}) == "a 1, b 2.5"
-    assert readable([{"prefix": "1.2.3.0/24", "events": 9}, "x"]) == "1.2.3.0/24 9, x"
 
 
 def test_text_from_the_data_is_escaped_and_the_page_is_deterministic():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..ingest import Batch, Counts, Source
 from ..runinfo import RunReport
 from .local import PartResult, partition_features, run_local
 from .partition import Partitions, auto_partitions, partition_of, partition_telemetry
+from .scratch import scratch_dir
 
 __all__ = [
     "ENGINES",
@@ -81,7 +81,7 @@ def extract(
     units = source.units()
     rows = sum(u.rows for u in units) + sum(b.read for b in extra)
     n_parts = engine.partitions or auto_partitions(rows)
-    with tempfile.TemporaryDirectory(prefix="gpuwatch-parts-", dir=engine.work_dir) as tmp:
+    with scratch_dir(engine.work_dir) as tmp:
         with report.stage("partition"):
             advance = progress("reading telemetry", rows) if progress and rows else None
             parts = partition_telemetry(

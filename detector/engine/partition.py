@@ -26,6 +26,7 @@ from .. import quarantine
 from ..ingest import Batch, Counts, Source, Unit, duplicate_rows, duplicates
 from ..ingest.validate import arrow_schema
 from ..schema import STRING, TELEMETRY
+from .scratch import die_with_parent
 
 MIN_ROWS_PARALLEL = 1 << 22  # smaller inputs are not worth starting processes for
 SPANS_PER_WORKER = 4  # spans per pass worker: progress, and balance
@@ -203,7 +204,9 @@ def partition_telemetry(
 
 def one_thread() -> None:
     """In a worker process (one per core): Arrow decodes on the calling thread; its thread
-    pool would compete with the other workers for the cores (measured: a 15% slower pass)."""
+    pool would compete with the other workers for the cores (measured: a 15% slower pass).
+    The worker also ends with its parent (a killed run leaves no workers behind)."""
+    die_with_parent()
     pa.set_cpu_count(1)
 
 

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prometheus_client.core import (
-    CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     InfoMetricFamily,
@@ -25,6 +24,7 @@ from prometheus_client.utils import floatToGoString
 
 from ..errors import SchemaError
 from ..runinfo import RunReport
+from ..state import ALERT_STATUSES
 from .options import ExportOptions
 from .pseudonym import pseudonymize
 
@@ -61,6 +61,8 @@ def score_families(scores: pd.DataFrame, options: ExportOptions) -> Iterator[Met
         }
     )
     yield from _fleet(frame)
+    if "alert_status" in scores:  # scored with --state: alerts have an identity
+        yield _alert_status(scores["alert_status"])
     tenants, dropped_tenants = _chosen_tenants(frame, options)
     yield from _tenants(frame, tenants, options)
     sessions = frame[frame["alert"]].sort_values(["risk", "session"], ascending=[False, True])
@@ -107,18 +109,20 @@ def run_families(report: RunReport) -> Iterator[Metric]:
     for stage, seconds in sorted(report.stage_seconds.items()):
         duration.add_metric([stage], seconds)
     yield duration
-    for name, counter, what in (
-        ("gpuwatch_rows_read", report.rows_read, "read"),
-        ("gpuwatch_rows_accepted", report.rows_accepted, "accepted"),
+    # gauges, not counters: each run reports its own rows, and rate() of a value that starts
+    # again every run would be nonsense
+    for name, rows_by_source, what in (
+        ("gpuwatch_last_run_rows_read", report.rows_read, "read"),
+        ("gpuwatch_last_run_rows_accepted", report.rows_accepted, "accepted"),
     ):
-        family = CounterMetricFamily(
+        family = GaugeMetricFamily(
             name, f"Input rows {what} by the last run, by source.", labels=["source"]
         )
-        for source, rows in sorted(counter.items()):
+        for source, rows in sorted(rows_by_source.items()):
             family.add_metric([source], rows)
         yield family
-    quarantined = CounterMetricFamily(
-        "gpuwatch_rows_quarantined",
+    quarantined = GaugeMetricFamily(
+        "gpuwatch_last_run_rows_quarantined",
         "Input rows rejected by the last run, by source and reason.",
         labels=["source", "reason"],
     )
@@ -177,11 +181,33 @@ def _check(scores: pd.DataFrame) -> None:
             raise SchemaError(
                 f"scores lack the column {column!r} needed for metrics", column=column
             )
+    for column in ("session_id", "tenant_id"):
+        missing = scores[column].isna()
+        if missing.any():
+            raise SchemaError(
+                f"{int(missing.sum())} scores have no {column} (first at row "
+                f"{int(missing.to_numpy().argmax()) + 1})",
+                column=column,
+            )
     unknown = sorted(set(scores["severity"].dropna().astype(str)) - set(SEVERITIES))
     if unknown:
         raise SchemaError(
             f"unknown severity {unknown[0]!r}, expected one of {SEVERITIES}", column="severity"
         )
+
+
+def _alert_status(status: pd.Series) -> Metric:
+    """Alerts by status: `new` counts only alerts first raised by this run (page on it)."""
+    counts = status.value_counts()
+    family = GaugeMetricFamily(
+        "gpuwatch_alerts",
+        "Alerts of the last successful run by status: new (first raised by this run), "
+        "ongoing (raised before, still in alert), resolved (no longer in alert).",
+        labels=["status"],
+    )
+    for name in ALERT_STATUSES:
+        family.add_metric([name], int(counts.get(name, 0)))
+    return family
 
 
 def _fleet(frame: pd.DataFrame) -> Iterator[Metric]:

@@ -1,4 +1,9 @@
-"""`gpuwatch serve`: /metrics from the newest scores file, /healthz, optional rescoring."""
+"""`gpuwatch serve`: /metrics from the newest scores file, /healthz, optional rescoring.
+
+The HTTP side is waitress (a well-kept pure-Python WSGI server): a bounded thread pool, a cap
+on open connections, an idle timeout and a listen backlog. The app serves bytes rendered once
+per snapshot (`source.Snapshot`); a request only checks whether the files changed.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,33 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import make_wsgi_app
-from prometheus_client.core import Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..runinfo import RunReport
-from .collector import registry_of
 from .errors import ExportError
-from .metrics import run_families, score_families, success_families
-from .source import ScoresSource
+from .metrics import run_families
+from .source import ScoresSource, render
 
 log = logging.getLogger(__name__)
+
+ROUTES = ("/", "/metrics", "/healthz")
+METHODS = ("GET", "HEAD")
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """waitress settings of the exporter (a scrape is one small GET every 15-60 s)."""
+
+    threads: int = 4
+    connection_limit: int = 100  # open connections; more wait in the backlog
+    channel_timeout: int = 10  # seconds a connection may stay idle or half-sent
+    cleanup_interval: int = 5  # seconds between the checks for idle connections
+    backlog: int = 128
 
 
 class Rescorer:
@@ -71,64 +87,85 @@ class Rescorer:
             self._stop.wait(self.minutes * 60.0)
 
 
-def served_families(
-    source: ScoresSource, rescorer: Rescorer | None = None
-) -> Callable[[], Iterator[Metric]]:
-    """The scrape-time family producer of the exporter."""
+class Exposition:
+    """The /metrics body: the snapshot's cached bytes, with the run families of a newer
+    scheduled failure in front; each combination is rendered once."""
 
-    def produce() -> Iterator[Metric]:
-        snapshot = source.current()
-        failure = rescorer.failure if rescorer else None
+    def __init__(self, source: ScoresSource, rescorer: Rescorer | None = None) -> None:
+        self.source, self.rescorer = source, rescorer
+        self._key: tuple[int, int] | None = None
+        self._body = b""
+        self._lock = threading.Lock()
+
+    def body(self) -> bytes:
+        snapshot = self.source.current()
+        failure = self.rescorer.failure if self.rescorer else None
         report = snapshot.report if snapshot else None
-        if failure is not None and (
-            report is None or failure.finished_at > (report.finished_at or 0.0)
-        ):
-            yield from run_families(failure)
-        elif report is not None:
-            yield from run_families(report)
-        if report is not None and report.success:
-            yield from success_families(report)
-        if snapshot is not None:
-            yield from score_families(snapshot.scores, source.options)
-
-    return produce
+        if failure and report and (failure.finished_at or 0.0) <= (report.finished_at or 0.0):
+            failure = None  # the files are newer than the failed scheduled run
+        key = (id(snapshot), id(failure))
+        with self._lock:
+            if key != self._key:
+                run = render(lambda: run_families(failure)) if failure else b""
+                if snapshot is not None:
+                    run = run or snapshot.run_text
+                    self._body = run + snapshot.score_text
+                else:
+                    self._body = run
+                self._key = key
+            return self._body
 
 
 def make_app(source: ScoresSource, rescorer: Rescorer | None = None) -> Callable[..., Any]:
-    """WSGI app: /metrics, /healthz (200 once scores are loaded, else 503), / (links)."""
-    metrics = make_wsgi_app(registry_of(served_families(source, rescorer)))
+    """WSGI app: /metrics; /healthz (200 ok, 200 degraded while a newer file is refused, 503
+    before any scores); / (links). GET and HEAD only."""
+    exposition = Exposition(source, rescorer)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         route = environ.get("PATH_INFO", "/")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if route not in ROUTES:
+            return _answer(start_response, method, "404 Not Found", b"not found\n")
+        if method not in METHODS:
+            return _answer(
+                start_response,
+                method,
+                "405 Method Not Allowed",
+                b"only GET and HEAD\n",
+                extra=[("Allow", ", ".join(METHODS))],
+            )
         if route == "/metrics":
-            return metrics(environ, start_response)
+            return _answer(start_response, method, "200 OK", exposition.body(), CONTENT_TYPE_LATEST)
         if route == "/healthz":
-            snapshot = source.current()
-            ok = snapshot is not None
-            body = f"ok {snapshot.path}\n" if ok else f"no scores loaded: {source.error}\n"
-            return _text(start_response, "200 OK" if ok else "503 Service Unavailable", body)
-        if route == "/":
-            return _text(start_response, "200 OK", "gpuwatch exporter: /metrics /healthz\n")
-        return _text(start_response, "404 Not Found", "not found\n")
+            status, text = health(source)
+            return _answer(start_response, method, status, text.encode())
+        return _answer(start_response, method, "200 OK", b"gpuwatch exporter: /metrics /healthz\n")
 
     return app
 
 
-def _text(start_response: Callable[..., Any], status: str, body: str) -> list[bytes]:
-    data = body.encode()
-    start_response(
-        status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))]
-    )
-    return [data]
+def health(source: ScoresSource) -> tuple[str, str]:
+    """(HTTP status, one line): ok, degraded (serving the last good snapshot) or no scores."""
+    snapshot = source.current()
+    if snapshot is None:
+        return "503 Service Unavailable", f"no scores loaded: {source.error}\n"
+    run = snapshot.report.run_id if snapshot.report else "unknown"
+    if source.error:
+        return "200 OK", f"degraded: serving {snapshot.name} of run {run}; {source.error}\n"
+    return "200 OK", f"ok {snapshot.name} run {run}\n"
 
 
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
-        log.debug(format, *args)
+def _answer(
+    start_response: Callable[..., Any],
+    method: str,
+    status: str,
+    body: bytes,
+    content_type: str = "text/plain; charset=utf-8",
+    extra: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    start_response(status, headers + (extra or []))
+    return [] if method == "HEAD" else [body]
 
 
 def serve(
@@ -137,23 +174,35 @@ def serve(
     port: int,
     rescorer: Rescorer | None = None,
     ready: Callable[[str, int], None] | None = None,
+    limits: ServerLimits = ServerLimits(),
 ) -> None:
     """Serve until SIGTERM/SIGINT; ``ready(host, port)`` is called once listening."""
+    from waitress.server import create_server
+
     try:
-        server = make_server(host, port, make_app(source, rescorer), _Server, _QuietHandler)
-    except OSError as exc:
+        server = create_server(
+            make_app(source, rescorer),
+            host=host,
+            port=port,
+            threads=limits.threads,
+            connection_limit=limits.connection_limit,
+            channel_timeout=limits.channel_timeout,
+            cleanup_interval=limits.cleanup_interval,
+            backlog=limits.backlog,
+            ident="gpuwatch",
+            clear_untrusted_proxy_headers=True,
+        )
+    except (OSError, ValueError) as exc:
         raise ExportError(f"cannot listen on {host}:{port}: {exc}") from exc
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if ready:
-        ready(host, server.server_port)
+        ready(str(server.effective_host), int(server.effective_port))
     if rescorer:
         rescorer.start()
     try:
-        server.serve_forever()
-    except (KeyboardInterrupt, SystemExit):
-        pass
+        server.run()  # returns on SystemExit/KeyboardInterrupt after stopping its threads
     finally:
         if rescorer:
             rescorer.stop()
-        server.server_close()
+        server.close()

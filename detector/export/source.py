@@ -1,17 +1,30 @@
-"""The newest scores file and its run report, reloaded when either changes on disk."""
+"""The newest scores file and its run report, rendered once, reloaded when either changes.
+
+An output of `gpuwatch score` is a symlink into the current run's folder: it is resolved once,
+and the scores and the report are both read from that folder, so they always belong to one run
+(a report whose run id differs from the scores' is refused). A snapshot replaces the last good
+one only after its whole exposition rendered: a file that cannot be read, lacks a column or
+holds a null id leaves the last good snapshot in place and is named in ``error``.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from prometheus_client import generate_latest
+from prometheus_client.core import Metric
 
-from ..errors import GpuwatchError
+from ..errors import InputError
+from ..outputs import resolve_current
 from ..runinfo import RunReport
-from .metrics import score_families
+from .collector import registry_of
+from .metrics import run_families, score_families, success_families
 from .options import ExportOptions
 from .sidecar import read_run_sidecar, sidecar_path
 
@@ -20,9 +33,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Snapshot:
-    path: Path
+    """One run's scores and report, with their exposition rendered once."""
+
+    name: str  # the scores file's name (never a full path: it is shown over HTTP)
     scores: pd.DataFrame
     report: RunReport | None
+    run_text: bytes  # the run families of the report ("" without one)
+    score_text: bytes  # the last-success and score families
+
+
+def render(produce: Callable[[], Iterable[Metric]]) -> bytes:
+    """The text exposition of some families."""
+    return generate_latest(registry_of(produce))
 
 
 def newest_scores(path: Path) -> Path | None:
@@ -36,7 +58,7 @@ def newest_scores(path: Path) -> Path | None:
 
 
 class ScoresSource:
-    """Holds the last good snapshot; a file that fails to load leaves it in place."""
+    """Holds the last good snapshot; a file that fails to load or render leaves it in place."""
 
     def __init__(self, path: Path, options: ExportOptions) -> None:
         self.path = Path(path)
@@ -47,29 +69,61 @@ class ScoresSource:
         self.error: str | None = None
 
     def current(self) -> Snapshot | None:
-        """Reload if the newest scores file or its sidecar changed, then return the snapshot."""
+        """Reload if the newest scores file or its report changed, then return the snapshot."""
         with self._lock:
             scores = newest_scores(self.path)
             if scores is None:
-                self.error = f"no scores file at {self.path}"
+                self.error = f"no scores file {self.path.name}"
                 return self._snapshot
-            stamp = (scores, _stat(scores), _stat(sidecar_path(scores)))
+            real = resolve_current(scores)
+            stamp = (real, _stat(real), _stat(sidecar_path(real)))
             if stamp != self._stamp:
-                self._load(scores, stamp)
+                self._load(scores, real, stamp)
             return self._snapshot
 
-    def _load(self, scores: Path, stamp: tuple) -> None:
+    def _load(self, scores: Path, real: Path, stamp: tuple) -> None:
         try:
-            frame = pd.read_parquet(scores)
-            list(score_families(frame, self.options))  # validate before serving it
-            report = read_run_sidecar(scores)
-        except (OSError, ValueError, GpuwatchError) as exc:
-            self.error = f"{scores}: cannot load scores: {exc}"
+            frame = pd.read_parquet(real)
+            report = read_run_sidecar(real)
+            _check_pair(frame, report)
+            snapshot = Snapshot(
+                scores.name,
+                frame,
+                report,
+                render(lambda: run_families(report)) if report else b"",
+                render(lambda: self._score_families(frame, report)),
+            )
+        except Exception as exc:  # whatever stops it rendering, the file is refused
+            self.error = _without_folders(f"{scores.name}: cannot load scores: {exc}", scores, real)
+            self._stamp = stamp  # not retried until the file changes again
             log.warning("%s (keeping the previous snapshot)", self.error)
             return
-        self._stamp, self.error = stamp, None
-        self._snapshot = Snapshot(scores, frame, report)
+        self._stamp, self.error, self._snapshot = stamp, None, snapshot
         log.info("loaded %d sessions from %s", len(frame), scores)
+
+    def _score_families(self, frame: pd.DataFrame, report: RunReport | None) -> Iterable[Metric]:
+        if report is not None and report.success:
+            yield from success_families(report)
+        yield from score_families(frame, self.options)
+
+
+def _check_pair(scores: pd.DataFrame, report: RunReport | None) -> None:
+    """Refuse a run report written by another run than the scores'."""
+    if report is None or "run_id" not in scores or scores.empty:
+        return
+    runs = set(scores["run_id"].astype(str))
+    if runs != {report.run_id}:
+        raise InputError(
+            f"the run report is of run {report.run_id}, the scores of {', '.join(sorted(runs))}"
+        )
+
+
+def _without_folders(message: str, *paths: Path) -> str:
+    """``message`` without the folders of ``paths``: responses never show where files live."""
+    for path in paths:
+        for folder in {str(path.parent), str(path.absolute().parent)}:
+            message = message.replace(folder + os.sep, "")
+    return message
 
 
 def _stat(path: Path) -> tuple[int, int] | None:

@@ -14,13 +14,22 @@ import pandas as pd
 from ..config import Settings
 from .accounting import accounting_features
 from .entities import entity_features
-from .origin import HISTORY_COLUMNS, PRIOR, origin_history, tenant_registry, window_events
+from .origin import (
+    FACT_COLUMNS,
+    HISTORY_COLUMNS,
+    PRIOR,
+    origin_facts,
+    origin_history,
+    tenant_registry,
+    window_events,
+)
 from .registry import BY_NAME, FEATURES, NAMES, Feature
 from .risk import risk_features
 from .workload import DIP_TIMES, workload_features
 
 __all__ = ["BY_NAME", "FEATURES", "NAMES", "Feature", "complete_features", "session_features"]
-TEXT_COLUMNS = ["entity_id", "linked_tenants"]  # per-session text beside the features
+# Per-session text beside the features: the entity, and the facts behind the origin tells.
+TEXT_COLUMNS = ["entity_id", "linked_tenants", "link_reasons", *FACT_COLUMNS]
 
 
 def session_features(
@@ -61,6 +70,8 @@ def complete_features(
     by_entity = origin_history(access, tenant_key.map(entity_of), settings, as_of, entity_registry)
     origin = by_tenant.reindex(table["tenant_id"].astype(str)).set_axis(table.index)
     table[HISTORY_COLUMNS] = origin[HISTORY_COLUMNS]
+    facts = origin_facts(access, tenants, settings, as_of).reindex(table["tenant_id"].astype(str))
+    table[FACT_COLUMNS] = facts.set_axis(table.index)
     table["access_events"] = window_events(table, access, settings.sessions.access_lookback_seconds)
     own = origin["origin_evidence"].fillna(evidence_floor()).to_numpy()
     pooled = by_entity["origin_evidence"].reindex(table["entity_id"]).to_numpy()

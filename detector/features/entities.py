@@ -46,6 +46,8 @@ LINK_WEIGHT = 1.0  # a pair of tenants is linked at this summed weight
 PRINCIPAL_WEIGHT = 0.5  # what one shared principal adds: names repeat in a large fleet
 PREFIX_WEIGHT = 0.25  # what one shared source prefix adds
 MAX_LINKED_SHOWN = 8  # linked tenants named in a session's `linked_tenants`
+PLURALS = {"principal": "principals", "prefix": "prefixes", "billing id": "billing ids"}
+INDIRECT = "through other linked tenants"  # a member with no link of its own to the tenant
 
 
 def entity_features(
@@ -54,7 +56,8 @@ def entity_features(
     tenants: pd.DataFrame | None,
     settings: Settings,
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Per session (same index): entity_id, linked_tenants, entity_tenants, group_sessions,
+    """Per session (same index): entity_id, linked_tenants, link_reasons (what each linked tenant
+    shares with this one), entity_tenants, group_sessions,
     group_flop, group_gpu_hours; and the entity of every tenant seen (sessions, access or
     registry). `sessions` holds tenant_id, start, end, est_flop, gpu_hours and DIP_TIMES."""
     groups = in_step_groups(sessions, settings)
@@ -70,14 +73,20 @@ def entity_features(
             access.get("principal"),
             settings,
             PRINCIPAL_WEIGHT,
+            "principal",
             exclude=GENERIC_PRINCIPALS,
         ),
         _shared_prefixes(access, settings),
     ]
     if tenants is not None and "billing_id" in tenants:
-        pairs.append(_shared(tenants["tenant_id"], tenants["billing_id"], settings, LINK_WEIGHT))
+        pairs.append(
+            _shared(
+                tenants["tenant_id"], tenants["billing_id"], settings, LINK_WEIGHT, "billing id"
+            )
+        )
     pairs.append(_group_pairs(sessions["tenant_id"].astype(str), groups))
-    entity = _entities(tenant_ids, index, pairs)
+    links = pd.concat(pairs, ignore_index=True)
+    entity = _entities(tenant_ids, index, links)
     members = pd.Series(tenant_ids).groupby(entity).agg(list)
     session_entity = (
         sessions["tenant_id"].astype(str).map(dict(zip(tenant_ids, entity, strict=True)))
@@ -88,12 +97,18 @@ def entity_features(
     hours = sessions["gpu_hours"].to_numpy(float)
     group_gpu_hours = np.bincount(groups, weights=np.nan_to_num(hours))[groups]
     of_tenant = pd.Series([names[e] for e in entity], index=tenant_ids, dtype=object)
+    shown = [
+        [m for m in members[e] if m != t][:MAX_LINKED_SHOWN]
+        for e, t in zip(session_entity, sessions["tenant_id"].astype(str), strict=True)
+    ]
+    why = _reasons(links)
     features = pd.DataFrame(
         {
             "entity_id": session_entity.map(names).to_numpy(),
-            "linked_tenants": [
-                ",".join([m for m in members[e] if m != t][:MAX_LINKED_SHOWN])
-                for e, t in zip(session_entity, sessions["tenant_id"].astype(str), strict=True)
+            "linked_tenants": [",".join(linked) for linked in shown],
+            "link_reasons": [
+                "; ".join(f"{m}: {why.get((t, m), INDIRECT)}" for m in linked)
+                for t, linked in zip(sessions["tenant_id"].astype(str), shown, strict=True)
             ],
             "entity_tenants": session_entity.map(members.map(len)).to_numpy(float),
             "group_sessions": np.bincount(groups)[groups].astype(float),
@@ -235,16 +250,17 @@ def _shared(
     value: pd.Series | None,
     settings: Settings,
     weight: float,
+    kind: str,
     exclude: frozenset[str] = frozenset({""}),
 ) -> pd.DataFrame:
     """Tenant pairs sharing a value held by 2..link_max_tenants tenants, `weight` a value."""
     if value is None:
-        return pd.DataFrame({"a": [], "b": [], "weight": []})
+        return pd.DataFrame({"a": [], "b": [], "weight": [], "kind": []})
     table = pd.DataFrame(
         {"t": tenant.astype(str).to_numpy(), "v": value.astype("string").fillna("").to_numpy()}
     )
     table = table[~table["v"].str.lower().isin(exclude)].drop_duplicates()
-    return _pairs_within(table, settings.features.link_max_tenants, weight)
+    return _pairs_within(table, settings.features.link_max_tenants, weight, kind)
 
 
 def _shared_prefixes(access: pd.DataFrame, settings: Settings) -> pd.DataFrame:
@@ -253,7 +269,7 @@ def _shared_prefixes(access: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     access = access[~access["hosting"].astype(bool)]
     ips = access["src_ip"].astype("string").fillna("")
     distinct = pd.Series(ips.unique())
-    prefix = distinct.map(_prefix)
+    prefix = distinct.map(source_prefix)
     table = pd.DataFrame(
         {
             "t": access["tenant_id"].astype(str).to_numpy(),
@@ -261,10 +277,11 @@ def _shared_prefixes(access: pd.DataFrame, settings: Settings) -> pd.DataFrame:
         }
     )
     table = table[table["v"] != ""].drop_duplicates()
-    return _pairs_within(table, settings.features.link_max_tenants, PREFIX_WEIGHT)
+    return _pairs_within(table, settings.features.link_max_tenants, PREFIX_WEIGHT, "prefix")
 
 
-def _prefix(ip: str) -> str:
+def source_prefix(ip: str) -> str:
+    """The /24 (IPv4) or /48 (IPv6) network of an address; '' when it is not one."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
@@ -273,7 +290,7 @@ def _prefix(ip: str) -> str:
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
 
 
-def _pairs_within(table: pd.DataFrame, max_tenants: int, weight: float) -> pd.DataFrame:
+def _pairs_within(table: pd.DataFrame, max_tenants: int, weight: float, kind: str) -> pd.DataFrame:
     """Pairs of tenants (column t) that share a value (column v) with few tenants. A tenant
     that shares such values with more than `max_tenants` others is a hub (a rotating proxy
     pool, a common first name), and its pairs are dropped."""
@@ -285,7 +302,7 @@ def _pairs_within(table: pd.DataFrame, max_tenants: int, weight: float) -> pd.Da
     hubs = partners.index[partners > max_tenants]
     keep = (pairs["t_a"] < pairs["t_b"]) & ~pairs["t_a"].isin(hubs) & ~pairs["t_b"].isin(hubs)
     pairs = pairs[keep]
-    return pd.DataFrame({"a": pairs["t_a"], "b": pairs["t_b"], "weight": weight})
+    return pd.DataFrame({"a": pairs["t_a"], "b": pairs["t_b"], "weight": weight, "kind": kind})
 
 
 def _group_pairs(tenant: pd.Series, groups: np.ndarray) -> pd.DataFrame:
@@ -294,14 +311,13 @@ def _group_pairs(tenant: pd.Series, groups: np.ndarray) -> pd.DataFrame:
     table = table[table.groupby("v")["t"].transform("size") >= 2]
     pairs = table.merge(table, on="v", suffixes=("_a", "_b"))
     pairs = pairs[pairs["t_a"] < pairs["t_b"]]
-    return pd.DataFrame({"a": pairs["t_a"], "b": pairs["t_b"], "weight": LINK_WEIGHT})
+    return pd.DataFrame(
+        {"a": pairs["t_a"], "b": pairs["t_b"], "weight": LINK_WEIGHT, "kind": "in-step sessions"}
+    )
 
 
-def _entities(
-    tenant_ids: list[str], index: dict[str, int], pairs: list[pd.DataFrame]
-) -> np.ndarray:
+def _entities(tenant_ids: list[str], index: dict[str, int], links: pd.DataFrame) -> np.ndarray:
     """Connected components of the tenants over links of enough weight."""
-    links = pd.concat(pairs, ignore_index=True)
     weight = links.groupby(["a", "b"])["weight"].sum()
     strong = weight[weight >= LINK_WEIGHT].reset_index()
     n = len(tenant_ids)
@@ -309,3 +325,14 @@ def _entities(
     b = strong["b"].map(index).to_numpy(np.int64)
     graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
     return connected_components(graph, directed=False)[1]
+
+
+def _reasons(links: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """Per ordered tenant pair, what they share: 'billing id, 2 prefixes, in-step sessions'."""
+    counts = links.groupby(["a", "b", "kind"], sort=True).size()
+    out: dict[tuple[str, str], list[str]] = {}
+    for (a, b, kind), n in counts.items():
+        text = f"{n} {PLURALS[kind]}" if n > 1 and kind in PLURALS else kind
+        out.setdefault((a, b), []).append(text)
+        out.setdefault((b, a), []).append(text)
+    return {pair: ", ".join(parts) for pair, parts in out.items()}

@@ -11,6 +11,7 @@ what each tell bought, measured.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -18,8 +19,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from .. import columns as c
 from ..config import Settings, country_zones
 from ..timeutil import epoch_s
+from .entities import source_prefix
 
 PRIOR = -4.0  # log-odds of a restricted origin before looking: sigmoid(-4) = 0.018
 HISTORY_HALF_DAYS = 1.0  # days of history at which the shares of direct events count half
@@ -34,6 +37,21 @@ DIRECT_RAMP = (0.3, 0.7)
 RESELLER_DIRECT_RAMP = (0.0, 0.02)
 _DAY, _BINS = 86400, 336  # half-hours in a week
 _MIN_CLOCK_GAP = 6  # half-hours between the fitted and the declared zone for the clock to count
+FACTS_SHOWN = 5  # values named in each origin fact column; the rest are counted as "other"
+UNKNOWN = "unknown"  # counted for events without the value (enrichment found none)
+FACT_TEXT_MAX = 40  # characters kept of a value (AS organisation names run long)
+COUNTED_FACTS = {  # fact column -> the enriched access column it counts
+    c.COUNTRIES: "country",
+    c.ASNS: "asn",
+    c.AS_ORGS: "as_org",
+    c.PREFIXES: "src_ip",
+}
+KYC_FACTS = {  # fact column -> the tenants-registry column it copies
+    c.DECLARED_COUNTRY: "declared_country",
+    c.BILLING_COUNTRY: "billing_country",
+    c.RESELLER_NAME: "reseller",
+}
+FACT_COLUMNS = [*COUNTED_FACTS, *KYC_FACTS]
 
 
 @dataclass(frozen=True)
@@ -145,6 +163,62 @@ def tenant_registry(tenants: pd.DataFrame | None, settings: Settings) -> pd.Data
     return pd.DataFrame(
         {"declared_restricted": declared.astype(float), "reseller": reseller.astype(float)}
     ).set_axis(tenants["tenant_id"].astype(str))
+
+
+def origin_facts(
+    access: pd.DataFrame,
+    tenants: pd.DataFrame | None,
+    settings: Settings,
+    as_of: pd.Timestamp,
+) -> pd.DataFrame:
+    """Per tenant, the facts behind its tells, as short text (FACT_COLUMNS): over the same
+    history as `origin_history`, the countries, AS numbers, AS organisations and source prefixes
+    of its events as JSON {value: events} (the FACTS_SHOWN most frequent, the rest as "other"),
+    and from the registry its declared and billing country and reseller."""
+    t = epoch_s(access["timestamp"])
+    end = int(as_of.timestamp())
+    events = access[(t < end) & (t >= end - settings.features.origin_history_days * _DAY)]
+    tenant = events["tenant_id"].astype(str).to_numpy()
+    out = {}
+    for column, source in COUNTED_FACTS.items():
+        values = events[source].astype("string")
+        if source == "src_ip":
+            distinct = values.dropna().unique()
+            prefixes = dict(zip(distinct, map(source_prefix, distinct), strict=True))
+            values = values.map(prefixes).replace("", pd.NA)
+        counts = (
+            pd.DataFrame({"t": tenant, "v": values.fillna(UNKNOWN).to_numpy()})
+            .groupby(["t", "v"], sort=True)
+            .size()
+            .rename("n")
+            .reset_index()
+        )
+        out[column] = _counted(counts)
+    facts = pd.DataFrame(out, columns=list(COUNTED_FACTS), dtype=object)
+    if tenants is not None and len(tenants):
+        kyc = tenants.drop_duplicates("tenant_id").set_index(tenants["tenant_id"].astype(str))
+        present = {k: v for k, v in KYC_FACTS.items() if v in kyc}
+        facts = facts.join(kyc[list(present.values())].set_axis(list(present), axis=1), how="outer")
+    return facts.reindex(columns=FACT_COLUMNS).astype(object)
+
+
+def _counted(counts: pd.DataFrame) -> pd.Series:
+    """Per tenant (column t), its values (v) and event counts (n) as JSON text {value: events},
+    most frequent first, at most FACTS_SHOWN and "other"; None when no event has a value."""
+    if counts.empty:
+        return pd.Series(dtype=object)
+    counts = counts.sort_values(["t", "n"], ascending=[True, False], kind="stable")
+    rank = counts.groupby("t").cumcount().to_numpy()
+    keys = pd.Series(counts["v"].unique())
+    quoted = dict(zip(keys, keys.str.slice(0, FACT_TEXT_MAX).map(json.dumps), strict=True))
+    pairs = counts["v"].map(quoted) + ": " + counts["n"].astype(str)
+    shown = counts.assign(pair=pairs.to_numpy())[rank < FACTS_SHOWN]
+    text = shown.groupby("t")["pair"].agg(", ".join)
+    rest = counts[rank >= FACTS_SHOWN].groupby("t")["n"].sum()
+    text.loc[rest.index] += ", " + json.dumps("other") + ": " + rest.astype(str)
+    by = counts.groupby("t")["v"]
+    only_unknown = (by.size() == 1) & (by.first() == UNKNOWN)
+    return ("{" + text + "}").where(~only_unknown.reindex(text.index), None)
 
 
 def origin_history(

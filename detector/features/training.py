@@ -46,7 +46,7 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "lockstep",
         (0.1, 0.6),
-        (-4.0, 1.5),
+        (-6.0, 1.5),
         "GPUs change together (data-parallel steps, synchronous checkpoints); replicas "
         "serving requests and batch jobs on independent shards do not",
     ),

@@ -17,13 +17,13 @@ from plotly.offline import get_plotlyjs
 
 from .. import __version__
 from .. import columns as c
+from ..cases import Case, build_cases, si
 from ..config import Settings
 from ..errors import SchemaError
 from ..export.metrics import ORIGINS, origin_of
 from ..features.registry import FEATURES
 from ..schema import SEVERITY_BANDS
 from . import figures
-from .evidence import Case, build_case, si
 
 __all__ = ["render", "select_cases"]
 
@@ -72,7 +72,7 @@ def render(
     origin = origin_of(scores, settings.scoring.alert_origin_evidence).map(ORIGIN_NAMES)
     lookback = pd.Timedelta(seconds=settings.sessions.access_lookback_seconds)
     cases = [
-        _case_view(row, plots, samples, events, concern, lookback) for _, row in chosen.iterrows()
+        _case_view(case, plots, samples, events, concern, lookback) for case in build_cases(chosen)
     ]
     template = jinja2.Environment(
         loader=jinja2.FunctionLoader(_template),
@@ -129,14 +129,13 @@ class _Plots:
 
 
 def _case_view(
-    row: pd.Series,
+    case: Case,
     plots: _Plots,
     samples: Mapping[str, pd.DataFrame] | None,
     events: Mapping[str, pd.DataFrame] | None,
     concern: frozenset[str],
     lookback: pd.Timedelta,
 ) -> CaseView:
-    case = build_case(row)
     mine = samples.get(case.session_id) if samples is not None else None
     timeline = plots.add(figures.gpu_timeline(mine)) if mine is not None and len(mine) else None
     seen = events.get(case.session_id) if events is not None else None
