@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SAMPLES := data/samples
 OUT    := out
 
-.PHONY: demo test lint bench bench-indep bench-runs samples model clean screenshot
+.PHONY: demo test lint bench bench-indep bench-runs fuzz samples model clean screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ SIZES ?= 1e6 1e7 3e7
 BENCH_OUT ?= bench/results.md
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(SIZES) --out $(BENCH_OUT)
+
+# Fuzzing (not in `make test`, which runs 300 inputs per reader): FUZZ_EXAMPLES inputs to every
+# reader and to the model loader (tests/test_fuzz.py); no traceback, no crash, every row counted.
+FUZZ_EXAMPLES ?= 100000
+fuzz: $(STAMP)
+	GPUWATCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py
 
 # Independent labelled benchmark (not a test): fleets from bench/indep/generate.py, the real CLI
 # trains on one and scores the other, per seed pair -> bench/indep/results.md (see its README).
