@@ -231,7 +231,7 @@ def build_incremental(
         access, stats = enrich_access(raw_access.reset_index(drop=True), db, settings, tenants)
         report.ips_total, report.ips_unknown = stats.ips_total, stats.ips_unknown_country
     carried = Batch(
-        0, to_arrow(rows, TELEMETRY), np.zeros(len(rows), np.int64), quarantine.empty(), 0
+        0, to_arrow(rows, TELEMETRY), np.zeros(len(rows), np.int64), quarantine.empty(), len(rows)
     )
     fresh, bad, _ = extract(
         Source(TELEMETRY, (), TELEMETRY.name),
