@@ -310,6 +310,7 @@ def train(
         gates=(
             ("origin_evidence", settings.scoring.alert_origin_evidence),
             ("training_evidence", settings.scoring.alert_training_evidence),
+            ("group_gpu_hours", settings.scoring.alert_gpu_hours),
         ),
         random_state=seed,
     ).fit(fit_rows)

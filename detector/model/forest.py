@@ -20,10 +20,11 @@ This is the one place where sklearn's score is turned into ours, in three steps.
    settings), so the alert means the same thing whichever fleet the forest was trained on:
    a session alerts when the forest finds it at least as anomalous as the reference case.
 4. The alert also needs each piece of evidence itself (`gates`: origin and training evidence
-   at least the reference's): where one falls short, the risk is scaled into 0 to just below
-   the reference risk, so a huge job with a little of one evidence cannot alert on its size
-   alone, and such sessions keep their order among themselves. The scaling lifts as the
-   evidence grows, so risk stays monotone.
+   and the group's GPU-hours at least the reference's; beyond its training data the forest is
+   flat, so size above the reference is gated, not left to the score): where one falls short,
+   the risk is scaled into 0 to just below the reference risk, so a huge job with a little of
+   one evidence cannot alert on its size alone, and such sessions keep their order among
+   themselves. The scaling lifts as the evidence grows, so risk stays monotone.
 """
 
 from __future__ import annotations
