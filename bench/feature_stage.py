@@ -15,7 +15,9 @@ from pathlib import Path
 
 from detector.config import load_settings
 from detector.engine import Engine, extract
+from detector.ingest import open_source
 from detector.runinfo import RunReport
+from detector.schema import TELEMETRY
 
 
 def main() -> None:
@@ -26,13 +28,14 @@ def main() -> None:
     args = parser.parse_args()
     report = RunReport()
     t0 = time.perf_counter()
-    table, _ = extract(
-        [args.path], load_settings(), report, engine=Engine(args.engine, partitions=args.partitions)
+    engine = Engine(args.engine, partitions=args.partitions)
+    table, _, counts = extract(
+        open_source([args.path], TELEMETRY), load_settings(), report, engine=engine
     )
     print(
         json.dumps(
             {
-                "rows": report.rows_read["telemetry"],
+                "rows": counts.read,
                 "sessions": len(table),
                 "seconds": time.perf_counter() - t0,
                 "stages": {k: round(v, 2) for k, v in report.stage_seconds.items()},

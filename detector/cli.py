@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .config import CONFIG_ENV, LOG_DIR_ENV, SALT_ENV, Settings, load_settings
+from .config import CONFIG_ENV, LOG_DIR_ENV, MAX_INPUT_MIB, SALT_ENV, Settings, load_settings
 from .errors import (
     EXIT_ALERTS,
     EXIT_INTERNAL,
@@ -322,9 +322,11 @@ def _build_inputs(
     bearer_token_file: Path | None,
     ca_file: Path | None,
     insecure_skip_verify: bool,
+    max_input_mib: int,
 ) -> Inputs:
     import pandas as pd
 
+    from .ingest.files import MIB, Limits
     from .ingest.options import SourceOptions, load_tenant_map
     from .ingest.prometheus_api import PrometheusSource
     from .pipeline import Inputs
@@ -346,6 +348,7 @@ def _build_inputs(
             param_hint="'--since'/'--until'",
         )
     loaded_map = load_tenant_map(tenant_map) if tenant_map else None
+    limits = Limits(max_bytes=max_input_mib * MIB)
     return Inputs(
         telemetry,
         access,
@@ -355,8 +358,8 @@ def _build_inputs(
         pd.Timestamp(until) if until else None,
         telemetry_format,
         access_format,
-        SourceOptions(tenant_label, loaded_map, columns),
-        SourceOptions(tenant_map=loaded_map),
+        SourceOptions(tenant_label, loaded_map, columns, limits),
+        SourceOptions(tenant_map=loaded_map, limits=limits),
         prometheus,
         allow_missing_access=allow_missing_access,
     )
@@ -452,6 +455,13 @@ input_options = builds(
         "--insecure-skip-verify",
         is_flag=True,
         help="Do not verify the Prometheus server's TLS certificate.",
+    ),
+    click.option(
+        "--max-input-mib",
+        default=MAX_INPUT_MIB,
+        show_default=True,
+        type=click.IntRange(min=1),
+        help="Refuse an input file that holds more (after gzip decompression).",
     ),
 )
 

@@ -27,6 +27,7 @@ LOG_DIR_ENV = ENV_PREFIX + "LOG_DIR"  # where an internal error's traceback is w
 # Every GPUWATCH_* variable that is not a setting (GPUWATCH_<SECTION>_<KEY>); any other
 # GPUWATCH_* name is a mistake and is refused with the nearest valid name.
 ENV_NAMES = frozenset({CONFIG_ENV, SALT_ENV, LOG_DIR_ENV})
+MAX_INPUT_MIB = 2048  # default of --max-input-mib: one input file, after decompression
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,16 @@ import pandas as pd
 from . import quarantine
 from . import state as carry
 from .config import Settings
-from .engine import Engine, Progress, extract, streamable
+from .engine import Engine, Progress, extract
 from .enrich import enrich_access, open_database
 from .errors import InputError
 from .features import NAMES as FEATURE_NAMES
 from .features import TEXT_COLUMNS, complete_features, session_features
 from .features.risk import compute_scale, hours_scale
-from .ingest import expand, read_table
+from .ingest import Batch, Counts, Source, expand, open_source, read_table
 from .ingest.options import SourceOptions
-from .ingest.prometheus_api import PrometheusSource, read_prometheus
-from .ingest.validate import empty_table
+from .ingest.prometheus_api import PrometheusSource, query_prometheus, read_prometheus
+from .ingest.validate import empty_table, to_arrow
 from .model.calibrate import (
     ALERT_RISK_RANGE,
     Calibration,
@@ -51,7 +51,7 @@ from .model.supervised import (
     model_features,
 )
 from .runinfo import RunReport
-from .schema import ACCESS, LABELS, SCORE_HEAD, TELEMETRY, TENANTS
+from .schema import ACCESS, LABELS, SCORE_HEAD, TELEMETRY, TENANTS, TableSchema
 from .sessions import SESSION_COLUMNS, cut_sessions
 from .state import State
 
@@ -95,29 +95,30 @@ def build_features(
 ) -> FeatureTable:
     """Read, validate, enrich, cut sessions and extract features.
 
-    Telemetry goes through the engine (`detector.engine`): Parquet inputs are streamed into
-    tenant partitions, never held whole; other formats are read, then partitioned.
+    Telemetry goes through the engine (`detector.engine`): ingest's validated batches are
+    written to tenant partitions, never held whole.
     """
     report = report or RunReport()
     rejected = []
-    stream = inputs.telemetry_options.columns is None and streamable(
-        inputs.telemetry, inputs.telemetry_format
-    )
+    window = {"since": inputs.since, "until": inputs.until}
     with report.stage("ingest"):
-        loaded = (
-            []
-            if stream and not inputs.prometheus
-            else [
-                _read(
-                    [] if stream else inputs.telemetry,
-                    TELEMETRY,
-                    inputs,
-                    settings,
-                    report,
-                    rejected,
-                )
-            ]
+        telemetry = (
+            open_source(
+                inputs.telemetry,
+                TELEMETRY,
+                fmt=inputs.telemetry_format,
+                options=inputs.telemetry_options,
+                **window,
+            )
+            if inputs.telemetry
+            else Source(TELEMETRY, (), TELEMETRY.name, inputs.telemetry_options)
         )
+        extra, extra_name = [], ""
+        if inputs.prometheus:
+            where, raw = query_prometheus(
+                inputs.prometheus, inputs.since, inputs.until, options=inputs.telemetry_options
+            )
+            extra, extra_name = list(where.raw_batches(raw, 0)), where.names[0]
         access = _read(inputs.access, ACCESS, inputs, settings, report, rejected)
         tenants = (
             _read([inputs.tenants], TENANTS, inputs, settings, report, rejected)
@@ -128,18 +129,29 @@ def build_features(
         db = open_database(inputs.geoip_db)
         access, stats = enrich_access(access, db, settings, tenants)
         report.ips_total, report.ips_unknown = stats.ips_total, stats.ips_unknown_country
-    workload, bad = extract(
-        inputs.telemetry if stream else [],
+    workload, bad, counts = extract(
+        telemetry,
         settings,
         report,
         engine=engine or Engine(),
-        fmt=inputs.telemetry_format,
-        since=inputs.since,
-        until=inputs.until,
-        loaded=loaded,
+        extra=extra,
+        extra_name=extra_name,
         progress=progress,
     )
+    _count(report, TELEMETRY.name, counts, bad)
     rejected.append(bad)
+    if counts.read and not counts.accepted + counts.out_of_window:
+        raise InputError(
+            f"telemetry: none of the {counts.read} rows read was accepted; first reason: "
+            f"{bad['file'].iloc[0]}, row {bad['row'].iloc[0]}: {bad['reason'].iloc[0]}"
+        )
+    report.access_coverage = access_coverage(workload, access)
+    if report.access_coverage < 1 and not inputs.allow_missing_access:
+        raise InputError(
+            f"access events cover {report.access_coverage:.0%} of the days with GPU sessions"
+            " (is the access-log export broken?); --allow-missing-access runs anyway",
+            path=", ".join(str(p) for p in inputs.access),
+        )
     table = _features(workload, access, settings, tenants, report)
     return FeatureTable(table, quarantine.combine(rejected), report)
 
@@ -234,14 +246,20 @@ def build_incremental(
         db = open_database(inputs.geoip_db)
         access, stats = enrich_access(raw_access.reset_index(drop=True), db, settings, tenants)
         report.ips_total, report.ips_unknown = stats.ips_total, stats.ips_unknown_country
-    fresh, bad = extract(
-        [],
+    carried = Batch(
+        0, to_arrow(rows, TELEMETRY), np.zeros(len(rows), np.int64), quarantine.empty(), len(rows)
+    )
+    fresh, bad, _ = extract(
+        Source(TELEMETRY, (), TELEMETRY.name),
         settings,
         report,
         engine=engine or Engine(),
-        loaded=[rows] if len(rows) else [],
+        extra=[carried] if len(rows) else [],
+        extra_name="(telemetry carried by the state, and new)",
         progress=progress,
     )
+    # the rows were counted when read; duplicates among them leave the accepted count
+    _count(report, TELEMETRY.name, Counts(accepted=-len(bad)), bad)
     rejected.append(bad)
     workload, nxt = carry.advance(state, rows, fresh, settings)
     latest = max(
@@ -270,9 +288,27 @@ def _concat(frames: Sequence[pd.DataFrame], schema) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
+def access_coverage(sessions: pd.DataFrame, access: pd.DataFrame) -> float:
+    """Share of the UTC days with GPU sessions on which some access event was seen (1 when
+    there is no session)."""
+    if sessions.empty:
+        return 1.0
+    first, last = (
+        sessions[c].dt.floor("D").to_numpy(dtype="datetime64[D]") for c in ("start", "end")
+    )
+    span = (last - first).astype(np.int64) + 1
+    offsets = np.arange(span.sum()) - np.repeat(np.cumsum(span) - span, span)
+    days = np.unique(np.repeat(first, span) + offsets.astype("timedelta64[D]"))
+    return float(np.isin(days, _days(access["timestamp"])).mean())
+
+
+def _days(ts: pd.Series) -> np.ndarray:
+    return ts.dt.tz_convert(None).to_numpy(dtype="datetime64[D]")
+
+
 def _read(
     paths: Sequence[Path],
-    schema,
+    schema: TableSchema,
     inputs: Inputs,
     settings: Settings,
     report: RunReport,
@@ -297,12 +333,17 @@ def _read(
             )
         )
     for loaded in loads:
-        report.rows_read[schema.name] += loaded.rows_read
-        report.rows_accepted[schema.name] += loaded.rows_accepted
-        for reason, count in loaded.quarantine["reason"].value_counts().items():
-            report.rows_quarantined[(schema.name, str(reason))] += int(count)
+        _count(report, schema.name, loaded.counts, loaded.quarantine)
         rejected.append(loaded.quarantine)
-    return pd.concat([loaded.table for loaded in loads], ignore_index=True)
+    return _concat([loaded.table for loaded in loads], schema)
+
+
+def _count(report: RunReport, source: str, counts: Counts, rejected: pd.DataFrame) -> None:
+    """The one place where a table's row counts enter the run report."""
+    report.rows_read[source] += counts.read
+    report.rows_accepted[source] += counts.accepted
+    for reason, count in rejected["reason"].value_counts().items():
+        report.rows_quarantined[(source, str(reason))] += int(count)
 
 
 def read_labels(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

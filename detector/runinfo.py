@@ -21,6 +21,7 @@ class RunReport:
     rows_read: Counter = field(default_factory=Counter)  # source -> rows
     rows_accepted: Counter = field(default_factory=Counter)  # source -> rows
     rows_quarantined: Counter = field(default_factory=Counter)  # (source, reason) -> rows
+    access_coverage: float = 1.0  # share of the days with GPU sessions that have access events
     ips_total: int = 0
     ips_unknown: int = 0
     sessions: int = 0

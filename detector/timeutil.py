@@ -16,3 +16,11 @@ def epoch_ns(ts: pd.Series) -> np.ndarray:
 def epoch_s(ts: pd.Series) -> np.ndarray:
     """Whole seconds since the epoch (UTC), floored."""
     return epoch_ns(ts) // NS
+
+
+def utc(value: pd.Timestamp | str | None) -> pd.Timestamp | None:
+    """A timestamp in UTC (naive means UTC); None stays None."""
+    if value is None:
+        return None
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

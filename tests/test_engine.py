@@ -15,11 +15,12 @@ from click.testing import CliRunner
 from detector.cli import main
 from detector.config import load_settings
 from detector.engine import Engine, extract, partition_of, partition_telemetry
-from detector.engine.partition import hive_keys, read_partition
+from detector.engine.partition import read_partition
 from detector.enrich import enrich_access, open_database
 from detector.errors import ConfigError
 from detector.features import session_features
-from detector.ingest import read_table
+from detector.ingest import open_source, read_table
+from detector.ingest.batches import hive_keys
 from detector.pipeline import Inputs, build_features
 from detector.runinfo import RunReport
 from detector.schema import ACCESS, TELEMETRY, TENANTS
@@ -93,7 +94,7 @@ def test_hive_partitions_by_day_and_tenant_give_the_one_table_features(fleet, on
         folder = root / f"day={day}" / f"tenant_id={tenant}"
         folder.mkdir(parents=True)
         part.drop(columns=["day", "tenant_id"]).to_parquet(folder / "data.parquet", index=False)
-    assert hive_keys(folder / "data.parquet") == {"tenant_id": tenant}
+    assert hive_keys(folder / "data.parquet", TELEMETRY) == {"tenant_id": tenant}
     _same(_features(fleet, [root], Engine(partitions=3)), one_table)
 
 
@@ -112,11 +113,10 @@ def test_rows_are_accepted_or_quarantined_with_file_and_row(fleet, tmp_path):
     second = pd.concat([second, first.iloc[[7, 8]]])  # duplicates of earlier rows
     first.to_parquet(folder / "a.parquet", index=False)
     second.to_parquet(folder / "b.parquet", index=False)
-    report = RunReport()
-    sessions, rejected = extract([folder], load_settings(), report, engine=Engine(partitions=2))
-    assert report.rows_read["telemetry"] == 2002
-    assert report.rows_accepted["telemetry"] == 1999
-    assert sum(report.rows_quarantined.values()) == len(rejected) == 3
+    source = open_source([folder], TELEMETRY)
+    _, rejected, counts = extract(source, load_settings(), RunReport(), engine=Engine(partitions=2))
+    assert counts.read == 2002 and counts.accepted == 1999
+    assert counts.quarantined == len(rejected) == 3
     dup = rejected[rejected["reason"] == "duplicate"].sort_values("row")
     assert dup["file"].str.endswith("b.parquet").all() and dup["row"].tolist() == [1001, 1002]
     bad = rejected[rejected["reason"] != "duplicate"]
@@ -126,17 +126,19 @@ def test_rows_are_accepted_or_quarantined_with_file_and_row(fleet, tmp_path):
 
 def test_window_and_partition_bookkeeping(fleet, tmp_path):
     since = pd.Timestamp("2026-10-05 12:00", tz="UTC")
-    parts = partition_telemetry([fleet / "telemetry.parquet"], tmp_path, 4, since=since)
+    source = open_source([fleet / "telemetry.parquet"], TELEMETRY, since=since)
+    parts = partition_telemetry(source, tmp_path, 4)
     total = pq.ParquetFile(fleet / "telemetry.parquet").metadata.num_rows
-    assert parts.rows_read == total
-    assert parts.rows_accepted + parts.rows_out_of_window + len(parts.quarantine) == total
+    counts = parts.counts.check()
+    assert counts.read == total and counts.out_of_window > 0
+    assert counts.quarantined == len(parts.quarantine)
     seen = {}
     for i, path in enumerate(parts.paths):
         frame, dups = read_partition(path, parts.files)
         assert dups.empty and (frame["timestamp"] >= since).all()
         for tenant in frame["tenant_id"].unique():
             assert seen.setdefault(tenant, i) == i  # a tenant lives in one partition
-    assert sum(len(read_partition(p, parts.files)[0]) for p in parts.paths) == parts.rows_accepted
+    assert sum(len(read_partition(p, parts.files)[0]) for p in parts.paths) == counts.accepted
 
 
 def test_partition_of_is_stable_and_in_range():
@@ -229,7 +231,9 @@ def test_stage_seconds_are_reported(fleet, tmp_path):
 def test_empty_partition_input_gives_no_sessions(tmp_path):
     empty = pa.table({c.name: pa.array([], pa.string()) for c in TELEMETRY.columns if c.required})
     pq.write_table(empty, tmp_path / "t.parquet")
-    sessions, rejected = extract([tmp_path / "t.parquet"], load_settings(), RunReport())
+    source = open_source([tmp_path / "t.parquet"], TELEMETRY)
+    sessions, rejected, counts = extract(source, load_settings(), RunReport())
+    assert counts.read == 0
     assert sessions.empty and rejected.empty
 
 
@@ -239,7 +243,8 @@ def test_parallel_partition_pass_keeps_input_order(fleet, one_table, tmp_path, m
     monkeypatch.setattr(partition, "MIN_ROWS_PARALLEL", 0)
     table = pq.read_table(fleet / "telemetry.parquet")
     pq.write_table(table, tmp_path / "t.parquet", row_group_size=3000)
-    parts = partition_telemetry([tmp_path / "t.parquet"], tmp_path / "parts", 3, workers=2)
+    source = open_source([tmp_path / "t.parquet"], TELEMETRY)
+    parts = partition_telemetry(source, tmp_path / "parts", 3, workers=2)
     assert {len(files) for files in parts.paths} == {8}  # every partition: all spans
-    assert parts.rows_read == table.num_rows
+    assert parts.counts.read == table.num_rows
     _same(_features(fleet, [tmp_path / "t.parquet"], Engine(partitions=3, workers=2)), one_table)

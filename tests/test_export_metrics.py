@@ -41,6 +41,10 @@ gpuwatch_last_run_rows_quarantined{reason="gpu_util out of range",source="teleme
 the last run.
 # TYPE gpuwatch_enrichment_unknown_ratio gauge
 gpuwatch_enrichment_unknown_ratio 0.1
+# HELP gpuwatch_access_coverage_ratio Share (0-1) of the days with GPU sessions on which access \
+events were seen.
+# TYPE gpuwatch_access_coverage_ratio gauge
+gpuwatch_access_coverage_ratio 1.0
 # HELP gpuwatch_last_success_timestamp_seconds Unix time at which the last successful \
 scoring run ended.
 # TYPE gpuwatch_last_success_timestamp_seconds gauge
@@ -188,7 +192,7 @@ def test_series_count_never_exceeds_documented_worst_case(n_tenants, top_n, max_
     assert total <= (
         10 * top_n
         + 11 * max_series
-        + 37
+        + 38
         + len(thresholds)
         + len(report.stage_seconds)
         + 2 * len(report.rows_read)

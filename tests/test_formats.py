@@ -30,8 +30,8 @@ MAR_2026 = pd.Timestamp("2026-06-01", tz="UTC").timestamp()
 
 def read(name: str | Path, schema=TELEMETRY, fmt: str = "auto", **options):
     loaded = read_table([FIX / name], schema, fmt=fmt, options=SourceOptions(**options))
-    assert loaded.rows_read == loaded.rows_accepted + loaded.rows_quarantined
-    assert loaded.rows_accepted == len(loaded.table)
+    assert loaded.counts.read == loaded.counts.accepted + loaded.counts.quarantined
+    assert loaded.counts.accepted == len(loaded.table)
     return loaded
 
 
@@ -95,7 +95,7 @@ def test_tenant_from_another_label_or_the_tenant_map():
     # pod sd-serve-7d9f is in the map; the other GPU falls back to its host's entry
     assert set(mapped.table["tenant_id"]) == {"blue-sky-media", "acme-research"}
     unlabelled = read("dcgm-scrapes.prom", tenant_label="nope")
-    assert unlabelled.rows_accepted == 0
+    assert unlabelled.counts.accepted == 0
     assert set(unlabelled.quarantine["reason"]) == {"tenant_id: missing required value"}
 
 
@@ -129,7 +129,7 @@ def test_bad_prometheus_lines_are_quarantined(tmp_path):
         ],
     )
     loaded = read_table([path], TELEMETRY)
-    assert loaded.rows_read == 6 and loaded.rows_accepted == 1
+    assert loaded.counts.read == 6 and loaded.counts.accepted == 1
     assert dict(zip(loaded.quarantine["row"], loaded.quarantine["reason"], strict=True)) == {
         2: "malformed sample line",
         3: "sample value is not a number",
@@ -160,7 +160,7 @@ def test_nvml_mapping_converts_names_and_units():
     assert first["host"] == "spar-a100-sxm4-40gb" and first["job_id"] == "580ec1ad835e"
     assert first["tenant_id"] == "gpt2_wikitext2_amp"
     # auto: a CSV without the canonical columns is read through the mapping given
-    assert read("nvml-spar.csv", columns="nvml-spar").rows_accepted == 6
+    assert read("nvml-spar.csv", columns="nvml-spar").counts.accepted == 6
 
 
 def test_nvml_bad_rows_and_sentinels(tmp_path):
@@ -174,7 +174,7 @@ def test_nvml_bad_rows_and_sentinels(tmp_path):
     ]
     path = lines_file(tmp_path, "nvml.csv", rows)
     loaded = read_table([path], TELEMETRY, fmt="nvml", options=SourceOptions(columns="nvml-spar"))
-    assert loaded.rows_read == 4 and loaded.rows_accepted == 2
+    assert loaded.counts.read == 4 and loaded.counts.accepted == 2
     assert sorted(loaded.quarantine["reason"]) == [
         "gpu_util: not a number",
         "malformed row: wrong number of fields",
@@ -209,7 +209,7 @@ def test_nvml_mapping_errors(tmp_path):
 def test_long_layout_merges_the_metric_files():
     loaded = read("alibaba", fmt="nvml", columns="alibaba-genai")
     t = loaded.table
-    assert loaded.rows_read == 5 and loaded.rows_accepted == 4
+    assert loaded.counts.read == 5 and loaded.counts.accepted == 4
     assert loaded.quarantine["reason"].tolist() == ["gpu_util: missing required value"]
     pod = t[t["tenant_id"] == "23b8eba99c14e73d454503a55ae96989"]
     assert pod["gpu_util"].tolist() == [0.0, 12.1]
@@ -223,7 +223,7 @@ def test_long_layout_merges_the_metric_files():
 def test_cloudtrail_records_skip_aws_service_principals():
     loaded = read("cloudtrail.json", ACCESS)
     t = loaded.table
-    assert loaded.rows_read == 3  # 2 of 5 records were made by AWS services
+    assert loaded.counts.read == 3  # 2 of 5 records were made by AWS services
     assert t["tenant_id"].tolist() == ["111122223333", "444455556666", "111122223333"]
     assert t["event"].tolist() == ["api", "console", "api"]
     assert t["src_ip"].tolist()[1] == "2001:db8:85a3::8a2e:370:7334"
@@ -238,7 +238,7 @@ def test_cloudtrail_gzip_folder_and_cut_file(tmp_path):
     cut = data[: data.index(b'"eventTime": "2026-03-09T18:25:37Z"')]
     (tmp_path / "b.json").write_bytes(cut)
     loaded = read_table([tmp_path], ACCESS)
-    assert loaded.rows_read == 3 + 3 and loaded.rows_accepted == 3
+    assert loaded.counts.read == 3 + 3 and loaded.counts.accepted == 3
     # the cut file keeps its first records (copies of a's: duplicates), the rest is one row
     bad = loaded.quarantine
     assert bad["reason"].tolist() == ["duplicate", "duplicate", "invalid JSON"]
@@ -256,7 +256,7 @@ def test_cloudtrail_bad_records(tmp_path):
         b'"userAgent": "\xff", "userIdentity": {"accountId": "1"}}]}'
     )
     loaded = read_table([path], ACCESS, fmt="cloudtrail")
-    assert loaded.rows_read == 4 and loaded.rows_accepted == 0
+    assert loaded.counts.read == 4 and loaded.counts.accepted == 0
     assert sorted(loaded.quarantine["reason"]) == [
         "not UTF-8",
         "not a JSON object",
@@ -304,7 +304,7 @@ def test_vpc_flow_bad_records(tmp_path):
         ],
     )
     loaded = read_table([path], ACCESS)
-    assert loaded.rows_accepted == 1
+    assert loaded.counts.accepted == 1
     assert sorted(loaded.quarantine["reason"]) == [
         "malformed record: wrong number of fields",
         "not UTF-8",
@@ -322,7 +322,7 @@ def test_sshd_syslog_lines_with_the_year_of_the_file(tmp_path):
     path = copy(tmp_path, "auth.log", mtime=MAR_2026)
     loaded = read_table([path], ACCESS, options=SourceOptions(tenant_map=TENANT_MAP))
     t = loaded.table
-    assert loaded.rows_read == 3
+    assert loaded.counts.read == 3
     assert t["timestamp"].tolist()[0] == pd.Timestamp("2026-03-09 18:21:13", tz="UTC")
     assert t["src_ip"].tolist()[1] == "2001:db8:ff00:42::8329"
     assert t["principal"].tolist() == ["alice", "bob", "deploy"]
@@ -356,7 +356,7 @@ def test_sshd_bad_lines(tmp_path):
         ],
     )
     loaded = read_table([path], ACCESS)
-    assert loaded.rows_accepted == 1
+    assert loaded.counts.accepted == 1
     assert sorted(loaded.quarantine["reason"]) == [
         "malformed record: sshd Accepted line",
         "not UTF-8",
@@ -434,8 +434,8 @@ def test_parsers_never_crash_and_account_for_every_row(tmp_path, name, schema, f
             loaded = read_table([path], schema, fmt=fmt, options=SourceOptions(**options))
         except InputError:
             return  # a clear error naming the file: allowed for input that is not the format
-        assert loaded.rows_read == loaded.rows_accepted + loaded.rows_quarantined
-        assert loaded.rows_accepted == len(loaded.table)
+        assert loaded.counts.read == loaded.counts.accepted + loaded.counts.quarantined
+        assert loaded.counts.accepted == len(loaded.table)
 
     check()
 

@@ -70,11 +70,11 @@ def write_text(path: Path, text: str | bytes) -> Path:
 
 
 def check_counts(loaded) -> None:
-    assert loaded.rows_read == (
-        loaded.rows_accepted + loaded.rows_quarantined + loaded.rows_out_of_window
+    assert loaded.counts.read == (
+        loaded.counts.accepted + loaded.counts.quarantined + loaded.counts.out_of_window
     )
-    assert loaded.rows_accepted == len(loaded.table)
-    assert loaded.rows_quarantined == len(loaded.quarantine)
+    assert loaded.counts.accepted == len(loaded.table)
+    assert loaded.counts.quarantined == len(loaded.quarantine)
     assert list(loaded.quarantine.columns) == quarantine.COLUMNS
     for raw in loaded.quarantine["raw"]:
         json.loads(raw)
@@ -98,7 +98,7 @@ def test_every_format_gives_the_same_typed_table(tmp_path, name):
     check_counts(loaded)
     table = loaded.table
     assert list(table.columns) == TELEMETRY.names
-    assert (loaded.rows_read, loaded.rows_accepted) == (3, 3)
+    assert (loaded.counts.read, loaded.counts.accepted) == (3, 3)
     assert str(table["timestamp"].dtype) == "datetime64[ns, UTC]"
     assert table["timestamp"].iloc[1] == pd.Timestamp("2024-01-01T00:01:00", tz="UTC")
     assert table["tenant_id"].dtype == "str"
@@ -169,7 +169,7 @@ def test_unknown_extension_is_an_input_error_unless_format_forced(tmp_path):
     with pytest.raises(InputError, match="unknown file extension") as err:
         read_table([path], TELEMETRY)
     assert err.value.path == str(path)
-    assert read_table([path], TELEMETRY, fmt="csv").rows_accepted == 3
+    assert read_table([path], TELEMETRY, fmt="csv").counts.accepted == 3
     with pytest.raises(InputError, match="unknown format"):
         read_table([path], TELEMETRY, fmt="xls")
 
@@ -197,7 +197,7 @@ def test_folder_is_walked_in_name_order_skipping_bookkeeping_files(tmp_path):
 def test_files_are_concatenated_in_the_order_given(tmp_path):
     a, b = write(tmp_path / "a.csv", ROWS[:1]), write(tmp_path / "b.csv", ROWS[1:])
     assert read_table([b, a], TELEMETRY).table["gpu_util"].tolist() == [75.5, 0.0, 50.0]
-    assert read_table(a, TELEMETRY).rows_accepted == 1  # one path alone is fine too
+    assert read_table(a, TELEMETRY).counts.accepted == 1  # one path alone is fine too
 
 
 @pytest.mark.parametrize(
@@ -255,7 +255,7 @@ def test_csv_malformed_rows_are_quarantined_with_their_row_numbers(tmp_path):
     )  # row 5: out of range
     loaded = read_table([write_text(tmp_path / "t.csv", text)], TELEMETRY)
     check_counts(loaded)
-    assert loaded.rows_read == 5
+    assert loaded.counts.read == 5
     assert loaded.quarantine[["row", "reason"]].values.tolist() == [
         [2, "malformed row: wrong number of fields"],
         [4, "malformed row: wrong number of fields"],
@@ -326,14 +326,14 @@ def test_csv_keeps_namibia_and_reads_blank_cells_as_missing(tmp_path):
 
 def test_csv_header_names_are_stripped_and_bom_skipped(tmp_path):
     text = "\ufefftimestamp, tenant_id ,host,gpu,gpu_util\n2024-01-01,t,h,0,1\n"
-    assert read_table([write_text(tmp_path / "t.csv", text)], TELEMETRY).rows_accepted == 1
+    assert read_table([write_text(tmp_path / "t.csv", text)], TELEMETRY).counts.accepted == 1
 
 
 def test_csv_with_only_a_header_reads_no_rows(tmp_path):
     loaded = read_table(
         [write_text(tmp_path / "t.csv", "timestamp,tenant_id,host,gpu,gpu_util\n")], TELEMETRY
     )
-    assert loaded.rows_read == 0 and list(loaded.table.columns) == TELEMETRY.names
+    assert loaded.counts.read == 0 and list(loaded.table.columns) == TELEMETRY.names
     assert str(loaded.table["timestamp"].dtype) == "datetime64[ns, UTC]"
 
 
@@ -346,7 +346,7 @@ def test_jsonl_bad_lines_are_quarantined_with_line_numbers(tmp_path, name):
     text = "\n".join([lines[0], "", lines[1], "[1, 2]", lines[2], lines[2][:30]])
     loaded = read_table([write_text(tmp_path / name, text)], TELEMETRY)
     check_counts(loaded)
-    assert loaded.rows_read == 5 and loaded.rows_accepted == 3
+    assert loaded.counts.read == 5 and loaded.counts.accepted == 3
     assert loaded.quarantine[["row", "reason"]].values.tolist() == [
         [4, "not a JSON object"],
         [6, "invalid JSON"],
@@ -378,20 +378,20 @@ def test_jsonl_without_one_valid_line_is_an_input_error(tmp_path):
 
 def test_empty_jsonl_reads_no_rows(tmp_path):
     loaded = read_table([write_text(tmp_path / "t.jsonl", "")], TELEMETRY)
-    assert loaded.rows_read == 0 and list(loaded.table.columns) == TELEMETRY.names
+    assert loaded.counts.read == 0 and list(loaded.table.columns) == TELEMETRY.names
 
 
 def test_json_array_or_object_holding_records(tmp_path):
     path = write_text(tmp_path / "t.json", json.dumps({"Records": ROWS + [7]}))
     loaded = read_table([path], TELEMETRY)
     check_counts(loaded)
-    assert loaded.rows_accepted == 3
+    assert loaded.counts.accepted == 3
     assert loaded.quarantine[["row", "reason"]].values.tolist() == [[4, "not a JSON object"]]
 
 
 def test_json_lines_in_a_json_file_are_read_as_lines(tmp_path):
     text = "\n".join(json.dumps(r) for r in ROWS)
-    assert read_table([write_text(tmp_path / "t.json", text)], TELEMETRY).rows_accepted == 3
+    assert read_table([write_text(tmp_path / "t.json", text)], TELEMETRY).counts.accepted == 3
 
 
 @pytest.mark.parametrize(
@@ -422,10 +422,10 @@ def test_window_drops_rows_outside_since_until(tmp_path):
     )
     check_counts(loaded)
     assert loaded.table["gpu_util"].tolist() == [75.5]
-    assert (loaded.rows_out_of_window, loaded.rows_quarantined) == (2, 0)
+    assert (loaded.counts.out_of_window, loaded.counts.quarantined) == (2, 0)
 
 
-def test_duplicates_across_files_are_quarantined_with_values_as_read(tmp_path):
+def test_duplicates_across_files_are_quarantined_with_their_canonical_values(tmp_path):
     a = write(tmp_path / "a.csv", ROWS[:2])
     b = write(tmp_path / "b.jsonl", [dict(ROWS[1], gpu_util=99.0), ROWS[2]])
     loaded = read_table([a, b], TELEMETRY, source="dcgm")
@@ -435,7 +435,7 @@ def test_duplicates_across_files_are_quarantined_with_values_as_read(tmp_path):
         ["dcgm", str(b), 1, "timestamp,tenant_id,host,gpu", "duplicate"]
     ]
     raw = json.loads(q["raw"].iloc[0])
-    assert pd.Timestamp(raw["timestamp"]) == pd.Timestamp("2024-01-01T00:01:00")
+    assert pd.Timestamp(raw["timestamp"]) == pd.Timestamp("2024-01-01T00:01:00Z")
     assert raw["gpu_util"] == 99.0
     assert loaded.table["gpu_util"].tolist() == [50.0, 75.5, 0.0]
     assert read_table([a], TELEMETRY).quarantine.empty
@@ -456,7 +456,7 @@ def test_jsonl_bad_lines_in_large_files_are_found_by_bisection(tmp_path, monkeyp
     path = write_text(tmp_path / "t.jsonl", "\r\n".join(lines))
     loaded = read_table([path], TELEMETRY)
     check_counts(loaded)
-    assert loaded.rows_read == 59
+    assert loaded.counts.read == 59
     assert reasons_by_row(loaded) == [
         [7, "invalid JSON"],
         [21, "gpu_util: not a number"],

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from detector.engine.partition import partition_telemetry, read_partition
-from detector.ingest.canonical import read_table
+from detector.ingest import open_source, read_table
 from detector.ingest.validate import validate_arrow
 from detector.schema import TELEMETRY
 
@@ -55,11 +55,11 @@ def _messy(n: int, unit: str, tz: str | None) -> pa.Table:
 def test_pass_accepts_types_and_quarantines_as_read_table(tmp_path: Path, unit, tz):
     path = tmp_path / "t.parquet"
     pq.write_table(_messy(400, unit, tz), path, row_group_size=150)
-    parts = partition_telemetry([path], tmp_path / "parts", 3)
+    parts = partition_telemetry(open_source([path], TELEMETRY), tmp_path / "parts", 3)
     got = pd.concat([read_partition(p, parts.files)[0] for p in parts.paths])
     want = read_table([path], TELEMETRY)
-    assert len(parts.quarantine) == want.rows_quarantined > 10
-    assert parts.rows_accepted == want.rows_accepted
+    assert len(parts.quarantine) == want.counts.quarantined > 10
+    assert parts.counts.accepted == want.counts.accepted
     got = got.astype({c: want.table[c].dtype for c in got.columns})  # text: categoricals
     key = ["timestamp", "tenant_id", "host", "gpu"]
     pd.testing.assert_frame_equal(

@@ -59,8 +59,8 @@ def test_live_prometheus_gives_the_features_of_the_parquet(tmp_path):
         # points per query forces several chunks per series
         src = PrometheusSource(url, step=15, max_points=500)
         loaded = read_prometheus(src, SINCE, UNTIL)
-    assert loaded.rows_quarantined == 0
-    assert loaded.rows_read == loaded.rows_accepted == len(telemetry)
+    assert loaded.counts.quarantined == 0
+    assert loaded.counts.read == loaded.counts.accepted == len(telemetry)
     key = list(TELEMETRY.key)
     pulled = loaded.table.sort_values(key).reset_index(drop=True)
     expected = telemetry.sort_values(key).reset_index(drop=True)
@@ -88,7 +88,7 @@ def test_live_prometheus_errors_are_input_errors(tmp_path):
         assert (
             read_prometheus(
                 PrometheusSource(url, step=15, bearer_token_file=token), SINCE, UNTIL
-            ).rows_accepted
+            ).counts.accepted
             == 50
         )
         # a step too fine for the range in one query is split, never refused
@@ -97,7 +97,7 @@ def test_live_prometheus_errors_are_input_errors(tmp_path):
                 PrometheusSource(url, step=1, max_points=11_000),
                 SINCE,
                 SINCE + pd.Timedelta(hours=4),
-            ).rows_read
+            ).counts.read
             > 0
         )
     with pytest.raises(InputError, match="cannot query Prometheus"):

@@ -72,7 +72,7 @@ def check_finite(table: pd.DataFrame, telemetry: pd.DataFrame) -> None:
 def test_nvml_a100_runs_every_row_read_and_one_session_per_run():
     loaded = read_table([NVML], TELEMETRY, fmt="nvml", options=SourceOptions(columns="nvml-spar"))
     raw = sum(len(pd.read_parquet(p, columns=["run_id"])) for p in NVML.glob("*.parquet"))
-    assert loaded.rows_read == loaded.rows_accepted == raw
+    assert loaded.counts.read == loaded.counts.accepted == raw
     table = features(loaded.table, load_settings())
     assert sorted(table["job_id"]) == sorted(loaded.table["job_id"].unique())
     check_finite(table, loaded.table)
@@ -91,9 +91,9 @@ def test_alibaba_serving_pods_every_row_read_or_quarantined():
     raw = sum(len(pd.read_csv(p, usecols=["value"])) for p in ALIBABA_FILES)
     # rows sharing (time, pod) across the two files are one row; memory samples without a
     # utilisation sample are quarantined
-    assert loaded.rows_read == loaded.rows_accepted + loaded.rows_quarantined
-    assert loaded.rows_accepted == len(pd.read_csv(ALIBABA_FILES[0], usecols=["value"]))
-    assert raw > loaded.rows_read
+    assert loaded.counts.read == loaded.counts.accepted + loaded.counts.quarantined
+    assert loaded.counts.accepted == len(pd.read_csv(ALIBABA_FILES[0], usecols=["value"]))
+    assert raw > loaded.counts.read
     assert set(loaded.quarantine["reason"]) == {"gpu_util: missing required value"}
     table = features(loaded.table, load_settings())
     assert len(table) > 20

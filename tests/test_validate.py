@@ -52,10 +52,13 @@ def read_csv_text(tmp_path: Path, schema: TableSchema, text: str, **kwargs):
 def assert_conforms(loaded, schema: TableSchema, since=None, until=None) -> None:
     """The accepted table satisfies the schema; the counts add up."""
     table = loaded.table
-    assert loaded.rows_read == (
-        loaded.rows_accepted + loaded.rows_quarantined + loaded.rows_out_of_window
+    assert loaded.counts.read == (
+        loaded.counts.accepted + loaded.counts.quarantined + loaded.counts.out_of_window
     )
-    assert (len(table), len(loaded.quarantine)) == (loaded.rows_accepted, loaded.rows_quarantined)
+    assert (len(table), len(loaded.quarantine)) == (
+        loaded.counts.accepted,
+        loaded.counts.quarantined,
+    )
     assert list(table.columns) == schema.names
     for col in schema.columns:
         values = table[col.name]
@@ -251,7 +254,7 @@ def test_tenants(tmp_path):
 
 def test_window_does_not_apply_to_tables_without_timestamp(tmp_path):
     loaded = read_csv_text(tmp_path, TENANTS, "tenant_id,created_at\nt1,2020-01-01\n", since=BASE)
-    assert loaded.rows_accepted == 1
+    assert loaded.counts.accepted == 1
 
 
 # --- LABELS --------------------------------------------------------------------------------
@@ -286,7 +289,7 @@ def test_labels_need_session_id_or_tenant_start_end_columns(tmp_path):
     with pytest.raises(SchemaError, match="missing column 'session_id', or else 'end'"):
         read_table([path], LABELS)
     path.write_text("session_id,label\ns1,benign\n")
-    assert read_table([path], LABELS).rows_accepted == 1
+    assert read_table([path], LABELS).counts.accepted == 1
 
 
 def test_repeated_column_is_a_schema_error(tmp_path):
@@ -368,9 +371,9 @@ def test_counts_add_up_for_random_tables_with_bad_cells(data, schema, fmt, n):
     assert_conforms(loaded, schema, since, until)
     n_bad = sum(d is not None for d in planted)
     clean_outside = sum(1 for i, d in enumerate(planted) if d is None and window and i >= window[1])
-    assert loaded.rows_read == n
-    assert loaded.rows_quarantined == n_bad
-    assert loaded.rows_out_of_window == clean_outside
+    assert loaded.counts.read == n
+    assert loaded.counts.quarantined == n_bad
+    assert loaded.counts.out_of_window == clean_outside
     assert sorted(loaded.quarantine["row"]) == [i + 1 for i, d in enumerate(planted) if d]
     assert np.all(
         loaded.quarantine["reason"].str.contains(":") | loaded.quarantine["reason"].eq("duplicate")

@@ -1,6 +1,7 @@
 """Where feature extraction runs: in this process, partition by partition, or on Dask.
 
-Both engines run the same function on the same tenant-hash partitions (`partition.py`), so
+Ingest gives validated batches; the partition pass (`partition.py`) writes them to tenant-hash
+partitions. Both engines run the same function on the same partitions, so
 their features are identical; only the sessions' workload features (the per-sample work) are
 computed per partition, the origin features from the small access table afterwards.
 """
@@ -18,17 +19,10 @@ import pandas as pd
 from .. import quarantine
 from ..config import Settings
 from ..errors import ConfigError
+from ..ingest import Batch, Counts, Source
 from ..runinfo import RunReport
-from ..schema import TELEMETRY
 from .local import PartResult, partition_features, run_local
-from .partition import (
-    Partitions,
-    auto_partitions,
-    count_rows,
-    partition_of,
-    partition_telemetry,
-    streamable,
-)
+from .partition import Partitions, auto_partitions, partition_of, partition_telemetry
 from .scratch import scratch_dir
 
 __all__ = [
@@ -42,7 +36,6 @@ __all__ = [
     "partition_of",
     "partition_telemetry",
     "run_local",
-    "streamable",
 ]
 
 ENGINES = ("local", "dask")
@@ -73,42 +66,38 @@ class Engine:
 
 
 def extract(
-    paths: Sequence[Path],
+    source: Source,
     settings: Settings,
     report: RunReport,
     *,
     engine: Engine = Engine(),
-    fmt: str = "auto",
-    since: pd.Timestamp | None = None,
-    until: pd.Timestamp | None = None,
-    loaded: Sequence[pd.DataFrame] = (),
+    extra: Sequence[Batch] = (),
+    extra_name: str = "",
     progress: Progress | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(sessions with workload features, quarantine) for the telemetry in `paths` and `loaded`.
-
-    Rows read, accepted and quarantined from `paths` are added to `report`; `loaded` tables
-    were counted when they were read. Sessions come in a stable order: tenant, start, job.
-    """
-    rows = count_rows(paths) if paths else 0
-    n_parts = engine.partitions or auto_partitions(rows + sum(len(t) for t in loaded))
+) -> tuple[pd.DataFrame, pd.DataFrame, Counts]:
+    """(sessions with workload features, quarantine, counts) of the telemetry of `source` and
+    of `extra`, batches already read from `extra_name` (a live server). Sessions come in a
+    stable order: tenant, start, job."""
+    units = source.units()
+    rows = sum(u.rows for u in units) + sum(b.read for b in extra)
+    n_parts = engine.partitions or auto_partitions(rows)
     with scratch_dir(engine.work_dir) as tmp:
         with report.stage("partition"):
             advance = progress("reading telemetry", rows) if progress and rows else None
             parts = partition_telemetry(
-                paths,
+                source,
                 Path(tmp),
                 n_parts,
-                fmt=fmt,
-                since=since,
-                until=until,
-                loaded=loaded,
+                units=units,
+                extra=extra,
+                extra_name=extra_name,
                 progress=advance,
                 workers=engine.workers or os.cpu_count() or 1,
             )
         _log_stage(
             report,
             "partition",
-            f"{parts.rows_read} rows into {len(parts.paths)} of {n_parts} partitions",
+            f"{parts.counts.read} rows into {len(parts.paths)} of {n_parts} partitions",
         )
         advance = progress("features", len(parts.paths)) if progress else None
         with report.stage("extract"):
@@ -129,13 +118,10 @@ def extract(
     for name in ("read", "sessions", "workload"):
         report.stage_seconds[f"extract_{name}"] = sum(r.seconds[name] for r in results)
     dup = quarantine.combine([r.quarantine for r in results])
-    rejected = quarantine.combine([parts.quarantine, dup])
-    report.rows_read[TELEMETRY.name] += parts.rows_read
-    report.rows_accepted[TELEMETRY.name] += parts.rows_accepted - len(dup)
-    for reason, count in rejected["reason"].value_counts().items():
-        report.rows_quarantined[(TELEMETRY.name, str(reason))] += int(count)
+    parts.counts.demote(len(dup))
     _log_stage(report, "extract", f"{sum(r.rows for r in results)} rows, engine {engine.name}")
-    return combine([r.features for r in results]), rejected
+    features = combine([r.features for r in results])
+    return features, quarantine.combine([parts.quarantine, dup]), parts.counts.check()
 
 
 def combine(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:

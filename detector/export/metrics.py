@@ -134,6 +134,11 @@ def run_families(report: RunReport) -> Iterator[Metric]:
         "Share (0-1) of source IPs with no country or ASN in the last run.",
         value=report.enrichment_unknown_ratio,
     )
+    yield GaugeMetricFamily(
+        "gpuwatch_access_coverage_ratio",
+        "Share (0-1) of the days with GPU sessions on which access events were seen.",
+        value=report.access_coverage,
+    )
 
 
 def success_families(report: RunReport) -> Iterator[Metric]:

@@ -34,6 +34,7 @@ def write_run_sidecar(scores: Path, report: RunReport) -> Path:
             {"source": source, "reason": reason, "rows": rows}
             for (source, reason), rows in sorted(report.rows_quarantined.items())
         ],
+        "access_coverage": report.access_coverage,
         "ips_total": report.ips_total,
         "ips_unknown": report.ips_unknown,
         "sessions": report.sessions,
@@ -71,6 +72,7 @@ def read_run_sidecar(scores: Path) -> RunReport | None:
                     for q in data["rows_quarantined"]
                 }
             ),
+            access_coverage=float(data.get("access_coverage", 1.0)),
             ips_total=int(data["ips_total"]),
             ips_unknown=int(data["ips_unknown"]),
             sessions=int(data["sessions"]),

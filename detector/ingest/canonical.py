@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,29 +11,18 @@ import pandas as pd
 
 from .. import quarantine
 from ..schema import TableSchema
-from .files import expand
-from .formats import read_any
-from .nvml import merge_long
+from .batches import Batch, Counts, Source, open_source
 from .options import SourceOptions
-from .readers import RawFile
-from .validate import duplicates, empty_table, raw_json, validate
-
-WINDOW_COLUMN = "timestamp"  # since/until apply to tables that have it (telemetry, access)
+from .validate import duplicates, empty_table, raw_json, to_pandas
 
 
 @dataclass
 class Loaded:
-    """A canonical table and what happened to every row read.
-
-    rows_read == rows_accepted + rows_quarantined + rows_out_of_window.
-    """
+    """A canonical table and what happened to every row read (`counts`)."""
 
     table: pd.DataFrame
     quarantine: pd.DataFrame
-    rows_read: int
-    rows_accepted: int
-    rows_quarantined: int
-    rows_out_of_window: int
+    counts: Counts
 
 
 def read_table(
@@ -46,117 +35,63 @@ def read_table(
     until: pd.Timestamp | None = None,
     options: SourceOptions | None = None,
 ) -> Loaded:
-    """Read files and folders (Parquet, CSV, JSON Lines, JSON; optionally gzip) as `schema`.
+    """Read files and folders (Parquet, CSV, JSON Lines, JSON, foreign formats; optionally
+    gzip) as `schema`, in this process (`batches.open_source` says how).
 
     Every row ends up in exactly one place: the table (typed, schema columns only, in file
-    order), the quarantine (with a reason), or outside the [since, until) window. Duplicates
-    (same `schema.key` as an earlier row, across all files) are quarantined. Foreign formats
-    (`files.FOREIGN`) are mapped onto the schema first, as `options` say; with `fmt="auto"` the
-    content decides where the extension is not enough (`sniff.py`).
+    order), the quarantine (with a reason), or outside the [since, until) window.
     """
-    options = options or SourceOptions()
-    files = expand(paths, fmt)
-    raws = merge_long(
-        [read_any(f, schema, source or schema.name, options, auto=fmt == "auto") for f in files]
+    src = open_source(
+        paths, schema, source=source, fmt=fmt, since=since, until=until, options=options
     )
-    return load_raw(raws, schema, source=source, since=since, until=until)
+    return collect((b for unit in src.units() for b in src.read(unit)), src)
 
 
-def load_raw(
-    raws: Sequence[RawFile],
-    schema: TableSchema,
-    *,
-    source: str | None = None,
-    since: pd.Timestamp | None = None,
-    until: pd.Timestamp | None = None,
-) -> Loaded:
-    """Validate what readers got (one RawFile per file or query) into a Loaded table."""
-    source = source or schema.name
-    since, until = _utc(since), _utc(until)
-    tables, origins, frames, parts = [], [], [], []
-    rows_read = out_of_window = 0
-    for index, raw in enumerate(raws):
-        file = raw.file
-        rows_read += raw.n_rows
-        typed, ok, rejected = validate(raw.frame, raw.rows, schema, source=source, file=file.name)
-        parts.append(_ordered(quarantine.combine([raw.rejected, rejected]), index))
-        keep = ok & ~_outside(typed, since, until)
-        out_of_window += int(ok.sum() - keep.sum())
-        tables.append(typed[keep])
-        origins.append(
-            pd.DataFrame(
-                {
-                    "file": index,
-                    "name": file.name,
-                    "row": raw.rows[keep],
-                    "pos": np.flatnonzero(keep),
-                }
-            )
-        )
-        frames.append(raw.frame)
+def collect(batches: Iterable[Batch], src: Source) -> Loaded:
+    """The batches of `src` as one table; rows whose key repeats an earlier row's are
+    quarantined as duplicates."""
+    schema, names = src.schema, src.names
+    counts, tables, origins, parts = Counts(), [], [], []
+    for batch in batches:
+        counts.add(batch)
+        tables.append(to_pandas(batch.table))
+        origins.append(np.c_[np.full(len(batch.rows), batch.file), batch.rows])
+        parts.append(batch.rejected)
     table = pd.concat(tables, ignore_index=True) if tables else empty_table(schema)
-    origin = pd.concat(origins, ignore_index=True)
+    origin = np.concatenate(origins) if origins else np.zeros((0, 2), dtype=np.int64)
     dup = duplicates(table, schema.key)
     if dup.any():
-        parts.append(_duplicates(origin[dup], frames, source, schema.key))
+        parts.append(duplicate_rows(table[dup], origin[dup], names, schema, src.name))
+        counts.demote(int(dup.sum()))
         table = table[~dup].reset_index(drop=True)
-    rejected = quarantine.combine(parts)
-    if len(rejected):
-        rejected = (
-            rejected.sort_values(["_file", "row"], kind="stable")
-            .drop(columns="_file")
-            .reset_index(drop=True)
-        )
-    else:
-        rejected = quarantine.empty()
-    loaded = Loaded(table, rejected, rows_read, len(table), len(rejected), out_of_window)
-    assert loaded.rows_read == (
-        loaded.rows_accepted + loaded.rows_quarantined + loaded.rows_out_of_window
-    ), "ingest lost or invented rows"
-    return loaded
+    return Loaded(table, _in_order(quarantine.combine(parts), names), counts.check())
 
 
-def _utc(value: pd.Timestamp | str | None) -> pd.Timestamp | None:
-    if value is None:
-        return None
-    value = pd.Timestamp(value)
-    return value.tz_localize("UTC") if value.tzinfo is None else value.tz_convert("UTC")
-
-
-def _outside(
-    table: pd.DataFrame, since: pd.Timestamp | None, until: pd.Timestamp | None
-) -> np.ndarray:
-    outside = np.zeros(len(table), dtype=bool)
-    if WINDOW_COLUMN not in table.columns:
-        return outside
-    ts = table[WINDOW_COLUMN]
-    if since is not None:
-        outside |= (ts < since).fillna(False).to_numpy(dtype=bool)
-    if until is not None:
-        outside |= (ts >= until).fillna(False).to_numpy(dtype=bool)
-    return outside
-
-
-def _ordered(part: pd.DataFrame, index: int) -> pd.DataFrame:
-    return part.assign(_file=index)
-
-
-def _duplicates(
-    dups: pd.DataFrame, raws: list[pd.DataFrame], source: str, key: Sequence[str]
+def duplicate_rows(
+    dups: pd.DataFrame,
+    origin: np.ndarray,
+    names: Sequence[str],
+    schema: TableSchema,
+    source: str,
 ) -> pd.DataFrame:
-    """Quarantine rows for duplicates, with the values as read from their file."""
-    parts = []
-    for index, group in dups.groupby("file", sort=True):
-        frame = raws[index]
-        mask = np.zeros(len(frame), dtype=bool)
-        mask[group["pos"].to_numpy()] = True
-        part = quarantine.rejected(
-            source,
-            group["name"].iloc[0],
-            group["row"],
-            "duplicate",
-            column=",".join(key),
-            raw=raw_json(frame, mask),
-        )
-        parts.append(_ordered(part, index))
-    return pd.concat(parts, ignore_index=True)
+    """Quarantine rows for duplicates: `origin` holds each one's (file index, row)."""
+    files = pd.Series(np.asarray(names, dtype=object)[origin[:, 0]]) if len(origin) else []
+    frame = quarantine.rejected(
+        source,
+        "",
+        origin[:, 1],
+        "duplicate",
+        column=",".join(schema.key),
+        raw=raw_json(dups[schema.names], np.ones(len(dups), dtype=bool)),
+    )
+    frame["file"] = files
+    return frame
+
+
+def _in_order(rejected: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Quarantine rows by input file (in the order given), then row."""
+    if not len(rejected):
+        return quarantine.empty()
+    rank = pd.Series(range(len(names)), index=pd.Index(names)).groupby(level=0).first()
+    order = np.lexsort((rejected["row"].to_numpy(), rejected["file"].map(rank).to_numpy()))
+    return rejected.iloc[order].reset_index(drop=True)

@@ -104,6 +104,8 @@ def _records(text: str, file: InputFile) -> tuple[list, str | None]:
         doc = json.loads(text)
     except json.JSONDecodeError:
         return _salvage(text, file)
+    except RecursionError as exc:
+        raise InputError("JSON nested too deep", path=file.name) from exc
     if isinstance(doc, dict) and isinstance(doc.get("Records"), list):
         return doc["Records"], None
     if isinstance(doc, list):
@@ -127,7 +129,7 @@ def _salvage(text: str, file: InputFile) -> tuple[list, str | None]:
             return records, None
         try:
             value, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return records, text[pos:]
         records.append(value)
         pos = _skip(text, pos)

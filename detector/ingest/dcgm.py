@@ -62,6 +62,8 @@ LABELS = (
     "container",
 )
 
+_MAX_MS = 9.2e15  # milliseconds within the datetime64[ns] range
+
 
 def labels_needed(options: SourceOptions) -> list[str]:
     return list(dict.fromkeys([*LABELS, options.tenant_label]))
@@ -158,9 +160,7 @@ def assemble(samples: pd.DataFrame, options: SourceOptions) -> tuple[pd.DataFram
     )
     frame = pd.DataFrame(
         {
-            "timestamp": pd.to_datetime(
-                np.round(head["ts"].to_numpy() * 1e3).astype("int64"), unit="ms", utc=True
-            ),
+            "timestamp": pd.to_datetime(_millis(head["ts"].to_numpy()), unit="ms", utc=True),
             "tenant_id": tenant.to_numpy(),
             "host": at["_host"].to_numpy(),
             "gpu": at["_gpu_id"].to_numpy(),
@@ -183,3 +183,10 @@ def _first_of(samples: pd.DataFrame, names: tuple[str, ...]) -> pd.Series:
 
 def _col(frame: pd.DataFrame, name: str) -> pd.Series:
     return frame[name] if name in frame else pd.Series(np.nan, index=frame.index, dtype="str")
+
+
+def _millis(seconds: np.ndarray) -> pd.arrays.IntegerArray:
+    """Whole milliseconds; missing where the time is not finite or beyond datetime64[ns]."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        ms = np.round(seconds * 1e3)
+    return pd.array(np.where(np.abs(ms) < _MAX_MS, ms, np.nan)).astype("Int64")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import MAX_INPUT_MIB
 from ..errors import InputError
 
 FORMATS = ("parquet", "csv", "jsonl", "json")
@@ -26,13 +27,27 @@ _SUFFIXES = {
 }
 
 
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one input may cost: bytes held after decompression, bytes in one line of text,
+    nesting depth of one JSON value. Beyond them a file is refused or a line quarantined."""
+
+    max_bytes: int = MAX_INPUT_MIB * MIB  # --max-input-mib
+    max_line: int = 1 * MIB
+    max_depth: int = 64
+
+
 @dataclass(frozen=True)
 class InputFile:
-    """One file to read: where it is, its format, and whether it is gzip-compressed."""
+    """One file to read: where it is, its format, whether it is gzip-compressed, its limits."""
 
     path: Path
     fmt: str
     gzip: bool
+    limits: Limits = Limits()
 
     @property
     def name(self) -> str:
@@ -49,7 +64,9 @@ def detect(path: Path) -> tuple[str, bool] | None:
     return (fmt, gz) if fmt else None
 
 
-def expand(paths: Sequence[str | Path], fmt: str = "auto") -> list[InputFile]:
+def expand(
+    paths: Sequence[str | Path] | str | Path, fmt: str = "auto", limits: Limits = Limits()
+) -> list[InputFile]:
     """Every input file named by `paths`, in the order given; folders are walked in name order.
 
     Inside a folder, files with unknown extensions and hidden or bookkeeping files (names
@@ -69,7 +86,7 @@ def expand(paths: Sequence[str | Path], fmt: str = "auto") -> list[InputFile]:
             raise InputError("no such file or folder", path=str(path))
         if path.is_dir():
             found = [
-                _classify(p, fmt, named=False)
+                _classify(p, fmt, limits, named=False)
                 for p in sorted(path.rglob("*"))
                 if p.is_file() and not _hidden(p.relative_to(path))
             ]
@@ -82,9 +99,9 @@ def expand(paths: Sequence[str | Path], fmt: str = "auto") -> list[InputFile]:
                 )
             out.extend(found)
         else:
-            one = _classify(path, fmt, named=True)
+            one = _classify(path, fmt, limits, named=True)
             if one is None and not detect_suffix(path):  # no extension: sniff the content
-                one = InputFile(path, SNIFF, False)
+                one = InputFile(path, SNIFF, False, limits)
             if one is None:
                 raise InputError(
                     "unknown file extension; expected .parquet, .csv, .jsonl or"
@@ -104,14 +121,20 @@ def detect_suffix(path: Path) -> str:
 
 
 def read_bytes(file: InputFile) -> bytes:
-    """The file's content, decompressed when it is gzip."""
+    """The file's content, decompressed when it is gzip; InputError beyond `max_bytes`."""
+    limit = file.limits.max_bytes
     try:
-        if file.gzip:
-            with gzip.open(file.path, "rb") as fh:
-                return fh.read()
-        return file.path.read_bytes()
+        with gzip.open(file.path, "rb") if file.gzip else open(file.path, "rb") as fh:
+            data = fh.read(limit + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"cannot read file: {_describe(exc)}", path=file.name) from exc
+    if len(data) > limit:
+        raise InputError(
+            f"holds more than {limit // MIB} MiB{' once decompressed' if file.gzip else ''}"
+            " (the limit; raise it with --max-input-mib, or split the file)",
+            path=file.name,
+        )
+    return data
 
 
 def _describe(exc: BaseException) -> str:
@@ -120,13 +143,13 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _classify(path: Path, fmt: str, *, named: bool) -> InputFile | None:
+def _classify(path: Path, fmt: str, limits: Limits, *, named: bool) -> InputFile | None:
     """Format of one file; a forced `fmt` applies to any file named directly, and to the files
     of a folder whose extension is known."""
     found = detect(path)
     if fmt != "auto" and (named or found):
-        return InputFile(path, fmt, path.suffix.lower() == ".gz")
-    return InputFile(path, *found) if found else None
+        return InputFile(path, fmt, path.suffix.lower() == ".gz", limits)
+    return InputFile(path, *found, limits) if found else None
 
 
 def _hidden(relative: Path) -> bool:

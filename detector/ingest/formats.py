@@ -1,4 +1,4 @@
-"""One input file -> RawFile with the reader of its format, canonical or foreign."""
+"""One input file: the format to read it with (canonical or foreign), then its reader."""
 
 from __future__ import annotations
 
@@ -17,23 +17,23 @@ _FOREIGN = {
     "vpcflow": vpcflow.read,
     "sshd": sshd.read,
 }
-
-
 _TELEMETRY_ONLY = ("prometheus", "nvml")
 
 
-def read_any(
-    file: InputFile, schema: TableSchema, source: str, options: SourceOptions, auto: bool
-) -> RawFile:
-    """Read `file`; with `auto`, its content may override what the extension says."""
+def resolve(file: InputFile, schema: TableSchema, options: SourceOptions, auto: bool) -> InputFile:
+    """`file` with the format to read it with; with `auto`, its content may override what the
+    extension says."""
     fmt = sniff(file, schema, options) if auto or file.fmt == "sniff" else file.fmt
-    if fmt != file.fmt:
-        file = InputFile(file.path, fmt, file.gzip)
     if fmt in _FOREIGN and (fmt in _TELEMETRY_ONLY) != (schema.name == "telemetry"):
         raise InputError(
             f"{fmt} files hold {'telemetry' if fmt in _TELEMETRY_ONLY else 'access'}"
             f" records, not {schema.name}",
             path=file.name,
         )
-    reader = _FOREIGN.get(fmt)
+    return file if fmt == file.fmt else InputFile(file.path, fmt, file.gzip, file.limits)
+
+
+def read_any(file: InputFile, schema: TableSchema, source: str, options: SourceOptions) -> RawFile:
+    """Read a resolved `file` (not Parquet: `batches.py` streams that) with its reader."""
+    reader = _FOREIGN.get(file.fmt)
     return reader(file, schema, source, options) if reader else read_raw(file, schema, source)

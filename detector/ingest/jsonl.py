@@ -1,5 +1,10 @@
 """JSON Lines: parsed by pyarrow.json; bad lines are found by bisection and reported.
 
+pyarrow's JSON reader is never handed what crashes it (a first line `null`, or a value nested
+thousands deep, ends the process with a segmentation fault): a line that does not start with
+`{`, holds more `{`/`[` than `Limits.max_depth` or is longer than `Limits.max_line` is parsed
+on its own with `json.loads`, its depth checked, and only then read by pyarrow.
+
 A whole file that pyarrow parses is the common case. When it fails (a truncated line, a line
 that is not an object, a field whose type changes from line to line) the file is split in
 halves that are parsed again, down to pieces of `PER_LINE` lines, which are parsed line by line
@@ -18,7 +23,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.json as pajson
 
+from .files import Limits
+
+
+def is_utf8(chunk: bytes) -> bool:
+    try:
+        chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 PER_LINE = 2048  # lines: a failing piece this small is parsed line by line
+NOT_UTF8 = "not UTF-8"
+_SPACE = np.frombuffer(b" \t\r\n\f\v", dtype=np.uint8)
 RAW_LIMIT = 1000  # characters of a bad line kept
 
 
@@ -32,28 +50,80 @@ class Parsed:
 
 
 def parse(
-    data: bytes, convert: Callable[[pa.Table], pd.DataFrame], names: Collection[str]
+    data: bytes,
+    convert: Callable[[pa.Table], pd.DataFrame],
+    names: Collection[str],
+    limits: Limits,
 ) -> Parsed:
     """Parse JSON Lines `data`; `convert` turns a pyarrow table into pandas (keeping the
     columns it wants), `names` are the columns kept from objects parsed line by line."""
-    return _Parser(data, convert, names).run()
+    return _Parser(data, convert, names, limits).run()
+
+
+def depth(value: object) -> int:
+    """Nesting depth of a parsed JSON value (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level + 1)
+            stack.extend(
+                (v, level + 1) for v in (item.values() if isinstance(item, dict) else item)
+            )
+    return deepest
 
 
 class _Parser:
     def __init__(
-        self, data: bytes, convert: Callable[[pa.Table], pd.DataFrame], names: Collection[str]
+        self,
+        data: bytes,
+        convert: Callable[[pa.Table], pd.DataFrame],
+        names: Collection[str],
+        limits: Limits,
     ) -> None:
-        self.data, self.convert, self.names = data, convert, set(names)
+        self.data, self.convert, self.names, self.limits = data, convert, set(names), limits
         self.buffer = pa.py_buffer(data)
-        newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A)
-        self.starts = np.concatenate([[0], newlines + 1])
-        self.ends = np.concatenate([newlines, [len(data)]])
+        raw = np.frombuffer(data, dtype=np.uint8)
+        newlines = np.flatnonzero(raw == 0x0A)
+        self.starts = np.concatenate([[0], newlines + 1]).astype(np.int64)
+        self.ends = np.concatenate([newlines, [len(data)]]).astype(np.int64)
         self.frames: list[pd.DataFrame] = []
         self.rows: list[np.ndarray] = []
         self.bad: list[tuple[int, str, str]] = []
+        self.alone = self._suspect(raw)
+
+    def _suspect(self, raw: np.ndarray) -> np.ndarray:
+        """Lines pyarrow may not be handed as they are: not starting with `{`, too many
+        brackets for the depth limit, or too long."""
+        solid = np.flatnonzero(~np.isin(raw, _SPACE))
+        first = np.searchsorted(solid, self.starts)
+        found = first < len(solid)
+        head = np.where(found, solid[np.minimum(first, len(solid) - 1)], 0) if len(solid) else 0
+        nonblank = found & (head < self.ends)
+        opens = np.concatenate([[0], np.cumsum((raw == 0x7B) | (raw == 0x5B))])
+        brackets = opens[self.ends] - opens[self.starts]
+        starts_object = np.zeros(len(self.starts), dtype=bool)
+        if len(solid):
+            starts_object[nonblank] = raw[np.asarray(head)[nonblank]] == 0x7B
+        too_long = self.ends - self.starts > self.limits.max_line
+        suspect = ~starts_object | (brackets > self.limits.max_depth) | too_long
+        try:  # pyarrow takes bytes that are not UTF-8 into its strings
+            self.data.decode("utf-8")
+        except UnicodeDecodeError:  # rare: find the lines, one by one
+            suspect |= ~np.array([is_utf8(self._line(i)) for i in range(len(self.starts))])
+        return nonblank & suspect
+
+    def _line(self, index: int) -> bytes:
+        return self.data[self.starts[index] : self.ends[index]]
 
     def run(self) -> Parsed:
-        self._piece(0, len(self.starts), whole=True)
+        cuts = np.flatnonzero(np.diff(self.alone.astype(np.int8))) + 1
+        bounds = np.concatenate([[0], cuts, [len(self.starts)]])
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            if self.alone[lo]:
+                self._by_line(int(lo), int(hi))
+            else:
+                self._piece(int(lo), int(hi), whole=True)
         if not self.frames:
             return Parsed(pd.DataFrame(), np.zeros(0, dtype=np.int64), self.bad)
         return Parsed(_concat(self.frames), np.concatenate(self.rows), sorted(self.bad))
@@ -95,16 +165,27 @@ class _Parser:
         types match the other pieces'."""
         good, rows, records = [], [], []
         for index in range(lo, hi):
-            line = self.data[self.starts[index] : self.ends[index]]
+            line = self._line(index)
             if not line.strip():
+                continue
+            raw = json.dumps(line[:RAW_LIMIT].decode("utf-8", "replace"))
+            if not is_utf8(line):
+                self.bad.append((index + 1, NOT_UTF8, raw))
+                continue
+            if len(line) > self.limits.max_line:
+                self.bad.append((index + 1, f"line longer than {self.limits.max_line} bytes", raw))
                 continue
             try:
                 value = json.loads(line)
+            except RecursionError:
+                self.bad.append((index + 1, f"nested deeper than {self.limits.max_depth}", raw))
+                continue
             except ValueError:
-                raw = json.dumps(line[:RAW_LIMIT].decode("utf-8", "replace"))
                 self.bad.append((index + 1, "invalid JSON", raw))
                 continue
-            if isinstance(value, dict):
+            if isinstance(value, dict) and depth(value) > self.limits.max_depth:
+                self.bad.append((index + 1, f"nested deeper than {self.limits.max_depth}", raw))
+            elif isinstance(value, dict):
                 good.append(line)
                 records.append(value)
                 rows.append(index + 1)

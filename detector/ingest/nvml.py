@@ -26,7 +26,7 @@ from ..errors import ConfigError, InputError
 from ..schema import TELEMETRY, TIMESTAMP, TableSchema
 from .files import InputFile, read_bytes
 from .options import SourceOptions
-from .readers import RawFile, _csv_header, csv_rows
+from .readers import RawFile, csv_header, csv_rows
 
 # Source unit -> factor to the canonical unit (schema Column.unit), by canonical unit.
 UNITS: dict[str, dict[str, float]] = {
@@ -191,7 +191,7 @@ def _read_source(
     file: InputFile, needed: list[str], source: str
 ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     if file.fmt == "csv" or file.path.name.lower().removesuffix(".gz").endswith(".csv"):
-        header = _csv_header(file)
+        header = csv_header(file)
         _require(needed, header, file)
         return csv_rows(file, header, needed, source)
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ConfigError, InputError
+from .files import Limits
 
 # Kinds of key a tenant map can hold, most specific first.
 MAP_KINDS = ("pod", "namespace", "host", "account", "instance", "interface", "address")
@@ -63,12 +64,14 @@ class SourceOptions:
 
     tenant_label: the Prometheus label that names the tenant (default `namespace`);
     tenant_map: explicit pod/namespace/host/account/... -> tenant assignments, used first;
-    columns: a column mapping (bundled name such as `nvml-spar`, or a TOML path) for `nvml`.
+    columns: a column mapping (bundled name such as `nvml-spar`, or a TOML path) for `nvml`;
+    limits: what one file may cost (`files.Limits`).
     """
 
     tenant_label: str = "namespace"
     tenant_map: TenantMap | None = None
     columns: str | Path | None = None
+    limits: Limits = Limits()
 
     def tenant(self, keys: Sequence[tuple[str, pd.Series]], fallback: pd.Series) -> pd.Series:
         """Tenant per row: the map's answer for the first known key, else `fallback`."""

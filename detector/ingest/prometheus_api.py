@@ -24,8 +24,10 @@ from .. import quarantine
 from ..errors import InputError
 from ..redact import public_url, redact, register
 from ..schema import TELEMETRY
+from ..timeutil import utc
 from . import dcgm
-from .canonical import Loaded, load_raw
+from .batches import Source
+from .canonical import Loaded, collect
 from .files import InputFile
 from .options import SourceOptions
 from .readers import RawFile
@@ -57,8 +59,22 @@ def read_prometheus(
     source: str = "telemetry",
 ) -> Loaded:
     """Telemetry samples with time in [since, until) from the server, validated as usual."""
+    where, raw = query_prometheus(src, since, until, options=options, source=source)
+    return collect(where.raw_batches(raw, 0), where)
+
+
+def query_prometheus(
+    src: PrometheusSource,
+    since: pd.Timestamp,
+    until: pd.Timestamp,
+    *,
+    options: SourceOptions | None = None,
+    source: str = "telemetry",
+) -> tuple[Source, RawFile]:
+    """The server's samples with time in [since, until), as read, and the one-file Source that
+    validates them (`Source.raw_batches`)."""
     options = options or SourceOptions()
-    since, until = _utc(since), _utc(until)
+    since, until = utc(since), utc(until)
     if since is None or until is None or until <= since:
         raise InputError(
             "reading from Prometheus needs --since and a later --until", path=public_url(src.url)
@@ -82,7 +98,7 @@ def read_prometheus(
     else:
         frame, rows = dcgm.assemble(samples, options)
         raw = RawFile(file, frame, rows, quarantine.empty())
-    return load_raw([raw], TELEMETRY, source=source, since=since, until=until)
+    return Source(TELEMETRY, (file,), source, options, since, until), raw
 
 
 def chunks(start: float, end: float, step: float, max_points: int) -> list[tuple[float, float]]:
@@ -294,10 +310,3 @@ def _join(name: str, values: list[_Series], stamps: list[_Series]) -> list[pd.Da
         )
         out.append(frame[frame["ts"].notna()])
     return out
-
-
-def _utc(value: pd.Timestamp | None) -> pd.Timestamp | None:
-    if value is None:
-        return None
-    value = pd.Timestamp(value)
-    return value.tz_localize("UTC") if value.tzinfo is None else value.tz_convert("UTC")

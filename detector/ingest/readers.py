@@ -1,4 +1,5 @@
-"""Format readers: one input file -> the schema's columns it holds, values as read (untyped).
+"""Text format readers (CSV, JSON Lines, JSON): one file -> the schema's columns it holds,
+values as read (untyped). Parquet is streamed by `batches.py`.
 
 Rows the parser itself cannot turn into values (a CSV row with the wrong number of fields, a
 JSONL line that is not JSON) are returned as quarantine rows; a file that cannot be read at all
@@ -7,7 +8,6 @@ raises `InputError`, a file without a required column `SchemaError`.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import gzip
 import json
@@ -19,20 +19,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from .. import quarantine
 from ..errors import InputError
-from ..schema import COUNTRY, IP, STRING, TableSchema
+from ..schema import TableSchema
 from . import jsonl
 from .files import InputFile, read_bytes
 from .jsonl import RAW_LIMIT
 from .text import NOT_UTF8, is_utf8
-from .validate import check_columns
+from .validate import arrow_to_pandas, check_columns
 
 # Cell texts that mean "no value" in CSV. Not pandas' long list: "NA" is Namibia's country code.
 CSV_NULLS = ["", "null", "NULL", "NaN", "nan"]
-_TEXT_KINDS = (STRING, IP, COUNTRY)
 _HEADER_LIMIT = 1 << 20  # bytes: a header line longer than this is not a CSV header
 
 
@@ -53,42 +51,8 @@ class RawFile:
 
 def read_raw(file: InputFile, schema: TableSchema, source: str) -> RawFile:
     """Read one file with the reader of its format."""
-    reader = {"parquet": _read_parquet, "csv": _read_csv, "jsonl": _read_jsonl, "json": _read_json}[
-        file.fmt
-    ]
+    reader = {"csv": _read_csv, "jsonl": _read_jsonl, "json": _read_json}[file.fmt]
     return reader(file, schema, source)
-
-
-# --- Parquet -------------------------------------------------------------------------------
-
-
-def _read_parquet(file: InputFile, schema: TableSchema, source: str) -> RawFile:
-    try:
-        handle = pa.BufferReader(read_bytes(file)) if file.gzip else str(file.path)
-        pfile = pq.ParquetFile(handle)
-        present = check_columns(schema, pfile.schema_arrow.names, file.name)
-        table = pfile.read(columns=present)
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"cannot read Parquet: {exc}", path=file.name) from exc
-    frame = _arrow_to_pandas(table, schema)
-    return RawFile(file, frame, np.arange(1, len(frame) + 1), quarantine.empty())
-
-
-def _arrow_to_pandas(table: pa.Table, schema: TableSchema) -> pd.DataFrame:
-    """The schema's columns to pandas, turning text stored as numbers (a GPU index) into text
-    first."""
-    columns = {}
-    for name in (n for n in table.column_names if n in schema.names):
-        col = table.column(name)
-        if pa.types.is_dictionary(col.type):
-            col = col.cast(col.type.value_type)
-        kind = schema.column(name).kind
-        if kind in _TEXT_KINDS and not pa.types.is_string(col.type):
-            # nested values cannot be cast: validation turns them into text
-            with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                col = col.cast(pa.string())
-        columns[name] = col
-    return pa.table(columns).to_pandas() if columns else pd.DataFrame(index=range(table.num_rows))
 
 
 # --- CSV -----------------------------------------------------------------------------------
@@ -98,7 +62,7 @@ def _arrow_to_pandas(table: pa.Table, schema: TableSchema) -> pd.DataFrame:
 
 
 def _read_csv(file: InputFile, schema: TableSchema, source: str) -> RawFile:
-    header = _csv_header(file)
+    header = csv_header(file)
     present = check_columns(schema, header, file.name)
     return RawFile(file, *csv_rows(file, header, present, source))
 
@@ -143,7 +107,7 @@ def _utf8_lines(
         pass
     lines = data.split(b"\n")
     ok = np.array([is_utf8(line) for line in lines], dtype=bool)
-    ok[0] = True  # the header decoded already (_csv_header)
+    ok[0] = True  # the header decoded already (csv_header)
     rows = np.arange(len(lines))  # data row numbers: the header is row 0
     dropped = ~ok & (rows > 0) & np.array([bool(line.strip()) for line in lines])
     rejected = quarantine.rejected(
@@ -164,7 +128,7 @@ def _utf8_lines(
     )
 
 
-def _csv_header(file: InputFile) -> list[str]:
+def csv_header(file: InputFile) -> list[str]:
     try:
         opener = gzip.open if file.gzip else open
         with opener(file.path, "rb") as fh:
@@ -220,7 +184,8 @@ def _read_jsonl(file: InputFile, schema: TableSchema, source: str) -> RawFile:
 
 
 def _parse_jsonl(data: bytes, file: InputFile, schema: TableSchema, source: str) -> RawFile:
-    parsed = jsonl.parse(data, partial(_arrow_to_pandas, schema=schema), schema.names)
+    convert = partial(arrow_to_pandas, schema=schema)
+    parsed = jsonl.parse(data, convert, schema.names, file.limits)
     if parsed.bad and not len(parsed.frame):
         raise InputError("no line is a valid JSON object", path=file.name, row=parsed.bad[0][0])
     present = check_columns(schema, parsed.frame.columns, file.name) if len(parsed.frame) else []
@@ -251,6 +216,8 @@ def _read_json(file: InputFile, schema: TableSchema, source: str) -> RawFile:
         doc = json.loads(data)
     except UnicodeDecodeError as exc:
         raise InputError("not UTF-8 text", path=file.name) from exc
+    except RecursionError as exc:
+        raise InputError("JSON nested too deep", path=file.name) from exc
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":
             return _parse_jsonl(data, file, schema, source)

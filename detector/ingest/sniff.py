@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..schema import TableSchema
 from .files import SNIFF, InputFile, read_bytes
 from .options import SourceOptions
-from .readers import _csv_header
+from .readers import csv_header
 
 HEAD_BYTES = 1 << 16
 _PROM = re.compile(r"^(?:# (?:HELP|TYPE) \w+|DCGM_FI_\w+(?:\{.*\})?[ \t]+\S+)", re.M)
@@ -64,7 +64,7 @@ def sniff(file: InputFile, schema: TableSchema, options: SourceOptions) -> str:
 def columns(file: InputFile) -> list[str]:
     """Column names of a Parquet or CSV file."""
     if file.fmt == "csv":
-        return _csv_header(file)
+        return csv_header(file)
     try:
         handle = pa.BufferReader(read_bytes(file)) if file.gzip else str(file.path)
         return pq.ParquetFile(handle).schema_arrow.names

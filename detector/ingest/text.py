@@ -9,9 +9,9 @@ import pandas as pd
 
 from .. import quarantine
 from .files import InputFile, read_bytes
-from .jsonl import RAW_LIMIT
+from .jsonl import NOT_UTF8, RAW_LIMIT, is_utf8
 
-NOT_UTF8 = "not UTF-8"
+__all__ = ["NOT_UTF8", "is_utf8", "lines", "raw_lines", "rejected_lines"]
 
 
 def lines(file: InputFile) -> pd.DataFrame:
@@ -29,14 +29,6 @@ def lines(file: InputFile) -> pd.DataFrame:
         utf8 = np.array([is_utf8(c) for c in chunks], dtype=bool)
     series = pd.Series(text.split("\n")[: len(chunks)], dtype="str").str.rstrip("\r")
     return pd.DataFrame({"line": np.arange(1, len(chunks) + 1), "text": series, "utf8": utf8})
-
-
-def is_utf8(chunk: bytes) -> bool:
-    try:
-        chunk.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def raw_lines(texts: pd.Series) -> list[str]:

@@ -7,7 +7,10 @@ column they concern, so that they can be counted and used as metric labels.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import ipaddress
+import logging
 from collections.abc import Collection, Sequence
 from functools import lru_cache
 
@@ -31,7 +34,9 @@ from ..schema import (
     Column,
     TableSchema,
 )
+from ..timeutil import epoch_ns
 
+log = logging.getLogger(__name__)
 TS_DTYPE = "datetime64[ns, UTC]"
 _TS_MIN, _TS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
 _EPOCH_LIMIT = 9.2e9  # seconds: the datetime64[ns] range
@@ -62,7 +67,20 @@ def check_columns(schema: TableSchema, columns: Collection[str], file: str) -> l
                     file,
                     name,
                 )
+    unknown = [c for c in dict.fromkeys(columns) if c not in schema.names]
+    if unknown:
+        log.warning(
+            "%s: column(s) not in the %s schema, ignored: %s",
+            file,
+            schema.name,
+            ", ".join(_nearest(c, schema.names) for c in unknown),
+        )
     return [name for name in schema.names if name in columns]
+
+
+def _nearest(name: str, names: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
 
 
 def _schema_error(message: str, file: str, column: str) -> SchemaError:
@@ -92,7 +110,7 @@ def validate(
         if col.name not in frame.columns:
             typed[col.name] = _null_column(col, n)
             continue
-        values = _as_text(frame[col.name])
+        values = _as_text(_scalars(frame[col.name], col.name, fails))
         missing = values.isna().to_numpy()
         if col.required:
             fails.add(missing, col.name, "missing required value")
@@ -109,6 +127,10 @@ def validate(
 
 
 _ARROW_KIND = {TIMESTAMP: pa.timestamp("ns", tz="UTC"), FLOAT: pa.float64(), STRING: pa.string()}
+ARROW_TYPES = {**_ARROW_KIND, INT: pa.int64(), BOOL: pa.bool_(), IP: pa.string()}
+ARROW_TYPES[COUNTRY] = pa.string()
+_TEXT_KINDS = (STRING, IP, COUNTRY)
+_TO_PANDAS = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 _NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
 
@@ -225,14 +247,94 @@ def _arrow_text(col: Column, values: pa.Array, ok: np.ndarray) -> pa.Array:
     return text
 
 
+def arrow_schema(schema: TableSchema) -> pa.Schema:
+    """The canonical Arrow type of every column of `schema`."""
+    return pa.schema([pa.field(c.name, ARROW_TYPES[c.kind]) for c in schema.columns])
+
+
+def validated(
+    values: pa.Table | pd.DataFrame,
+    rows: np.ndarray,
+    schema: TableSchema,
+    *,
+    source: str,
+    file: str,
+) -> tuple[pa.Table, np.ndarray, pd.DataFrame]:
+    """(accepted rows as Arrow, in input order, with their row numbers; quarantine) of a batch.
+
+    Arrow columns that already have the canonical type are checked in Arrow (`validate_arrow`);
+    only the rows that fail there, or every row of other types, go through `validate`, which
+    gives the reasons. Accepted text may be dictionary-encoded, floats float32 as they came.
+    """
+    if isinstance(values, pd.DataFrame) or (fast := validate_arrow(values, schema)) is None:
+        frame = values if isinstance(values, pd.DataFrame) else arrow_to_pandas(values, schema)
+        typed, ok, rejected = validate(frame, rows, schema, source=source, file=file)
+        return to_arrow(typed[ok], schema), rows[ok], rejected
+    accepted, ok = fast
+    if ok.all():
+        return accepted, rows, quarantine.empty()
+    rest = ~ok
+    typed, good, rejected = validate(
+        arrow_to_pandas(values.filter(rest), schema), rows[rest], schema, source=source, file=file
+    )
+    accepted, kept = accepted.filter(ok), rows[ok]
+    if good.any():  # the general path accepts what the fast one did not: keep input order
+        extra = to_arrow(typed[good], schema).cast(accepted.schema)
+        both = pa.concat_tables([accepted, extra]).unify_dictionaries().combine_chunks()
+        kept = np.r_[kept, rows[rest][good]]
+        order = np.argsort(kept, kind="stable")
+        accepted, kept = both.take(order), kept[order]
+    return accepted, kept, rejected
+
+
+def to_arrow(typed: pd.DataFrame, schema: TableSchema) -> pa.Table:
+    """Validated pandas rows (`validate`'s types) as Arrow, in the canonical types."""
+    table = pa.Table.from_pandas(
+        typed[schema.names], schema=arrow_schema(schema), preserve_index=False
+    )
+    return table.replace_schema_metadata(None)
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Accepted Arrow rows as `validate` types them: text plain, floats float64, Int64, boolean."""
+    for i, kind in enumerate(table.schema.types):
+        if pa.types.is_dictionary(kind) or kind == pa.float32():
+            plain = pa.string() if pa.types.is_dictionary(kind) else pa.float64()
+            table = table.set_column(i, table.field(i).name, table.column(i).cast(plain))
+    return table.to_pandas(types_mapper=_TO_PANDAS.get)
+
+
+def arrow_to_pandas(table: pa.Table, schema: TableSchema) -> pd.DataFrame:
+    """The schema's columns of an Arrow table as read, to pandas; text stored as numbers (a GPU
+    index) becomes text first; nested values stay nested (`validate` rejects them)."""
+    columns = {}
+    for name in (n for n in table.column_names if n in schema.names):
+        col = table.column(name)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        if schema.column(name).kind in _TEXT_KINDS and not _is_text(col.type):
+            with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                col = col.cast(pa.string())
+        columns[name] = col
+    return pa.table(columns).to_pandas() if columns else pd.DataFrame(index=range(table.num_rows))
+
+
 def raw_json(frame: pd.DataFrame, mask: np.ndarray) -> list[str]:
     """The selected rows of `frame` as compact JSON objects, one string per row."""
     if not mask.any():
         return []
-    text = frame.loc[mask].to_json(
+    rows = frame.loc[mask]
+    mixed = [c for c in rows.columns if rows[c].dtype == object]
+    if mixed:  # bytes that are not UTF-8 are shown with U+FFFD
+        rows = rows.assign(**{c: rows[c].map(_printable) for c in mixed})
+    text = rows.to_json(
         orient="records", lines=True, date_format="iso", force_ascii=False, default_handler=str
     )
     return text.rstrip("\n").split("\n")
+
+
+def _printable(value: object) -> object:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 class _Failures:
@@ -248,6 +350,31 @@ class _Failures:
         self.ok[new] = False
         self.reason[new] = f"{column}: {problem}"
         self.column[new] = column
+
+
+_NESTED, _NOT_UTF8 = object(), object()
+
+
+def _scalars(values: pd.Series, column: str, fails: _Failures) -> pd.Series:
+    """Mixed values with bytes decoded; a list or object (JSON, nested Parquet) where one value
+    belongs, or bytes that are not UTF-8, fail their row and become missing."""
+    if values.dtype != object:
+        return values
+    out = values.map(_scalar)
+    nested = np.array([v is _NESTED for v in out], dtype=bool)
+    not_utf8 = np.array([v is _NOT_UTF8 for v in out], dtype=bool)
+    fails.add(nested, column, "a list or object where a single value belongs")
+    fails.add(not_utf8, column, "not UTF-8")
+    return out.mask(nested | not_utf8)
+
+
+def _scalar(value: object) -> object:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return _NOT_UTF8
+    return _NESTED if isinstance(value, list | dict | tuple | np.ndarray) else value
 
 
 def _as_text(values: pd.Series) -> pd.Series:
@@ -427,7 +554,25 @@ def _check_labels(table: pd.DataFrame, fails: _Failures) -> pd.Series:
 
 
 def duplicates(table: pd.DataFrame, key: Sequence[str]) -> np.ndarray:
-    """Mask of rows whose key repeats an earlier row's (missing key values compare equal)."""
+    """Mask of rows whose key repeats an earlier row's (missing key values compare equal), as
+    `DataFrame.duplicated(keep="first")`: the one duplicates rule of every table.
+
+    A 64-bit hash of each row's key (category codes, nanoseconds or factorized values) is sorted
+    first: when no two hashes are equal, no two keys are (the usual case); otherwise pandas
+    decides."""
     if not key or table.empty:
+        return np.zeros(len(table), dtype=bool)
+    hashed = np.zeros(len(table), dtype=np.uint64)
+    for name in key:
+        column = table[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes = column.cat.codes.to_numpy()
+        elif pd.api.types.is_datetime64_any_dtype(column.dtype) and not column.isna().any():
+            codes = epoch_ns(column)
+        else:
+            codes = pd.factorize(column, use_na_sentinel=True)[0]
+        hashed = hashed * np.uint64(0x9E3779B97F4A7C15) + codes.astype(np.uint64)
+    ordered = np.sort(hashed)
+    if not (ordered[1:] == ordered[:-1]).any():
         return np.zeros(len(table), dtype=bool)
     return table.duplicated(subset=list(key), keep="first").to_numpy()

@@ -60,6 +60,9 @@ def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptio
             path=file.name,
             row=1,
         )
+    twice = sorted({f for f in header if header.count(f) > 1})
+    if twice:
+        raise InputError(f"VPC Flow Log header names field(s) {twice} twice", path=file.name, row=1)
     missing = [f for f in NEEDED if f not in header]
     if missing:
         raise InputError(f"VPC Flow Log header lacks field(s) {missing}", path=file.name, row=1)

@@ -60,12 +60,12 @@ def _read(
     since = pd.Timestamp(cases[c.START].min()) - lookback
     until = pd.Timestamp(cases[c.END].max()) + pd.Timedelta(seconds=1)
     loaded = read_table(paths, schema, fmt=fmt, since=since, until=until)
-    if loaded.rows_quarantined:
+    if loaded.counts.quarantined:
         log.warning(
             "%s: %d of %d rows rejected while reading for the report",
             schema.name,
-            loaded.rows_quarantined,
-            loaded.rows_read,
+            loaded.counts.quarantined,
+            loaded.counts.read,
         )
     table = loaded.table
     return table[table["tenant_id"].isin(set(cases[c.TENANT].astype(str)))]
