@@ -278,3 +278,12 @@ def test_invalid_arguments_raise_config_error(tmp_path):
         args = {"n_tenants": 2, "days": 1, "seed": 1, **kwargs}
         with pytest.raises(ConfigError):
             simulate(tmp_path, **args)
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 7, 8, 9, 13])
+def test_split_accounts_form_crews_of_at_least_three_each_account_once(n):
+    from detector.simulate.run import SPLIT_ACCOUNTS, _crews
+
+    crews = _crews(list(range(n)))
+    assert sorted(m for crew in crews for m in crew) == list(range(n))
+    assert all(len(crew) >= SPLIT_ACCOUNTS[0] for crew in crews)

@@ -138,7 +138,8 @@ def _crews(members: list[int]) -> list[list[int]]:
     size = SPLIT_ACCOUNTS[-1]
     crews = [members[i : i + size] for i in range(0, len(members), size)]
     if len(crews) > 1 and len(crews[-1]) < SPLIT_ACCOUNTS[0]:
-        crews[-2] += crews.pop()
+        short = crews.pop()
+        crews[-1] += short
     return crews
 
 
