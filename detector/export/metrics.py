@@ -63,7 +63,7 @@ def score_families(scores: pd.DataFrame, options: ExportOptions) -> Iterator[Met
     yield from _fleet(frame)
     if "alert_status" in scores:  # scored with --state: alerts have an identity
         yield _alert_status(scores["alert_status"])
-    tenants, dropped_tenants = _chosen_tenants(frame, options)
+    tenants, dropped_tenants = _chosen(frame, "tenant", options)
     yield from _tenants(frame, tenants, options)
     sessions = frame[frame["alert"]].sort_values(["risk", "session"], ascending=[False, True])
     dropped_sessions = max(len(sessions) - options.max_series, 0)
@@ -256,19 +256,20 @@ def _fleet(frame: pd.DataFrame) -> Iterator[Metric]:
     )
 
 
-def _chosen_tenants(frame: pd.DataFrame, options: ExportOptions) -> tuple[pd.DataFrame, int]:
-    per_tenant = (
-        frame.groupby("tenant")
+def _chosen(frame: pd.DataFrame, by: str, options: ExportOptions) -> tuple[pd.DataFrame, int]:
+    """Per value of column `by` (tenant, entity): highest risk and alerts, for the top_n
+    riskiest plus those in alert (capped at max_series); and how many in alert the cap left
+    out."""
+    per_key = (
+        frame.groupby(by)
         .agg(risk=("risk", "max"), alerts=("alert", "sum"))
         .reset_index()
-        .sort_values(["risk", "tenant"], ascending=[False, True], na_position="last")
+        .sort_values(["risk", by], ascending=[False, True], na_position="last")
     )
-    alerting = per_tenant[per_tenant["alerts"] > 0]
-    keep = set(per_tenant["tenant"].head(options.top_n)) | set(
-        alerting["tenant"].head(options.max_series)
-    )
+    alerting = per_key[per_key["alerts"] > 0]
+    keep = set(per_key[by].head(options.top_n)) | set(alerting[by].head(options.max_series))
     dropped = max(len(alerting) - options.max_series, 0)
-    return per_tenant[per_tenant["tenant"].isin(keep)], dropped
+    return per_key[per_key[by].isin(keep)], dropped
 
 
 def _tenants(
@@ -329,18 +330,9 @@ def _entities(
     for threshold in options.flop_thresholds:
         over.add_metric([f"{threshold:g}"], int((totals["flop_estimate"] >= threshold).sum()))
     yield over
-    per_entity = (
-        frame.assign(entity=scores["entity_id"].astype(str))
-        .groupby("entity")
-        .agg(risk=("risk", "max"), alerts=("alert", "sum"))
-        .reset_index()
-        .sort_values(["risk", "entity"], ascending=[False, True], na_position="last")
+    chosen, dropped = _chosen(
+        frame.assign(entity=scores["entity_id"].astype(str)), "entity", options
     )
-    alerting = per_entity[per_entity["alerts"] > 0]
-    keep = set(per_entity["entity"].head(options.top_n)) | set(
-        alerting["entity"].head(options.max_series)
-    )
-    chosen = per_entity[per_entity["entity"].isin(keep)]
     names = pseudonymize(chosen["entity"], options.pseudonymize_salt, "e_").tolist()
     chosen_totals = totals.reindex(chosen["entity"])
     risk = GaugeMetricFamily(
@@ -372,7 +364,7 @@ def _entities(
         for bound, _ in FLOP_BOUNDS:
             flop.add_metric([name, bound], float(np.nan_to_num(getattr(row, f"flop_{bound}"))))
     yield from (risk, tenants, gpu, flop)
-    return max(len(alerting) - options.max_series, 0)
+    return dropped
 
 
 def _alert_sessions(sessions: pd.DataFrame, scores: pd.DataFrame, options: ExportOptions) -> Metric:
