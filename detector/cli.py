@@ -628,6 +628,19 @@ def registry_option(write: bool) -> Callable[[F], F]:
     )
 
 
+def model_options(f: F) -> F:
+    """--registry, --model ID, --model-dir DIR: which model scores (see `_load_model`)."""
+    f = click.option(
+        "--model-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="A model folder outside the registry.",
+    )(f)
+    f = click.option(
+        "--model", "model_id", help="A model of the registry by id (default: the promoted)."
+    )(f)
+    return registry_option(write=False)(f)
+
+
 def _load_model(registry: Path, model_id: str | None, model_dir: Path | None) -> Any:
     """The model `--model-dir` names, else `--model` of the registry, else its promoted one."""
     from .model import store
@@ -949,13 +962,7 @@ def models_rollback(app: App, registry: Path) -> None:
 @input_options
 @engine_options
 @quarantine_option
-@registry_option(write=False)
-@click.option("--model", "model_id", help="A model of the registry by id (default: the promoted).")
-@click.option(
-    "--model-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A model folder outside the registry.",
-)
+@model_options
 @click.option("--out", required=True, type=Output(), help="Scores file (.parquet or .csv).")
 @format_option
 @click.option("--top", default=15, show_default=True, help="Sessions in the printed table.")
@@ -1269,13 +1276,7 @@ def _labelled(table: pd.DataFrame, labels: Path) -> tuple[pd.DataFrame, Any, pd.
 
 @main.command("drift")
 @click.option("--scores", required=True, type=click.Path(exists=True, path_type=Path))
-@registry_option(write=False)
-@click.option("--model", "model_id", help="A model of the registry by id (default: the promoted).")
-@click.option(
-    "--model-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A model folder outside the registry.",
-)
+@model_options
 @click.option("--top", default=10, show_default=True, help="Features in the printed table.")
 @click.option(
     "--metrics-file",
