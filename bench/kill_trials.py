@@ -200,15 +200,16 @@ def run_trials(n: int, seed: int, work: Path) -> Counts:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
+        own = f".staging-*-{proc.pid}"  # this run's (a killed run's may still be there)
         aimed = trial % 2 == 1
         if aimed:  # a random moment after the write phase began
             counts.aimed_at_write += 1
-            while proc.poll() is None and not list(root.glob(".staging-*")):
+            while proc.poll() is None and not list(root.glob(own)):
                 time.sleep(0.005)
             time.sleep(rng.uniform(0.0, 0.4))
         else:
             time.sleep(rng.uniform(0.0, duration * 1.1))
-        if list(root.glob(".staging-*")) and pending:  # this run has tidied: check the last
+        if list(root.glob(own)) and pending:  # this run has tidied: check the last
             stale = pending & leftovers(out, tmpdir)
             counts.leftover += len(stale)
             counts.problems += [f"trial {trial}: left over {name}" for name in sorted(stale)]
