@@ -49,7 +49,7 @@ def compare(data: Path, model_dir: Path, hours: float) -> dict:
     parts = pd.concat(windows, ignore_index=True)
     per_whole = whole.groupby("tenant_id").agg(risk=("risk_score", "max"), alert=("alert", "any"))
     per_part = parts.groupby("tenant_id").agg(risk=("risk_score", "max"), alert=("alert", "any"))
-    both = per_whole.join(per_part, rsuffix="_windows", how="outer")
+    both = per_whole.join(per_part.add_suffix("_windows"), how="outer")
     both[["risk", "risk_windows"]] = both[["risk", "risk_windows"]].fillna(0.0)
     for column in ("alert", "alert_windows"):
         both[column] = both[column].astype("boolean").fillna(False).astype(bool)
