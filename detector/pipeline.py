@@ -99,7 +99,7 @@ def build_features(
     written to tenant partitions, never held whole.
     """
     report = report or RunReport()
-    rejected = []
+    rejected: list[pd.DataFrame] = []
     window = {"since": inputs.since, "until": inputs.until}
     with report.stage("ingest"):
         telemetry = (

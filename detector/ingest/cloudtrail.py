@@ -77,10 +77,7 @@ def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptio
         )
     )
     keep = ~service & ~bad_bytes
-    frame, rows = frame[keep].reset_index(drop=True), rows[keep]
-
-    def get(name: str) -> pd.Series:
-        return frame[name] if name in frame else pd.Series(np.nan, index=frame.index, dtype=object)
+    frame, rows = frame[keep].reset_index(drop=True), rows[keep]  # `get` reads this frame now
 
     account = get("userIdentity.accountId").fillna(get("recipientAccountId"))
     name = get("eventName")

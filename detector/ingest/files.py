@@ -90,14 +90,14 @@ def expand(
                 for p in sorted(path.rglob("*"))
                 if p.is_file() and not _hidden(p.relative_to(path))
             ]
-            found = [f for f in found if f is not None]
-            if not found:
+            readable = [f for f in found if f is not None]
+            if not readable:
                 raise InputError(
                     "folder holds no readable files (.parquet, .csv, .jsonl, .json,"
                     " .prom, .om, .log, optionally .gz)",
                     path=str(path),
                 )
-            out.extend(found)
+            out.extend(readable)
         else:
             one = _classify(path, fmt, limits, named=True)
             if one is None and not detect_suffix(path):  # no extension: sniff the content
