@@ -469,3 +469,19 @@ def test_jsonl_bad_lines_in_large_files_are_found_by_bisection(tmp_path, monkeyp
 
 def reasons_by_row(loaded) -> list[list]:
     return loaded.quarantine[["row", "reason"]].values.tolist()
+
+
+def test_jsonl_pieces_align_when_a_column_is_missing_and_its_types_disagree():
+    """Found by make fuzz: pieces of a JSON Lines file whose `timestamp` is a number in one,
+    text in another and absent in a third still make one table (missing where absent)."""
+    from detector.ingest.jsonl import _concat
+
+    pieces = [
+        pd.DataFrame({"timestamp": [1], "tenant_id": ["x"]}),
+        pd.DataFrame({"timestamp": ["t"], "tenant_id": ["y"]}),
+        pd.DataFrame({"tenant_id": ["z"]}),
+    ]
+    table = _concat(pieces)
+    assert list(table.columns) == ["timestamp", "tenant_id"]
+    assert table["tenant_id"].tolist() == ["x", "y", "z"]
+    assert table["timestamp"].isna().tolist() == [False, False, True]

@@ -221,5 +221,6 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
             for n, d in dtypes.items()
             if n not in full
         }
-        aligned.append(frame.assign(**empty)[columns] if empty else frame[columns])
+        # a column absent here whose type the others do not agree on: missing values
+        aligned.append(frame.assign(**empty).reindex(columns=columns))
     return pd.concat(aligned, ignore_index=True)
