@@ -35,6 +35,9 @@ from detector.schema import ACCESS, LABELS, TELEMETRY, TENANTS
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "formats"
 EXAMPLES = int(os.environ.get("GPUWATCH_FUZZ_EXAMPLES", "300"))
+# The suite's short run draws the same inputs every time (a CI run never fails on an input
+# no one has seen); `make fuzz` sets GPUWATCH_FUZZ_EXAMPLES and explores at random.
+DERANDOMIZE = "GPUWATCH_FUZZ_EXAMPLES" not in os.environ
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None  # files in memory: faster
 WORK = Path(tempfile.mkdtemp(prefix="gpuwatch-fuzz-", dir=SHM))
 atexit.register(shutil.rmtree, WORK, True)
@@ -180,6 +183,7 @@ def _inputs(reader: str) -> st.SearchStrategy[bytes]:
 
 FUZZ = settings(
     max_examples=EXAMPLES,
+    derandomize=DERANDOMIZE,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -213,6 +217,7 @@ def test_model_loader_refuses_or_loads_every_mutated_folder(model_files):
 
     @settings(
         max_examples=max(20, EXAMPLES // 20),
+        derandomize=DERANDOMIZE,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
