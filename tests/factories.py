@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from detector.schema import ACCESS, TELEMETRY
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data" / "samples"
+# The bundled sample fleet as command-line inputs.
+SAMPLE_INPUTS = [
+    "--telemetry",
+    str(SAMPLES / "telemetry.parquet"),
+    "--access",
+    str(SAMPLES / "access.jsonl.gz"),
+    "--tenants",
+    str(SAMPLES / "tenants.csv"),
+]
 
 T0 = pd.Timestamp("2026-10-05 00:00", tz="UTC")
 

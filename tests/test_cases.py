@@ -9,13 +9,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from export_fixtures import scores_frame
+from factories import ROOT, SAMPLE_INPUTS, SAMPLES
 
 from detector import cases
 from detector.cli import main
 from detector.features import origin
-
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "data" / "samples"
 
 
 def run(*args: str, code: int = 0) -> str:
@@ -30,12 +28,7 @@ def scores(tmp_path_factory) -> Path:
     run(
         "-q",
         "score",
-        "--telemetry",
-        str(SAMPLES / "telemetry.parquet"),
-        "--access",
-        str(SAMPLES / "access.jsonl.gz"),
-        "--tenants",
-        str(SAMPLES / "tenants.csv"),
+        *SAMPLE_INPUTS,
         "--registry",
         str(ROOT / "models"),
         "--out",

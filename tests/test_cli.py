@@ -9,21 +9,13 @@ import click
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from factories import ROOT, SAMPLE_INPUTS, SAMPLES
 
 from detector.cli import export_options, main
 from detector.export.options import ExportOptions
 from detector.schema import SCORE_HEAD, SCORE_TAIL
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "data" / "samples"
-INPUTS = [
-    "--telemetry",
-    str(SAMPLES / "telemetry.parquet"),
-    "--access",
-    str(SAMPLES / "access.jsonl.gz"),
-    "--tenants",
-    str(SAMPLES / "tenants.csv"),
-]
+INPUTS = SAMPLE_INPUTS
 
 
 def run(*args: str, code: int = 0) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from factories import SAMPLE_INPUTS, SAMPLES
 
 from detector.engine.scratch import PREFIX, remove_stale, scratch_dir
 from detector.model.registry import Registry
@@ -226,19 +227,13 @@ def test_a_killed_runs_workers_end_with_it():
         pytest.fail("the worker outlived its killed parent")
 
 
-SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 MODEL = Registry(SAMPLES.parent.parent / "models").path()  # the promoted model
 
 
 def score_args(tmp_path: Path, model: Path = MODEL) -> list[str]:
     return [
         "score",
-        "--telemetry",
-        str(SAMPLES / "telemetry.parquet"),
-        "--access",
-        str(SAMPLES / "access.jsonl.gz"),
-        "--tenants",
-        str(SAMPLES / "tenants.csv"),
+        *SAMPLE_INPUTS,
         "--model-dir",
         str(model),
         "--out",

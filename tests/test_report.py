@@ -12,22 +12,14 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from export_fixtures import scores_frame
+from factories import SAMPLE_INPUTS
 
 from detector.cli import main
 from detector.config import load_settings
 from detector.errors import SchemaError
 from detector.report import render, select_cases
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "data" / "samples"
-INPUTS = [
-    "--telemetry",
-    str(SAMPLES / "telemetry.parquet"),
-    "--access",
-    str(SAMPLES / "access.jsonl.gz"),
-    "--tenants",
-    str(SAMPLES / "tenants.csv"),
-]
+INPUTS = SAMPLE_INPUTS
 NOW = pd.Timestamp("2024-06-10T12:00:00Z")
 TOP = 6
 
