@@ -115,6 +115,17 @@ def test_second_writer_fails_with_one_line_or_waits(tmp_path):
     assert waited > 0.2  # it did wait for the other process, then got the lock
 
 
+def started_with_worker(code: str) -> tuple[subprocess.Popen, int]:
+    """Run `code` in a new Python that prints the pid of the worker it forks; both pids."""
+    run = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    assert run.stdout is not None
+    return run, int(run.stdout.readline())
+
+
 def test_a_killed_run_does_not_leave_the_lock_to_its_forked_workers(tmp_path):
     out = outputs(tmp_path, metrics=False)
     code = (
@@ -126,13 +137,7 @@ def test_a_killed_run_does_not_leave_the_lock_to_its_forked_workers(tmp_path):
         "        time.sleep(30); os._exit(0)\n"
         "    print(child, flush=True); time.sleep(30)\n"
     )
-    run = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-    )
-    assert run.stdout is not None
-    worker = int(run.stdout.readline())
+    run, worker = started_with_worker(code)
     try:
         run.kill()  # kill -9: the forked worker lives on, an orphan
         run.wait(timeout=10)
@@ -208,13 +213,7 @@ def test_a_killed_runs_workers_end_with_it():
         "worker = multiprocessing.get_context('fork').Process(target=work)\n"
         "worker.start(); print(worker.pid, flush=True); time.sleep(60)\n"
     )
-    run = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-    )
-    assert run.stdout is not None
-    worker = int(run.stdout.readline())
+    run, worker = started_with_worker(code)
     time.sleep(0.5)  # let the worker run its initializer
     assert not gone(worker)
     run.kill()
