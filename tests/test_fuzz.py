@@ -219,7 +219,7 @@ def generate(reader: str, rng: Drawn | random.Random) -> bytes:
 
 def _inputs(reader: str) -> st.SearchStrategy[bytes]:
     generated = st.composite(lambda draw: generate(reader, Drawn(draw)))()
-    return st.one_of(st.just(READERS[reader][3]), generated)
+    return st.one_of(st.just(READERS[reader][3]), generated, st.binary(max_size=512))
 
 
 FUZZ = settings(
@@ -241,6 +241,7 @@ def test_reader_never_crashes_and_accounts_for_every_row(reader):
     @example(data=b'{"a":' + b"[" * 3000 + b'{"Records": [{"eventTime": "1", "eventSource": "x"}]}')
     @example(data=b"")
     @example(data=b"\xff\xfe\x00")
+    @example(data=READERS["parquet"][3].replace(b"power_w", b"powe\xa6_w"))  # name not UTF-8
     def run(data: bytes) -> None:
         check_reader(reader, data)
 
