@@ -65,13 +65,23 @@ bench: $(STAMP)
 # promoted model (tests/fuzz_run.py, FUZZ_JOBS processes, within FUZZ_SECONDS if set); no
 # traceback, no crash, read = accepted + quarantined + out of window on every input, 0 silent
 # model loads; counts per reader -> bench/fuzz_results.md, failing inputs -> out/fuzz-failures.
+# Then, if atheris is installed (`pip install atheris`: a wheel, no compiler), each reader
+# coverage-guided for FUZZ_ATHERIS_SECONDS (tests/fuzz_atheris.py; corpus in out/fuzz-corpus).
 FUZZ_INPUTS ?= 100000
 FUZZ_TRIALS ?= 100000
 FUZZ_JOBS ?= 2
 FUZZ_SECONDS ?=
+FUZZ_ATHERIS_SECONDS ?= 300
+FUZZ_READERS := cloudtrail csv gzip json jsonl labels nvml openmetrics parquet prometheus sshd \
+  tenants vpcflow
 fuzz: $(STAMP)
 	nice -n 19 $(BIN)/python tests/fuzz_run.py --inputs $(FUZZ_INPUTS) --trials $(FUZZ_TRIALS) \
 	  --jobs $(FUZZ_JOBS) $(if $(FUZZ_SECONDS),--seconds $(FUZZ_SECONDS)) --out bench/fuzz_results.md
+	@if $(BIN)/python -c 'import atheris' 2>/dev/null; then \
+	  for r in $(FUZZ_READERS); do nice -n 19 $(BIN)/python tests/fuzz_atheris.py $$r \
+	    $(OUT)/fuzz-corpus/$$r -max_total_time=$(FUZZ_ATHERIS_SECONDS) -max_len=4096 \
+	    -artifact_prefix=$(OUT)/fuzz-failures/$$r- || exit 1; done; \
+	else echo "atheris is not installed (pip install atheris): coverage-guided runs skipped"; fi
 
 # Independent labelled benchmark (not a test): fleets from bench/indep/generate.py, the real CLI
 # trains on one and scores the other, per seed pair -> bench/indep/results.md (see its README).
