@@ -60,7 +60,7 @@ BENCH_OUT ?= bench/results.md
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(SIZES) --out $(BENCH_OUT)
 
-# Fuzzing (not in `make test`, which runs 300 hypothesis inputs per reader and 300 model trials):
+# Fuzzing (not in `make test`, which runs 250 hypothesis inputs per reader and 300 model trials):
 # FUZZ_INPUTS generated inputs to each of the 13 readers and FUZZ_TRIALS damaged copies of the
 # promoted model (tests/fuzz_run.py, FUZZ_JOBS processes, within FUZZ_SECONDS if set); no
 # traceback, no crash, read = accepted + quarantined + out of window on every input, 0 silent

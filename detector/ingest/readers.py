@@ -105,7 +105,7 @@ def _utf8_lines(
         return data, None, quarantine.empty()
     except UnicodeDecodeError:  # rare: find the offending lines, one by one
         pass
-    lines = data.split(b"\n")
+    lines = data.splitlines()  # at \r too, as pyarrow ends a row there
     ok = np.array([is_utf8(line) for line in lines], dtype=bool)
     ok[0] = True  # the header decoded already (csv_header)
     rows = np.arange(len(lines))  # data row numbers: the header is row 0
