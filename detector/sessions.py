@@ -59,14 +59,8 @@ def cut_sessions(
     if spans is not None:
         return spans, samples
 
-    job_ids = jobs[found["group"]]
-    sessions = _sessions(
-        tenants[found["group"]],
-        np.where(job_ids == "", None, job_ids),
-        found["start"],
-        found["end"],
-    )
-    return sessions, samples
+    group = found["group"]
+    return _sessions(tenants[group], jobs[group], found["start"], found["end"]), samples
 
 
 def active_runs(telemetry: pd.DataFrame, settings: Sessions) -> pd.DataFrame:
@@ -103,10 +97,7 @@ def merge_runs(runs: list[pd.DataFrame], settings: Sessions) -> pd.DataFrame:
     ends = np.maximum.reduceat(end, first) if len(first) else end
     keep = (np.add.reduceat(count, first) if len(first) else count) >= settings.min_active_samples
     g = group[first][keep]
-    job_ids = jobs[g]
-    return _sessions(
-        tenants[g], np.where(job_ids == "", None, job_ids), start[first][keep], ends[keep]
-    )
+    return _sessions(tenants[g], jobs[g], start[first][keep], ends[keep])
 
 
 def _known_spans(
@@ -128,10 +119,12 @@ def _known_spans(
 def _sessions(
     tenants: np.ndarray, jobs: np.ndarray, start: np.ndarray, end: np.ndarray
 ) -> pd.DataFrame:
+    """The sessions table (jobs: "" when unknown), with ids."""
+    job = pd.Series(np.asarray(jobs, dtype=object), dtype="string")
     sessions = pd.DataFrame(
         {
             "tenant_id": np.asarray(tenants, dtype=object),
-            "job_id": pd.array(jobs, dtype="string"),
+            "job_id": job.mask(job == ""),
             "start": pd.to_datetime(start, utc=True),
             "end": pd.to_datetime(end, utc=True),
         }

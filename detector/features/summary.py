@@ -225,7 +225,7 @@ class _GpuRows:
         small = gpu.astype(np.int16) if len(gpu) and gpu.max() < 1 << 15 else gpu  # radix sort
         self.order = np.argsort(small, kind="stable")
         self.gpu, self.ts = gpu[self.order], ts[self.order]
-        self.starts = np.flatnonzero(np.r_[True, self.gpu[1:] != self.gpu[:-1]])
+        self.starts = np.flatnonzero(np.r_[len(gpu) > 0, self.gpu[1:] != self.gpu[:-1]])
         self.first_row = self.order[self.starts]  # each GPU's first row in input order
 
     def reduce(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
