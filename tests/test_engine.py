@@ -157,6 +157,8 @@ def test_engine_options_are_checked():
         Engine("local", scheduler="tcp://127.0.0.1:8786")
     with pytest.raises(ConfigError, match="at least 1"):
         Engine(partitions=0)
+    with pytest.raises(ConfigError, match="slice_rows must be at least 1"):
+        Engine(slice_rows=0)
 
 
 def test_cli_partitions_and_quiet_scores_match(fleet, tmp_path):
