@@ -6,7 +6,8 @@ one tenant: every row relabelled `huge`, hosts prefixed by their tenant (GPUs st
 job ids dropped, so the fleet's activity is one session over its whole span; the access log
 is relabelled the same way. The feature stage (local engine) and `gpuwatch score` then run on
 both inputs, each in its own process (`run.measure`: wall time, peak RSS/PSS of the process
-tree), and a Markdown table gives huge / many as ratios.
+tree), and a Markdown table gives huge / many as ratios. Run it from the repository root:
+`gpuwatch score` uses the promoted model of `models/`.
 
     .venv/bin/python bench/huge_tenant.py 4e6 --data bench/data/huge
 """
