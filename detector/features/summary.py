@@ -88,6 +88,7 @@ def summarise(n: int, samples: pd.DataFrame, settings: Settings) -> Summary:
         "idle_frac": util <= active_pct,
         "sm_active_mean": samples["sm_active"],
         "tensor_active_mean": samples["tensor_active"],
+        "fp64_active_mean": samples["fp64_active"],
         "dram_active_mean": samples["dram_active"],
         "mem_fill": mem_fill,
         "power_mean_w": samples["power_w"],

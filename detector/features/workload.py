@@ -36,6 +36,7 @@ MEANS = [
     "idle_frac",
     "sm_active_mean",
     "tensor_active_mean",
+    "fp64_active_mean",
     "dram_active_mean",
     "mem_fill",
     "power_mean_w",
@@ -92,9 +93,10 @@ def summary_features(sessions: pd.DataFrame, summary: Summary, settings: Setting
     out["util_max"] = np.where(sums["rows"] > 0, nth_value(values, sums["rows"] - 1), np.nan)
     for col in MEANS:
         out[col] = _ratio(sums[col], sums[f"{col}#n"])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = out["tensor_active_mean"] / out["sm_active_mean"]
-    out["tensor_share"] = np.clip(np.where(out["sm_active_mean"] > 0.01, share, np.nan), 0, 1)
+    # Shares of SM activity: matrix math (tensor cores), double precision (FP64 pipe)
+    active = np.where(out["sm_active_mean"] > 0.01, out["sm_active_mean"], np.nan)
+    out["tensor_share"] = np.clip(out["tensor_active_mean"] / active, 0, 1)
+    out["fp64_share"] = np.clip(out.pop("fp64_active_mean") / active, 0, 1)
     # Relative to how busy the GPUs are: power against the board's limit, memory traffic.
     known = ~np.isnan(tdp)
     top = gpus["power"].to_numpy() - IDLE_POWER_SHARE * tdp * gpus["power#n"].to_numpy()
