@@ -199,7 +199,7 @@ def _read_source(
         pfile = pq.ParquetFile(handle)
         _require(needed, pfile.schema_arrow.names, file)
         frame = pfile.read(columns=needed).to_pandas()
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # names not UTF-8
         raise InputError(f"cannot read Parquet: {exc}", path=file.name) from exc
     return frame, np.arange(1, len(frame) + 1), quarantine.empty()
 

@@ -68,7 +68,7 @@ def columns(file: InputFile) -> list[str]:
     try:
         handle = pa.BufferReader(read_bytes(file)) if file.gzip else str(file.path)
         return pq.ParquetFile(handle).schema_arrow.names
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # names not UTF-8
         raise InputError(f"cannot read Parquet: {exc}", path=file.name) from exc
 
 
