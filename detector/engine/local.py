@@ -16,6 +16,7 @@ from ..config import Settings
 from ..features.workload import workload_features
 from ..sessions import cut_sessions
 from .partition import one_thread, read_partition
+from .slices import SLICE_ROWS, partition_rows, sliced_features
 
 
 @dataclass
@@ -29,9 +30,12 @@ class PartResult:
 
 
 def partition_features(
-    paths: Sequence[Path], files: Sequence[str], settings: Settings
+    paths: Sequence[Path], files: Sequence[str], settings: Settings, slice_rows: int = SLICE_ROWS
 ) -> PartResult:
-    """Read one partition, cut its sessions and compute their workload features."""
+    """Read one partition, cut its sessions and compute their workload features; a partition
+    of more than `slice_rows` rows one time slice at a time (`slices`)."""
+    if partition_rows(paths) > slice_rows:
+        return PartResult(*sliced_features(paths, files, settings, slice_rows))
     t0 = time.perf_counter()
     telemetry, rejected = read_partition(paths, files)
     t1 = time.perf_counter()
@@ -53,13 +57,14 @@ def run_local(
     settings: Settings,
     progress: Callable[[int], None] | None = None,
     workers: int = 1,
+    slice_rows: int = SLICE_ROWS,
 ) -> list[PartResult]:
     """Every partition, in partition order: in this process, or with `workers` > 1 in that
     many forked processes (each partition is independent, so the results are the same)."""
     if workers <= 1 or len(paths) <= 1:
         results = []
         for path in paths:
-            results.append(partition_features(path, files, settings))
+            results.append(partition_features(path, files, settings, slice_rows))
             if progress:
                 progress(1)
         return results
@@ -70,7 +75,10 @@ def run_local(
     with ProcessPoolExecutor(
         min(workers, len(paths)), mp_context=ctx, initializer=one_thread
     ) as pool:
-        futures = [pool.submit(partition_features, path, list(files), settings) for path in paths]
+        futures = [
+            pool.submit(partition_features, path, list(files), settings, slice_rows)
+            for path in paths
+        ]
         results = []
         for future in futures:
             results.append(future.result())
