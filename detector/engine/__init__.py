@@ -81,6 +81,7 @@ def extract(
     units = source.units()
     rows = sum(u.rows for u in units) + sum(b.read for b in extra)
     n_parts = engine.partitions or auto_partitions(rows)
+    workers = engine.workers or os.cpu_count() or 1
     with scratch_dir(engine.work_dir) as tmp:
         with report.stage("partition"):
             advance = progress("reading telemetry", rows) if progress and rows else None
@@ -92,13 +93,10 @@ def extract(
                 extra=extra,
                 extra_name=extra_name,
                 progress=advance,
-                workers=engine.workers or os.cpu_count() or 1,
+                workers=workers,
             )
-        _log_stage(
-            report,
-            "partition",
-            f"{parts.counts.read} rows into {len(parts.paths)} of {n_parts} partitions",
-        )
+        what = f"{parts.counts.read} rows into {len(parts.paths)} of {n_parts} partitions"
+        _log_stage(report, "partition", what)
         advance = progress("features", len(parts.paths)) if progress else None
         with report.stage("extract"):
             if engine.name == "dask":
@@ -108,13 +106,7 @@ def extract(
                     parts.paths, parts.files, settings, engine.scheduler, engine.workers, advance
                 )
             else:
-                results = run_local(
-                    parts.paths,
-                    parts.files,
-                    settings,
-                    advance,
-                    workers=engine.workers or os.cpu_count() or 1,
-                )
+                results = run_local(parts.paths, parts.files, settings, advance, workers=workers)
     for name in ("read", "sessions", "workload"):
         report.stage_seconds[f"extract_{name}"] = sum(r.seconds[name] for r in results)
     dup = quarantine.combine([r.quarantine for r in results])

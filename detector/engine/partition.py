@@ -132,16 +132,8 @@ class _Writer:
             )
             if np.array_equal(mapping, np.arange(len(mapping))):  # same codes: keep them
                 parts.append(chunk.indices.cast(pa.int32()))
-            else:
-                index = mapping[chunk.indices.fill_null(0).to_numpy()]
-                parts.append(
-                    pa.array(
-                        index,
-                        mask=chunk.is_null().to_numpy(zero_copy_only=False)
-                        if chunk.null_count
-                        else None,
-                    )
-                )
+            else:  # null codes stay null
+                parts.append(pa.array(mapping).take(chunk.indices))
         if name not in self.values or len(self.values[name]) < len(codes):
             self.values[name] = pa.array(list(codes), pa.string())
         index = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
@@ -177,14 +169,7 @@ def partition_telemetry(
     result = Partitions([], [*source.names, *([extra_name] if extra else [])])
     out_dir = Path(out_dir)
     if len(spans) > 1:
-        # fork: workers share the parent's imported modules (spawn would re-import the whole
-        # CLI, ~250 MB, in each); Arrow re-creates its thread pools in a forked child.
-        ctx = multiprocessing.get_context(
-            "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        )
-        with ProcessPoolExecutor(
-            min(workers, len(spans)), mp_context=ctx, initializer=one_thread
-        ) as pool:
+        with worker_pool(min(workers, len(spans))) as pool:
             futures = [
                 pool.submit(_pass, source, span, out_dir / f"w{i:03d}", n_partitions)
                 for i, span in enumerate(spans)
@@ -200,6 +185,15 @@ def partition_telemetry(
         parts.setdefault(path.name, []).append(path)
     result.paths = [tuple(parts[name]) for name in sorted(parts)]
     return result
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` forked processes: they share the parent's imported modules (spawn, where
+    there is no fork, re-imports the whole CLI, ~250 MB, in each); Arrow re-creates its
+    thread pools in a forked child."""
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if fork else "spawn")
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=one_thread)
 
 
 def one_thread() -> None:

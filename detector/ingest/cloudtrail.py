@@ -19,10 +19,9 @@ from .. import quarantine
 from ..errors import InputError
 from ..schema import TableSchema
 from .files import InputFile, read_bytes
-from .jsonl import RAW_LIMIT
 from .options import SourceOptions
 from .readers import RawFile
-from .text import NOT_UTF8
+from .text import NOT_UTF8, RAW_LIMIT
 
 INVALID = "invalid JSON"
 NOT_OBJECT = "not a JSON object"

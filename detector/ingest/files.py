@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..config import MAX_INPUT_MIB
 from ..errors import InputError
@@ -120,14 +124,19 @@ def detect_suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
+def read_head(file: InputFile, size: int) -> bytes:
+    """At most `size` bytes from the start of the file, decompressed when it is gzip."""
+    try:
+        with gzip.open(file.path, "rb") if file.gzip else open(file.path, "rb") as fh:
+            return fh.read(size)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"cannot read file: {_describe(exc)}", path=file.name) from exc
+
+
 def read_bytes(file: InputFile) -> bytes:
     """The file's content, decompressed when it is gzip; InputError beyond `max_bytes`."""
     limit = file.limits.max_bytes
-    try:
-        with gzip.open(file.path, "rb") if file.gzip else open(file.path, "rb") as fh:
-            data = fh.read(limit + 1)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputError(f"cannot read file: {_describe(exc)}", path=file.name) from exc
+    data = read_head(file, limit + 1)
     if len(data) > limit:
         raise InputError(
             f"holds more than {limit // MIB} MiB{' once decompressed' if file.gzip else ''}"
@@ -135,6 +144,24 @@ def read_bytes(file: InputFile) -> bytes:
             path=file.name,
         )
     return data
+
+
+def open_parquet(file: InputFile, dictionary: Sequence[str] = ()) -> pq.ParquetFile:
+    """A Parquet file (gzip: read whole), its text columns `dictionary` read as codes."""
+    handle = pa.BufferReader(read_bytes(file)) if file.gzip else str(file.path)
+    with parquet_errors(file):
+        stored = pq.read_schema(handle)
+        text = [f.name for f in stored if f.name in dictionary and pa.types.is_string(f.type)]
+        return pq.ParquetFile(handle, read_dictionary=text)
+
+
+@contextmanager
+def parquet_errors(file: InputFile) -> Iterator[None]:
+    """What pyarrow raises on a corrupt, empty or truncated Parquet file, as InputError."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"cannot read Parquet: {exc}", path=file.name) from exc
 
 
 def _describe(exc: BaseException) -> str:

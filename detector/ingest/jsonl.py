@@ -24,20 +24,10 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from .files import Limits
-
-
-def is_utf8(chunk: bytes) -> bool:
-    try:
-        chunk.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
+from .text import NOT_UTF8, RAW_LIMIT, is_utf8
 
 PER_LINE = 2048  # lines: a failing piece this small is parsed line by line
-NOT_UTF8 = "not UTF-8"
 _SPACE = np.frombuffer(b" \t\r\n\f\v", dtype=np.uint8)
-RAW_LIMIT = 1000  # characters of a bad line kept
 
 
 @dataclass

@@ -18,13 +18,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import quarantine
 from ..errors import ConfigError, InputError
 from ..schema import TELEMETRY, TIMESTAMP, TableSchema
-from .files import InputFile, read_bytes
+from .files import InputFile, open_parquet, parquet_errors
 from .options import SourceOptions
 from .readers import RawFile, csv_header, csv_rows
 
@@ -194,13 +192,10 @@ def _read_source(
         header = csv_header(file)
         _require(needed, header, file)
         return csv_rows(file, header, needed, source)
-    try:
-        handle = pa.BufferReader(read_bytes(file)) if file.gzip else str(file.path)
-        pfile = pq.ParquetFile(handle)
+    with parquet_errors(file):
+        pfile = open_parquet(file)
         _require(needed, pfile.schema_arrow.names, file)
         frame = pfile.read(columns=needed).to_pandas()
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"cannot read Parquet: {exc}", path=file.name) from exc
     return frame, np.arange(1, len(frame) + 1), quarantine.empty()
 
 

@@ -9,11 +9,10 @@ raises `InputError`, a file without a required column `SchemaError`.
 from __future__ import annotations
 
 import csv
-import gzip
 import json
-import zlib
 from dataclasses import dataclass
 from functools import partial
+from itertools import compress
 
 import numpy as np
 import pandas as pd
@@ -24,9 +23,9 @@ from .. import quarantine
 from ..errors import InputError
 from ..schema import TableSchema
 from . import jsonl
-from .files import InputFile, read_bytes
-from .jsonl import RAW_LIMIT
-from .text import NOT_UTF8, is_utf8
+from .files import InputFile, read_bytes, read_head
+from .options import SourceOptions
+from .text import NOT_UTF8, RAW_LIMIT, is_utf8
 from .validate import arrow_to_pandas, check_columns
 
 # Cell texts that mean "no value" in CSV. Not pandas' long list: "NA" is Namibia's country code.
@@ -44,16 +43,6 @@ class RawFile:
     rejected: pd.DataFrame  # rows the parser could not read (detector.quarantine.COLUMNS)
     merge_on: tuple[str, ...] = ()  # long-layout files: merge rows with this key across files
 
-    @property
-    def n_rows(self) -> int:
-        return len(self.frame) + len(self.rejected)
-
-
-def read_raw(file: InputFile, schema: TableSchema, source: str) -> RawFile:
-    """Read one file with the reader of its format."""
-    reader = {"csv": _read_csv, "jsonl": _read_jsonl, "json": _read_json}[file.fmt]
-    return reader(file, schema, source)
-
 
 # --- CSV -----------------------------------------------------------------------------------
 # pyarrow.csv rather than pandas: multi-threaded C++ parsing, every column read as text (so a
@@ -61,7 +50,7 @@ def read_raw(file: InputFile, schema: TableSchema, source: str) -> RawFile:
 # the wrong number of fields that pandas offers only in its slow Python engine.
 
 
-def _read_csv(file: InputFile, schema: TableSchema, source: str) -> RawFile:
+def read_csv(file: InputFile, schema: TableSchema, source: str, options: SourceOptions) -> RawFile:
     header = csv_header(file)
     present = check_columns(schema, header, file.name)
     return RawFile(file, *csv_rows(file, header, present, source))
@@ -100,16 +89,12 @@ def _utf8_lines(
     Returns the text to parse, the file's data row number of each kept data row (None when
     nothing was dropped) and the quarantine rows.
     """
-    try:
-        data.decode("utf-8")
+    if is_utf8(data):
         return data, None, quarantine.empty()
-    except UnicodeDecodeError:  # rare: find the offending lines, one by one
-        pass
-    lines = data.split(b"\n")
-    ok = np.array([is_utf8(line) for line in lines], dtype=bool)
-    ok[0] = True  # the header decoded already (csv_header)
+    lines = data.split(b"\n")  # rare: find the offending lines, one by one
+    dropped = np.array([not is_utf8(line) for line in lines], dtype=bool)
+    dropped[0] = False  # the header decoded already (csv_header)
     rows = np.arange(len(lines))  # data row numbers: the header is row 0
-    dropped = ~ok & (rows > 0) & np.array([bool(line.strip()) for line in lines])
     rejected = quarantine.rejected(
         source,
         file.name,
@@ -120,28 +105,19 @@ def _utf8_lines(
             for i in np.flatnonzero(dropped)
         ],
     )
-    keep = ~dropped
-    return (
-        b"\n".join(line for line, k in zip(lines, keep, strict=True) if k),
-        rows[keep][1:],
-        rejected,
-    )
+    return b"\n".join(compress(lines, ~dropped)), rows[~dropped][1:], rejected
 
 
 def csv_header(file: InputFile) -> list[str]:
+    line = read_head(file, _HEADER_LIMIT).split(b"\n", 1)[0]
     try:
-        opener = gzip.open if file.gzip else open
-        with opener(file.path, "rb") as fh:
-            line = fh.readline(_HEADER_LIMIT).decode("utf-8-sig")
-        header = next(csv.reader([line]), None)
+        header = next(csv.reader([line.decode("utf-8-sig")]), None)
     except UnicodeDecodeError as exc:
         raise InputError(
             "not UTF-8 text: cannot read the CSV header", path=file.name, row=0
         ) from exc
     except csv.Error as exc:
         raise InputError(f"not a CSV file: {exc}", path=file.name) from exc
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputError(f"cannot read file: {exc}", path=file.name) from exc
     if not header or not any(h.strip() for h in header):
         raise InputError("empty CSV file: no header row", path=file.name)
     return [h.strip() for h in header]
@@ -179,36 +155,25 @@ def _parse_csv(
 # --- JSON Lines and JSON -------------------------------------------------------------------
 
 
-def _read_jsonl(file: InputFile, schema: TableSchema, source: str) -> RawFile:
+def read_jsonl(
+    file: InputFile, schema: TableSchema, source: str, options: SourceOptions
+) -> RawFile:
     return _parse_jsonl(read_bytes(file), file, schema, source)
 
 
 def _parse_jsonl(data: bytes, file: InputFile, schema: TableSchema, source: str) -> RawFile:
-    convert = partial(arrow_to_pandas, schema=schema)
-    parsed = jsonl.parse(data, convert, schema.names, file.limits)
+    parsed = jsonl.parse(data, partial(arrow_to_pandas, schema=schema), schema.names, file.limits)
     if parsed.bad and not len(parsed.frame):
         raise InputError("no line is a valid JSON object", path=file.name, row=parsed.bad[0][0])
     present = check_columns(schema, parsed.frame.columns, file.name) if len(parsed.frame) else []
-    rejected = _rejected_lines(source, file.name, parsed.bad) if parsed.bad else quarantine.empty()
+    rejected = quarantine.empty()
+    if parsed.bad:
+        lines, reasons, raws = zip(*parsed.bad, strict=True)
+        rejected = quarantine.rejected(source, file.name, lines, reasons, raw=raws)
     return RawFile(file, parsed.frame[present], parsed.rows, rejected)
 
 
-def _rejected_lines(source: str, file: str, bad: list[tuple[int, str, str]]) -> pd.DataFrame:
-    lines, reasons, raws = zip(*bad, strict=True)
-    frame = quarantine.rejected(source, file, lines, "", raw=raws)
-    frame["reason"] = list(reasons)
-    return frame
-
-
-def _records_frame(records: list[dict], schema: TableSchema, file: InputFile) -> pd.DataFrame:
-    if not records:
-        return pd.DataFrame()
-    keys = set().union(*records)
-    present = check_columns(schema, keys, file.name)
-    return pd.DataFrame.from_records(records, columns=present)
-
-
-def _read_json(file: InputFile, schema: TableSchema, source: str) -> RawFile:
+def read_json(file: InputFile, schema: TableSchema, source: str, options: SourceOptions) -> RawFile:
     """A JSON array of objects, or an object holding one such array (CloudTrail's
     {"Records": [...]}); a file of one object per line is read as JSON Lines."""
     data = read_bytes(file)
@@ -241,4 +206,8 @@ def _read_json(file: InputFile, schema: TableSchema, source: str) -> RawFile:
         "not a JSON object",
         raw=[json.dumps(v)[:RAW_LIMIT] for v, ok in zip(doc, is_record, strict=True) if not ok],
     )
-    return RawFile(file, _records_frame(records, schema, file), rows[is_record], rejected)
+    frame = pd.DataFrame()
+    if records:
+        present = check_columns(schema, set().union(*records), file.name)
+        frame = pd.DataFrame.from_records(records, columns=present)
+    return RawFile(file, frame, rows[is_record], rejected)

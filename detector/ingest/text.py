@@ -9,9 +9,17 @@ import pandas as pd
 
 from .. import quarantine
 from .files import InputFile, read_bytes
-from .jsonl import NOT_UTF8, RAW_LIMIT, is_utf8
 
-__all__ = ["NOT_UTF8", "is_utf8", "lines", "raw_lines", "rejected_lines"]
+NOT_UTF8 = "not UTF-8"
+RAW_LIMIT = 1000  # characters of a bad line kept
+
+
+def is_utf8(chunk: bytes) -> bool:
+    try:
+        chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def lines(file: InputFile) -> pd.DataFrame:
@@ -31,13 +39,7 @@ def lines(file: InputFile) -> pd.DataFrame:
     return pd.DataFrame({"line": np.arange(1, len(chunks) + 1), "text": series, "utf8": utf8})
 
 
-def raw_lines(texts: pd.Series) -> list[str]:
-    """Lines as JSON strings for the quarantine's `raw`."""
-    return [json.dumps(t[:RAW_LIMIT]) for t in texts]
-
-
 def rejected_lines(source: str, file: str, frame: pd.DataFrame, reason: str) -> pd.DataFrame:
     """Quarantine rows for the lines of `frame` (columns line, text), one reason."""
-    return quarantine.rejected(
-        source, file, frame["line"].to_numpy(), reason, raw=raw_lines(frame["text"])
-    )
+    raw = [json.dumps(text[:RAW_LIMIT]) for text in frame["text"]]
+    return quarantine.rejected(source, file, frame["line"].to_numpy(), reason, raw=raw)

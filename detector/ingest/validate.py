@@ -44,8 +44,8 @@ _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 _LABEL_IDENTITY = ("tenant_id", "start", "end")
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
-_TRUE = ("true", "t", "yes", "y", "1")
-_FALSE = ("false", "f", "no", "n", "0")
+_TRUE, _FALSE = ("true", "t", "yes", "y", "1"), ("false", "f", "no", "n", "0")
+_BOOLEANS = dict.fromkeys(_TRUE, True) | dict.fromkeys(_FALSE, False)
 
 
 def check_columns(schema: TableSchema, columns: Collection[str], file: str) -> list[str]:
@@ -120,30 +120,28 @@ def validate(
     if schema.name == LABELS.name:
         table["label"] = _check_labels(table, fails)
     bad = ~fails.ok
-    rejected = quarantine.rejected(source, file, rows[bad], "", raw=raw_json(frame, bad))
-    rejected["reason"] = fails.reason[bad]
-    rejected["column"] = fails.column[bad]
+    reasons, columns = fails.reason[bad].tolist(), fails.column[bad].tolist()
+    rejected = quarantine.rejected(source, file, rows[bad], reasons, columns, raw_json(frame, bad))
     return table, fails.ok, rejected
 
 
 _ARROW_KIND = {TIMESTAMP: pa.timestamp("ns", tz="UTC"), FLOAT: pa.float64(), STRING: pa.string()}
-ARROW_TYPES = {**_ARROW_KIND, INT: pa.int64(), BOOL: pa.bool_(), IP: pa.string()}
-ARROW_TYPES[COUNTRY] = pa.string()
 _TEXT_KINDS = (STRING, IP, COUNTRY)
+ARROW_TYPES = {
+    **_ARROW_KIND,
+    INT: pa.int64(),
+    BOOL: pa.bool_(),
+    **dict.fromkeys(_TEXT_KINDS, pa.string()),
+}
 _TO_PANDAS = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 _NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
 
 def validate_arrow(table: pa.Table, schema: TableSchema) -> tuple[pa.Table, np.ndarray] | None:
-    """The fast path of `validate` for Arrow columns that already have the canonical type
-    (timestamps, float32/64, strings or dictionary-encoded strings).
-
-    Returns the typed table (every schema column: timestamp[ns, UTC], floats as they came,
-    float32 or float64, and text plain or dictionary-encoded with distinct values) and the
-    mask of rows that pass every check, with the values `validate` would give them. Rows
-    outside the mask must go through `validate` (for the reason, or acceptance). None when
-    some column needs the general path (text to parse, another type, another kind).
-    """
+    """The fast path of `validate` for Arrow columns of the canonical type (timestamps,
+    float32/64, text plain or dictionary-encoded): the typed table (floats as they came) and
+    the mask of rows that pass every check, with the values `validate` gives them; the other
+    rows need `validate`. None when some column needs the general path."""
     n = table.num_rows
     ok = np.ones(n, dtype=bool)
     columns = {}
@@ -210,30 +208,20 @@ def _is_text(kind: pa.DataType) -> bool:
 def _arrow_dictionary_text(
     col: Column, values: pa.DictionaryArray, ok: np.ndarray
 ) -> pa.DictionaryArray:
-    """`_arrow_text` on the dictionary only: its values stripped and made distinct again,
-    blank ones dropped (their rows become null)."""
+    """`_arrow_text`, the codes kept when the dictionary is already stripped, distinct and
+    without blanks (the usual case); else the text is cleaned and encoded again."""
     dictionary = values.dictionary.cast(pa.string())
     text = pc.utf8_trim_whitespace(dictionary)
-    blank = pc.equal(pc.binary_length(text), 0).fill_null(False)
     if (
         text.equals(dictionary)
-        and not pc.any(blank).as_py()
         and not dictionary.null_count
+        and not pc.any(pc.equal(pc.binary_length(text), 0)).as_py()
         and pc.count_distinct(text).as_py() == len(text)
     ):  # already clean: keep the codes
         if col.required and values.null_count:
             ok &= ~values.is_null().to_numpy(zero_copy_only=False)
         return values
-    text = pc.if_else(blank, pa.scalar(None, pa.string()), text)
-    codes, distinct = pd.factorize(text.to_numpy(zero_copy_only=False))  # null: -1
-    index = values.indices.fill_null(0).to_numpy()
-    new = codes.astype(np.int32)[index] if len(codes) else np.zeros(len(index), np.int32)
-    missing = (new < 0) | values.indices.is_null().to_numpy(zero_copy_only=False)
-    if col.required:
-        ok &= ~missing
-    return pa.DictionaryArray.from_arrays(
-        pa.array(new, mask=missing), pa.array(distinct, pa.string())
-    )
+    return pc.dictionary_encode(_arrow_text(col, values, ok))
 
 
 def _arrow_text(col: Column, values: pa.Array, ok: np.ndarray) -> pa.Array:
@@ -480,11 +468,7 @@ def _numbers(values: pd.Series) -> pd.Series:
 def _booleans(values: pd.Series) -> pd.Series:
     if pd.api.types.is_bool_dtype(values.dtype):
         return values.astype("boolean")
-    text = values.astype("str").str.lower()
-    out = pd.Series(pd.NA, index=values.index, dtype="boolean")
-    out[text.isin(_TRUE).to_numpy()] = True
-    out[text.isin(_FALSE).to_numpy()] = False
-    return out
+    return values.astype("str").str.lower().map(_BOOLEANS).astype("boolean")
 
 
 def _ip_addresses(text: pd.Series) -> pd.Series:
@@ -514,19 +498,13 @@ def _normal_ip(value: str) -> str | None:
 
 
 def _check_range(col: Column, typed: pd.Series, fails: _Failures) -> None:
-    if col.kind not in (FLOAT, INT):
-        return
-    if col.min is not None:
+    if col.kind in (FLOAT, INT) and col.min is not None:
         fails.add(
-            (typed < col.min).fillna(False).to_numpy(dtype=bool),
-            col.name,
-            f"below minimum {col.min:g}",
+            (typed < col.min).fillna(False).to_numpy(bool), col.name, f"below minimum {col.min:g}"
         )
-    if col.max is not None:
+    if col.kind in (FLOAT, INT) and col.max is not None:
         fails.add(
-            (typed > col.max).fillna(False).to_numpy(dtype=bool),
-            col.name,
-            f"above maximum {col.max:g}",
+            (typed > col.max).fillna(False).to_numpy(bool), col.name, f"above maximum {col.max:g}"
         )
 
 
