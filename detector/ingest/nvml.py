@@ -21,7 +21,7 @@ import pandas as pd
 
 from .. import quarantine
 from ..errors import ConfigError, InputError
-from ..schema import TELEMETRY, TIMESTAMP, TableSchema
+from ..schema import TELEMETRY, TIMESTAMP, Column, TableSchema
 from .files import InputFile, open_parquet, parquet_errors
 from .options import SourceOptions
 from .readers import RawFile, csv_header, csv_rows
@@ -173,13 +173,7 @@ def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptio
     frame, rows, rejected = _read_source(file, mapping.sources(targets), source)
     out = pd.DataFrame(index=frame.index)
     for target, src in targets.items():
-        out[target] = _convert(
-            frame,
-            src,
-            TELEMETRY.column(target).unit,
-            mapping.missing,
-            TELEMETRY.column(target).kind == TIMESTAMP,
-        )
+        out[target] = _convert(frame, src, TELEMETRY.column(target), mapping.missing)
     for target, value in mapping.constants.items():
         out[target] = value
     return RawFile(file, out, rows, rejected, merge_on=mapping.key if mapping.long else ())
@@ -210,10 +204,10 @@ def _require(needed: list[str], present: list[str], file: InputFile) -> None:
 
 
 def _convert(
-    frame: pd.DataFrame, src: Source, canonical: str, missing: tuple[float, ...], timestamp: bool
+    frame: pd.DataFrame, src: Source, target: Column, missing: tuple[float, ...]
 ) -> pd.Series:
-    """The source column in the canonical unit; text that is not a number is kept as read, so
-    that validation quarantines it with the usual reason."""
+    """The source column in the unit of `target`; text that is not a number is kept as read,
+    so that validation quarantines it with the usual reason."""
     values = frame[src.column]
     if src.unit is None or src.unit == "iso":
         return values
@@ -222,8 +216,8 @@ def _convert(
         numbers = numbers - pd.to_numeric(frame[src.minus], errors="coerce")
     if missing:
         numbers = numbers.mask(numbers.isin(missing))
-    factor = UNITS[canonical][src.unit]
-    converted = numbers * factor if not timestamp or factor != 1.0 else numbers
+    factor = UNITS[target.unit][src.unit]
+    converted = numbers * factor if target.kind != TIMESTAMP or factor != 1.0 else numbers
     unreadable = (
         numbers.isna() & values.notna() & ~pd.to_numeric(values, errors="coerce").isin(missing)
     )

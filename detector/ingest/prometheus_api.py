@@ -93,11 +93,7 @@ def query_prometheus(
         samples = samples.sort_values(["name", "ts"], kind="stable").reset_index(drop=True)
         samples["row"] = np.arange(1, len(samples) + 1)
     file = InputFile(Path(client.where), "prometheus", False)
-    if samples.empty:
-        raw = RawFile(file, pd.DataFrame(), np.zeros(0, dtype=np.int64), quarantine.empty())
-    else:
-        frame, rows = dcgm.assemble(samples, options)
-        raw = RawFile(file, frame, rows, quarantine.empty())
+    raw = RawFile(file, *dcgm.assemble(samples, options), quarantine.empty())
     return Source(TELEMETRY, (file,), source, options, since, until), raw
 
 

@@ -9,7 +9,6 @@ by the line of its first sample; a line that is not a valid sample is quarantine
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from .. import quarantine
@@ -70,10 +69,6 @@ def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptio
     ]
     good = (matched & wanted & value_ok & ts_ok).to_numpy()
     samples = _samples(body[good], parts[good], value[good], ts[good], options)
-    if samples.empty:
-        return RawFile(
-            file, pd.DataFrame(), np.zeros(0, dtype=np.int64), quarantine.combine(rejected)
-        )
     frame, rows = dcgm.assemble(samples, options)
     return RawFile(file, frame, rows, quarantine.combine(rejected))
 

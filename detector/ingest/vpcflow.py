@@ -41,6 +41,13 @@ DEFAULT_V2 = (
 NEEDED = ("srcaddr", "dstaddr", "start", "action", "log-status")
 WRONG_FIELDS = "malformed record: wrong number of fields"
 SKIPDATA = "SKIPDATA: flows not captured"
+# Tenant map kinds and the fields that hold their keys, in the order they are tried.
+TENANT_KEYS = (
+    ("instance", "instance-id"),
+    ("interface", "interface-id"),
+    ("address", "dstaddr"),
+    ("account", "account-id"),
+)
 
 
 def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptions) -> RawFile:
@@ -94,15 +101,7 @@ def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptio
     keep &= _inbound(table, options)
     table, lines = table[keep], lines[keep]
     account = _field(table, "account-id")
-    keys = [
-        (kind, _field(table, name).astype("str"))
-        for kind, name in (
-            ("instance", "instance-id"),
-            ("interface", "interface-id"),
-            ("address", "dstaddr"),
-            ("account", "account-id"),
-        )
-    ]
+    keys = [(kind, _field(table, name).astype("str")) for kind, name in TENANT_KEYS]
     frame = pd.DataFrame(
         {
             "timestamp": table["start"],
@@ -128,12 +127,8 @@ def _inbound(table: pd.DataFrame, options: SourceOptions) -> np.ndarray:
     mapped = np.zeros(len(table), dtype=bool)
     if options.tenant_map is not None:
         known = options.tenant_map.entries
-        for kind, name in (
-            ("instance", "instance-id"),
-            ("interface", "interface-id"),
-            ("address", "dstaddr"),
-        ):
-            if kind in known and name in table:
+        for kind, name in TENANT_KEYS:
+            if kind != "account" and kind in known and name in table:
                 mapped |= table[name].isin(known[kind].keys()).to_numpy(dtype=bool)
     # from outside the VPC to a private address; a source that is not an address at all
     # stays a row, for validation to quarantine it
