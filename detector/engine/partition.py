@@ -41,11 +41,8 @@ _TEXT = pa.dictionary(pa.int32(), pa.string())
 _TEXT_COLUMNS = [c.name for c in TELEMETRY.columns if c.kind == STRING]
 # On disk: the canonical telemetry columns (text dictionary-encoded), then the row's origin.
 SCHEMA = pa.schema(
-    [
-        pa.field(f.name, _TEXT if f.name in _TEXT_COLUMNS else f.type)
-        for f in arrow_schema(TELEMETRY)
-    ]
-    + [pa.field("_file", pa.int32()), pa.field("_row", pa.int64())]
+    [(f.name, _TEXT if f.name in _TEXT_COLUMNS else f.type) for f in arrow_schema(TELEMETRY)]
+    + [("_file", pa.int32()), ("_row", pa.int64())]
 )
 Progress = Callable[[int], None] | None  # called with rows read
 

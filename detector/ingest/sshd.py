@@ -73,11 +73,9 @@ def _timestamps(parts: pd.DataFrame, file: InputFile) -> pd.Series:
         return parts["iso"]
     mtime = pd.Timestamp(file.path.stat().st_mtime, unit="s", tz="UTC")
     stamp = parts["month"] + " " + parts["day"] + " " + parts["clock"]
-    this = pd.to_datetime(
-        str(mtime.year) + " " + stamp, format="%Y %b %d %H:%M:%S", errors="coerce", utc=True
-    )
-    last = pd.to_datetime(
-        str(mtime.year - 1) + " " + stamp, format="%Y %b %d %H:%M:%S", errors="coerce", utc=True
+    this, last = (
+        pd.to_datetime(f"{year} " + stamp, format="%Y %b %d %H:%M:%S", errors="coerce", utc=True)
+        for year in (mtime.year, mtime.year - 1)
     )
     when = this.where(this <= mtime + pd.Timedelta(days=1), last)
     iso = when.dt.strftime("%Y-%m-%dT%H:%M:%SZ")

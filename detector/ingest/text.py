@@ -29,11 +29,9 @@ def lines(file: InputFile) -> pd.DataFrame:
     chunks = data.split(b"\n")
     if data.endswith(b"\n"):
         chunks.pop()
-    try:
-        text = data.decode("utf-8")
-        utf8 = np.ones(len(chunks), dtype=bool)
-    except UnicodeDecodeError:  # rare: find the lines that are not UTF-8, one by one
-        text = data.decode("utf-8", "replace")
+    text = data.decode("utf-8", "replace")
+    utf8 = np.ones(len(chunks), dtype=bool)
+    if "\ufffd" in text:  # rare: find the lines that are not UTF-8, one by one
         utf8 = np.array([is_utf8(c) for c in chunks], dtype=bool)
     series = pd.Series(text.split("\n")[: len(chunks)], dtype="str").str.rstrip("\r")
     return pd.DataFrame({"line": np.arange(1, len(chunks) + 1), "text": series, "utf8": utf8})

@@ -127,12 +127,8 @@ def validate(
 
 _ARROW_KIND = {TIMESTAMP: pa.timestamp("ns", tz="UTC"), FLOAT: pa.float64(), STRING: pa.string()}
 _TEXT_KINDS = (STRING, IP, COUNTRY)
-ARROW_TYPES = {
-    **_ARROW_KIND,
-    INT: pa.int64(),
-    BOOL: pa.bool_(),
-    **dict.fromkeys(_TEXT_KINDS, pa.string()),
-}
+ARROW_TYPES = {**_ARROW_KIND, INT: pa.int64(), BOOL: pa.bool_()}
+ARROW_TYPES |= dict.fromkeys(_TEXT_KINDS, pa.string())
 _TO_PANDAS = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 _NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
