@@ -21,22 +21,11 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..ingest import Batch, Counts, Source
 from ..runinfo import RunReport
-from .local import PartResult, partition_features, run_local
-from .partition import Partitions, auto_partitions, partition_of, partition_telemetry
+from .local import run_local
+from .partition import auto_partitions, partition_of, partition_telemetry
 from .scratch import scratch_dir
 
-__all__ = [
-    "ENGINES",
-    "Engine",
-    "PartResult",
-    "Partitions",
-    "auto_partitions",
-    "extract",
-    "partition_features",
-    "partition_of",
-    "partition_telemetry",
-    "run_local",
-]
+__all__ = ["ENGINES", "Engine", "Progress", "extract", "partition_of", "partition_telemetry"]
 
 ENGINES = ("local", "dask")
 SESSION_ORDER = ["tenant_id", "start", "job_id", "session_id"]

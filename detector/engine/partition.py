@@ -1,11 +1,8 @@
 """The partition pass: validated telemetry batches -> tenant-hash partitions on disk.
 
-Ingest (`detector.ingest`) reads and validates every input, whatever its format, in batches;
-this pass only appends each batch's accepted rows to the partition of their tenant, in bounded
-memory. Units (Parquet row-group spans, other files) are read in parallel processes, each into
-its own files; a partition is its spans' files in input order. All of a tenant's rows land in
-one partition, in input order, so a partition holds complete sessions, and its duplicates
-(ingest's one rule, `duplicates`) are found when it is read (`read_partition`).
+Spans of units are read in parallel processes, each into its own files. A tenant's rows all
+land in one partition, in input order: a partition holds complete sessions, and its duplicates
+are found when it is read (`read_partition`).
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """JSON Lines: parsed by pyarrow.json; bad lines are found by bisection and reported.
 
-pyarrow's JSON reader is never handed what crashes it (a first line `null`, or a value nested
-thousands deep, ends the process with a segmentation fault): a line that does not start with
-`{`, holds more `{`/`[` than `Limits.max_depth` or is longer than `Limits.max_line` is parsed
-on its own with `json.loads`, its depth checked, and only then read by pyarrow.
-
-A whole file that pyarrow parses is the common case. When it fails (a truncated line, a line
-that is not an object, a field whose type changes from line to line) the file is split in
-halves that are parsed again, down to pieces of `PER_LINE` lines, which are parsed line by line
-with `json.loads`. One bad line in a large file thus costs a few pyarrow passes, not a Python
-loop over every line.
+Lines that could crash pyarrow (not starting with `{`, more `{`/`[` than `Limits.max_depth`,
+longer than `Limits.max_line`, not UTF-8) are checked alone with `json.loads` first. A piece
+pyarrow fails on is halved until it parses or is `PER_LINE` lines, read line by line: one bad
+line in a large file costs a few pyarrow passes, not a Python loop over every line.
 """
 
 from __future__ import annotations
@@ -24,7 +18,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from .files import Limits
-from .text import NOT_UTF8, RAW_LIMIT, is_utf8
+from .text import NOT_OBJECT, NOT_UTF8, RAW_LIMIT, is_utf8
 
 PER_LINE = 2048  # lines: a failing piece this small is parsed line by line
 _SPACE = np.frombuffer(b" \t\r\n\f\v", dtype=np.uint8)
@@ -180,7 +174,7 @@ class _Parser:
                 records.append(value)
                 rows.append(index + 1)
             else:
-                self.bad.append((index + 1, "not a JSON object", json.dumps(value)[:RAW_LIMIT]))
+                self.bad.append((index + 1, NOT_OBJECT, json.dumps(value)[:RAW_LIMIT]))
         if not records:
             return
         try:

@@ -1,9 +1,6 @@
 """NVML / nvidia-smi style exports with foreign column names and units, through a declared
-column mapping (TOML; bundled ones in `detector/data/mappings/`, see DESIGN-NOTES "Real inputs").
-
-Wide layout: one row per GPU and sample, one column per metric. Long layout: one metric per
-file (`[metrics]`: file name pattern -> canonical column) with a `value` column; the rows of
-such files that share their key columns are merged into one telemetry row (`merge_long`).
+column mapping (TOML; bundled ones in `detector/data/mappings/`; DESIGN-NOTES "Column mappings").
+Long layout (one metric per file): rows sharing their key merge across files (`merge_long`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """A live Prometheus server -> telemetry: the dcgm-exporter series through `query_range`.
 
-Each DCGM field of `dcgm.FIELDS` the server holds is queried in chunks of at most
-`max_points` evaluation steps (Prometheus refuses more than 11,000 points per series), once for
-its values and once as `timestamp(...)`: every point then carries the time of the scrape it
-came from, so a scrape seen at several steps (lookback) is one sample, and the rows are the
-scraped samples themselves, not a resampling. `step` must not exceed the scrape interval or
-samples are skipped.
+Each DCGM field is queried in chunks of at most `max_points` steps, for its values and as
+`timestamp(...)`: the rows are the scraped samples themselves, not a resampling, as long as
+`step` does not exceed the scrape interval (DESIGN-NOTES "Live Prometheus").
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """Prometheus text exposition and OpenMetrics dumps of dcgm-exporter -> telemetry rows.
 
-A file holds one scrape or many concatenated. Timestamps: OpenMetrics (a `# EOF` line) in
-seconds, the Prometheus text format in milliseconds; samples without one get the file's
-modification time (the moment the scrape was saved). Only the DCGM fields of `dcgm.FIELDS`
-are read; other metrics and comments are not rows. A row is one GPU at one timestamp, numbered
-by the line of its first sample; a line that is not a valid sample is quarantined.
+One row per GPU and timestamp, numbered by the line of its first sample; samples without a
+timestamp get the file's modification time (DESIGN-NOTES "Real inputs").
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""Text format readers (CSV, JSON Lines, JSON): one file -> the schema's columns it holds,
-values as read (untyped). Parquet is streamed by `batches.py`.
+"""CSV, JSON Lines and JSON: one file -> the schema's columns it holds, values as read.
 
-Rows the parser itself cannot turn into values (a CSV row with the wrong number of fields, a
-JSONL line that is not JSON) are returned as quarantine rows; a file that cannot be read at all
-raises `InputError`, a file without a required column `SchemaError`.
+Rows the parser cannot read are quarantine rows; a file that cannot be read at all raises
+`InputError`, one without a required column `SchemaError`. Parquet is streamed by `batches.py`.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ from ..schema import TableSchema
 from . import jsonl
 from .files import InputFile, read_bytes, read_head
 from .options import SourceOptions
-from .text import NOT_UTF8, RAW_LIMIT, is_utf8
+from .text import NOT_UTF8, RAW_LIMIT, is_utf8, objects
 from .validate import arrow_to_pandas, check_columns
 
 # Cell texts that mean "no value" in CSV. Not pandas' long list: "NA" is Namibia's country code.
@@ -196,18 +194,9 @@ def read_json(file: InputFile, schema: TableSchema, source: str, options: Source
         raise InputError(
             "expected an array of objects or an object holding one array", path=file.name
         )
-    is_record = np.array([isinstance(v, dict) for v in doc], dtype=bool)
-    rows = np.arange(1, len(doc) + 1)
-    records = [v for v, ok in zip(doc, is_record, strict=True) if ok]
-    rejected = quarantine.rejected(
-        source,
-        file.name,
-        rows[~is_record],
-        "not a JSON object",
-        raw=[json.dumps(v)[:RAW_LIMIT] for v, ok in zip(doc, is_record, strict=True) if not ok],
-    )
+    records, rows, rejected = objects(doc, source, file.name)
     frame = pd.DataFrame()
     if records:
         present = check_columns(schema, set().union(*records), file.name)
         frame = pd.DataFrame.from_records(records, columns=present)
-    return RawFile(file, frame, rows[is_record], rejected)
+    return RawFile(file, frame, rows, rejected)

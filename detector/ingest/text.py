@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import compress
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from .. import quarantine
 from .files import InputFile, read_bytes
 
 NOT_UTF8 = "not UTF-8"
+NOT_OBJECT = "not a JSON object"
 RAW_LIMIT = 1000  # characters of a bad line kept
 
 
@@ -41,3 +43,13 @@ def rejected_lines(source: str, file: str, frame: pd.DataFrame, reason: str) -> 
     """Quarantine rows for the lines of `frame` (columns line, text), one reason."""
     raw = [json.dumps(text[:RAW_LIMIT]) for text in frame["text"]]
     return quarantine.rejected(source, file, frame["line"].to_numpy(), reason, raw=raw)
+
+
+def objects(values: list, source: str, file: str) -> tuple[list[dict], np.ndarray, pd.DataFrame]:
+    """The objects among parsed JSON `values` with their 1-based positions, and quarantine rows
+    for the other values."""
+    is_object = np.array([isinstance(v, dict) for v in values], dtype=bool)
+    rows = np.arange(1, len(values) + 1)
+    raw = [json.dumps(v)[:RAW_LIMIT] for v in compress(values, ~is_object)]
+    rejected = quarantine.rejected(source, file, rows[~is_object], NOT_OBJECT, raw=raw)
+    return list(compress(values, is_object)), rows[is_object], rejected

@@ -1,11 +1,7 @@
 """VPC Flow Logs (space-separated, header line naming the fields) -> access events.
 
-Default version-2 format or any custom field order (the header says which). A row is one
-inbound ACCEPTed flow record: `flow-direction` = ingress where the log has that field, else a
-destination the tenant map knows or a non-private source talking to a private destination.
-Outbound, rejected and NODATA records are not access events and not rows; SKIPDATA records
-(flows AWS could not capture) are quarantined so the loss is visible. The tenant comes from the
-tenant map (instance, interface, destination address, account), else the `account-id`.
+A row is one inbound ACCEPTed flow record; outbound, rejected and NODATA records are not rows,
+SKIPDATA records are quarantined (DESIGN-NOTES "Real inputs").
 """
 
 from __future__ import annotations
