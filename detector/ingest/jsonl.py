@@ -79,16 +79,13 @@ class _Parser:
     def _suspect(self, raw: np.ndarray) -> np.ndarray:
         """Lines pyarrow may not be handed as they are: not starting with `{`, too many
         brackets for the depth limit, or too long."""
-        solid = np.flatnonzero(~np.isin(raw, _SPACE))
-        first = np.searchsorted(solid, self.starts)
-        found = first < len(solid)
-        head = np.where(found, solid[np.minimum(first, len(solid) - 1)], 0) if len(solid) else 0
-        nonblank = found & (head < self.ends)
+        solid = np.r_[np.flatnonzero(~np.isin(raw, _SPACE)), len(raw)]  # and an end mark
+        head = solid[np.searchsorted(solid, self.starts)]  # each line's first non-space byte
+        nonblank = head < self.ends
+        starts_object = np.zeros(len(self.starts), dtype=bool)
+        starts_object[nonblank] = raw[head[nonblank]] == 0x7B
         opens = np.concatenate([[0], np.cumsum((raw == 0x7B) | (raw == 0x5B))])
         brackets = opens[self.ends] - opens[self.starts]
-        starts_object = np.zeros(len(self.starts), dtype=bool)
-        if len(solid):
-            starts_object[nonblank] = raw[np.asarray(head)[nonblank]] == 0x7B
         too_long = self.ends - self.starts > self.limits.max_line
         suspect = ~starts_object | (brackets > self.limits.max_depth) | too_long
         try:  # pyarrow takes bytes that are not UTF-8 into its strings

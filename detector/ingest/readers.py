@@ -65,8 +65,7 @@ def csv_rows(
     frame = table.to_pandas()
     bad = np.array([number - 1 for number, _ in bad_rows], dtype=np.int64)
     rows = np.arange(1, len(frame) + len(bad) + 1)
-    if len(bad):
-        rows = rows[~np.isin(rows, bad)]
+    rows = rows[~np.isin(rows, bad)]
     if kept is not None:  # rows of the cleaned text -> rows of the file
         rows, bad = kept[rows - 1], kept[bad - 1]
     rejected = quarantine.rejected(

@@ -148,21 +148,14 @@ def validate_arrow(table: pa.Table, schema: TableSchema) -> tuple[pa.Table, np.n
             columns[col.name] = pa.nulls(n, _ARROW_KIND[col.kind])
             continue
         values = table.column(col.name).combine_chunks()
-        if col.kind == TIMESTAMP and pa.types.is_timestamp(values.type):
+        kind = values.type
+        if col.kind == TIMESTAMP and pa.types.is_timestamp(kind):
             columns[col.name] = _arrow_timestamps(values, ok)
-        elif (
-            col.kind == FLOAT
-            and pa.types.is_floating(values.type)
-            and not pa.types.is_float16(values.type)
-        ):
+        elif col.kind == FLOAT and kind in (pa.float32(), pa.float64()):
             columns[col.name] = _arrow_numbers(col, values, ok)
-        elif col.kind == STRING and _is_text(values.type):
+        elif col.kind == STRING and _is_text(kind):
             columns[col.name] = _arrow_text(col, values, ok)
-        elif (
-            col.kind == STRING
-            and pa.types.is_dictionary(values.type)
-            and _is_text(values.type.value_type)
-        ):
+        elif col.kind == STRING and pa.types.is_dictionary(kind) and _is_text(kind.value_type):
             columns[col.name] = _arrow_dictionary_text(col, values, ok)
         else:
             return None
@@ -245,11 +238,8 @@ def validated(
     file: str,
 ) -> tuple[pa.Table, np.ndarray, pd.DataFrame]:
     """(accepted rows as Arrow, in input order, with their row numbers; quarantine) of a batch.
-
-    Arrow columns that already have the canonical type are checked in Arrow (`validate_arrow`);
-    only the rows that fail there, or every row of other types, go through `validate`, which
-    gives the reasons. Accepted text may be dictionary-encoded, floats float32 as they came.
-    """
+    Columns of the canonical type are checked in Arrow (`validate_arrow`); the rows that fail
+    there, or every row of other types, go through `validate`, which gives the reasons."""
     if isinstance(values, pd.DataFrame) or (fast := validate_arrow(values, schema)) is None:
         frame = values if isinstance(values, pd.DataFrame) else arrow_to_pandas(values, schema)
         typed, ok, rejected = validate(frame, rows, schema, source=source, file=file)
@@ -529,11 +519,8 @@ def _check_labels(table: pd.DataFrame, fails: _Failures) -> pd.Series:
 
 def duplicates(table: pd.DataFrame, key: Sequence[str]) -> np.ndarray:
     """Mask of rows whose key repeats an earlier row's (missing key values compare equal), as
-    `DataFrame.duplicated(keep="first")`: the one duplicates rule of every table.
-
-    A 64-bit hash of each row's key (category codes, nanoseconds or factorized values) is sorted
-    first: when no two hashes are equal, no two keys are (the usual case); otherwise pandas
-    decides."""
+    `DataFrame.duplicated(keep="first")`: the one duplicates rule of every table. Pandas decides
+    only when two rows' 64-bit key hashes are equal (rare)."""
     if not key or table.empty:
         return np.zeros(len(table), dtype=bool)
     hashed = np.zeros(len(table), dtype=np.uint64)

@@ -91,10 +91,8 @@ def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptio
             source, file.name, lines[(status == "SKIPDATA").to_numpy(dtype=bool)], SKIPDATA
         )
     )
-    keep = (status == "OK").to_numpy(dtype=bool) & (
-        table["action"].str.upper() == "ACCEPT"
-    ).to_numpy(dtype=bool)
-    keep &= _inbound(table, options)
+    accepted = (status == "OK") & (table["action"].str.upper() == "ACCEPT")
+    keep = accepted.to_numpy(dtype=bool) & _inbound(table, options)
     table, lines = table[keep], lines[keep]
     account = _field(table, "account-id")
     keys = [(kind, _field(table, name).astype("str")) for kind, name in TENANT_KEYS]
