@@ -1,9 +1,9 @@
 """Where feature extraction runs: in this process, partition by partition, or on Dask.
 
 Ingest gives validated batches; the partition pass (`partition.py`) writes them to tenant-hash
-partitions. Both engines run the same function on the same partitions, so
-their features are identical; only the sessions' workload features (the per-sample work) are
-computed per partition, the origin features from the small access table afterwards.
+partitions. Both engines run the same function on the same partitions, so their features are
+identical; only the sessions' workload features (the per-sample work) are computed per
+partition, the origin features from the small access table afterwards.
 """
 
 from __future__ import annotations

@@ -112,7 +112,8 @@ class _Writer:
         for start, stop in zip(starts, np.r_[starts[1:], len(part)], strict=True):
             p = int(part[start])
             if p not in self.writers:
-                self.writers[p] = pa.ipc.new_file(self.path(p), SCHEMA, options=_IPC)
+                path = self.out_dir / f"part-{p:05d}.arrow"
+                self.writers[p] = pa.ipc.new_file(path, SCHEMA, options=_IPC)
             self.writers[p].write_table(table.slice(start, stop - start))
 
     def _recode(self, name: str, column: pa.ChunkedArray) -> pa.DictionaryArray:
@@ -120,21 +121,12 @@ class _Writer:
         values come: earlier codes never change, so each file gets dictionary deltas)."""
         codes, parts = self.codes[name], []
         for chunk in column.chunks:
-            mapping = np.array(
-                [codes.setdefault(v, len(codes)) for v in chunk.dictionary.to_pylist()] or [0],
-                dtype=np.int32,
-            )
-            if np.array_equal(mapping, np.arange(len(mapping))):  # same codes: keep them
-                parts.append(chunk.indices.cast(pa.int32()))
-            else:  # null codes stay null
-                parts.append(pa.array(mapping).take(chunk.indices))
+            mapping = [codes.setdefault(v, len(codes)) for v in chunk.dictionary.to_pylist()]
+            parts.append(pa.array(mapping or [0], pa.int32()).take(chunk.indices))  # null: null
         if name not in self.values or len(self.values[name]) < len(codes):
             self.values[name] = pa.array(list(codes), pa.string())
         index = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
         return pa.DictionaryArray.from_arrays(index, self.values[name])
-
-    def path(self, p: int) -> Path:
-        return self.out_dir / f"part-{p:05d}.arrow"
 
     def close(self) -> None:
         for writer in self.writers.values():
@@ -152,12 +144,9 @@ def partition_telemetry(
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> Partitions:
-    """Read `source` (its `units`, default all) and the batches `extra` already read (from
-    `extra_name`, a live server) into partitions.
-
-    With `workers` > 1 the units are split into contiguous spans, each read by one of
-    `workers` processes into its own files. `progress` is called with rows read.
-    """
+    """Read `source` (its `units`, default all) and `extra`, batches already read from
+    `extra_name` (a live server), into partitions; with `workers` > 1, contiguous spans of
+    units are read in that many processes. `progress` is called with rows read."""
     units = source.units() if units is None else units
     spans = _spans(list(units), 1 if workers <= 1 else workers * SPANS_PER_WORKER)
     result = Partitions([], [*source.names, *([extra_name] if extra else [])])

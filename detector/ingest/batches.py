@@ -54,10 +54,8 @@ class Counts:
     out_of_window: int = 0
 
     def add(self, batch: Batch) -> None:
-        self.read += batch.read
-        self.accepted += batch.table.num_rows
-        self.quarantined += len(batch.rejected)
-        self.out_of_window += batch.out_of_window
+        rejected, out = len(batch.rejected), batch.out_of_window
+        self.merge(Counts(batch.read, batch.table.num_rows, rejected, out))
 
     def merge(self, other: Counts) -> None:
         for name in ("read", "accepted", "quarantined", "out_of_window"):
@@ -141,15 +139,12 @@ class Source:
 
     def _outside(self, table: pa.Table) -> np.ndarray:
         """Accepted rows before `since` or from `until` on."""
-        outside = np.zeros(table.num_rows, dtype=bool)
         if WINDOW_COLUMN not in self.schema.names or (self.since is None and self.until is None):
-            return outside
+            return np.zeros(table.num_rows, dtype=bool)
         ns = table.column(WINDOW_COLUMN).combine_chunks().view(pa.int64()).to_numpy()
-        if self.since is not None:
-            outside |= ns < self.since.as_unit("ns").value
-        if self.until is not None:
-            outside |= ns >= self.until.as_unit("ns").value
-        return outside
+        since = -np.inf if self.since is None else self.since.as_unit("ns").value
+        until = np.inf if self.until is None else self.until.as_unit("ns").value
+        return (ns < since) | (ns >= until)
 
     def _parquet_units(self, index: int, file: InputFile) -> list[Unit]:
         with parquet_errors(file):

@@ -58,16 +58,6 @@ class InputFile:
         return str(self.path)
 
 
-def detect(path: Path) -> tuple[str, bool] | None:
-    """(format, gzip) from the file name, or None when the extension is not known."""
-    suffixes = [s.lower() for s in path.suffixes]
-    gz = bool(suffixes) and suffixes[-1] == ".gz"
-    if gz:
-        suffixes = suffixes[:-1]
-    fmt = _SUFFIXES.get(suffixes[-1]) if suffixes else None
-    return (fmt, gz) if fmt else None
-
-
 def expand(
     paths: Sequence[str | Path] | str | Path, fmt: str = "auto", limits: Limits = Limits()
 ) -> list[InputFile]:
@@ -104,7 +94,7 @@ def expand(
             out.extend(readable)
         else:
             one = _classify(path, fmt, limits, named=True)
-            if one is None and not detect_suffix(path):  # no extension: sniff the content
+            if one is None and all(s.lower() == ".gz" for s in path.suffixes):  # sniff it
                 one = InputFile(path, SNIFF, False, limits)
             if one is None:
                 raise InputError(
@@ -116,12 +106,6 @@ def expand(
     if not out:
         raise InputError("no input files given")
     return out
-
-
-def detect_suffix(path: Path) -> str:
-    """The last extension that is not `.gz` (empty when there is none)."""
-    suffixes = [s for s in path.suffixes if s.lower() != ".gz"]
-    return suffixes[-1] if suffixes else ""
 
 
 def read_head(file: InputFile, size: int) -> bytes:
@@ -171,12 +155,16 @@ def _describe(exc: BaseException) -> str:
 
 
 def _classify(path: Path, fmt: str, limits: Limits, *, named: bool) -> InputFile | None:
-    """Format of one file; a forced `fmt` applies to any file named directly, and to the files
-    of a folder whose extension is known."""
-    found = detect(path)
-    if fmt != "auto" and (named or found):
-        return InputFile(path, fmt, path.suffix.lower() == ".gz", limits)
-    return InputFile(path, *found, limits) if found else None
+    """Format and compression of one file from its name (None: an unknown extension); a forced
+    `fmt` applies to any file named directly, and to the files of a folder whose extension is
+    known."""
+    suffixes = [s.lower() for s in path.suffixes]
+    gz = suffixes[-1:] == [".gz"]
+    last = suffixes[-2:-1] if gz else suffixes[-1:]
+    known = _SUFFIXES.get(last[0]) if last else None
+    if fmt != "auto" and (named or known):
+        return InputFile(path, fmt, gz, limits)
+    return InputFile(path, known, gz, limits) if known else None
 
 
 def _hidden(relative: Path) -> bool:

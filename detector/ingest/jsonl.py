@@ -33,17 +33,6 @@ class Parsed:
     bad: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, raw JSON)
 
 
-def parse(
-    data: bytes,
-    convert: Callable[[pa.Table], pd.DataFrame],
-    names: Collection[str],
-    limits: Limits,
-) -> Parsed:
-    """Parse JSON Lines `data`; `convert` turns a pyarrow table into pandas (keeping the
-    columns it wants), `names` are the columns kept from objects parsed line by line."""
-    return _Parser(data, convert, names, limits).run()
-
-
 def depth(value: object) -> int:
     """Nesting depth of a parsed JSON value (a scalar: 0), without recursion."""
     deepest, stack = 0, [(value, 0)]
@@ -57,7 +46,10 @@ def depth(value: object) -> int:
     return deepest
 
 
-class _Parser:
+class Parser:
+    """Parses JSON Lines `data` (`run`); `convert` turns a pyarrow table into pandas (keeping
+    the columns it wants), `names` are the columns kept from objects parsed line by line."""
+
     def __init__(
         self,
         data: bytes,

@@ -6,6 +6,8 @@ timestamp get the file's modification time (DESIGN-NOTES "Real inputs").
 
 from __future__ import annotations
 
+from functools import partial
+
 import pandas as pd
 
 from .. import quarantine
@@ -56,13 +58,12 @@ def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptio
     ts = ts if openmetrics else ts / 1000.0
     ts = ts.fillna(float(int(file.path.stat().st_mtime)))
     wanted = parts["name"].isin(dcgm.FIELDS.keys())
+    reject = partial(text.rejected_lines, source, file.name)
     rejected = [
-        text.rejected_lines(source, file.name, bad_bytes, text.NOT_UTF8),
-        text.rejected_lines(source, file.name, body[~matched], MALFORMED),
-        text.rejected_lines(source, file.name, body[matched & wanted & ~value_ok], BAD_VALUE),
-        text.rejected_lines(
-            source, file.name, body[matched & wanted & value_ok & ~ts_ok], BAD_TIMESTAMP
-        ),
+        reject(bad_bytes, text.NOT_UTF8),
+        reject(body[~matched], MALFORMED),
+        reject(body[matched & wanted & ~value_ok], BAD_VALUE),
+        reject(body[matched & wanted & value_ok & ~ts_ok], BAD_TIMESTAMP),
     ]
     good = (matched & wanted & value_ok & ts_ok).to_numpy()
     samples = _samples(body[good], parts[good], value[good], ts[good], options)

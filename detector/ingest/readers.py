@@ -28,6 +28,7 @@ from .validate import arrow_to_pandas, check_columns
 
 # Cell texts that mean "no value" in CSV. Not pandas' long list: "NA" is Namibia's country code.
 CSV_NULLS = ["", "null", "NULL", "NaN", "nan"]
+WRONG_FIELDS = "malformed row: wrong number of fields"
 _HEADER_LIMIT = 1 << 20  # bytes: a header line longer than this is not a CSV header
 
 
@@ -68,40 +69,24 @@ def csv_rows(
     rows = rows[~np.isin(rows, bad)]
     if kept is not None:  # rows of the cleaned text -> rows of the file
         rows, bad = kept[rows - 1], kept[bad - 1]
-    rejected = quarantine.rejected(
-        source,
-        file.name,
-        bad,
-        "malformed row: wrong number of fields",
-        raw=[json.dumps(text[:RAW_LIMIT]) for _, text in bad_rows],
-    )
+    raw = [json.dumps(text[:RAW_LIMIT]) for _, text in bad_rows]
+    rejected = quarantine.rejected(source, file.name, bad, WRONG_FIELDS, raw=raw)
     return frame, rows, quarantine.combine([not_utf8, rejected])
 
 
 def _utf8_lines(
     data: bytes, file: InputFile, source: str
 ) -> tuple[bytes, np.ndarray | None, pd.DataFrame]:
-    """Drop data lines that are not UTF-8 (quarantined): pyarrow cannot even report them.
-
-    Returns the text to parse, the file's data row number of each kept data row (None when
-    nothing was dropped) and the quarantine rows.
-    """
+    """Drop the data lines that are not UTF-8 (pyarrow cannot even report them): the text to
+    parse, the file's data row of each kept row (None: nothing dropped), quarantine rows."""
     if is_utf8(data):
         return data, None, quarantine.empty()
     lines = data.split(b"\n")  # rare: find the offending lines, one by one
     dropped = np.array([not is_utf8(line) for line in lines], dtype=bool)
     dropped[0] = False  # the header decoded already (csv_header)
     rows = np.arange(len(lines))  # data row numbers: the header is row 0
-    rejected = quarantine.rejected(
-        source,
-        file.name,
-        rows[dropped],
-        NOT_UTF8,
-        raw=[
-            json.dumps(lines[i].decode("utf-8", "replace")[:RAW_LIMIT])
-            for i in np.flatnonzero(dropped)
-        ],
-    )
+    raw = [json.dumps(b.decode("utf-8", "replace")[:RAW_LIMIT]) for b in compress(lines, dropped)]
+    rejected = quarantine.rejected(source, file.name, rows[dropped], NOT_UTF8, raw=raw)
     return b"\n".join(compress(lines, ~dropped)), rows[~dropped][1:], rejected
 
 
@@ -159,7 +144,8 @@ def read_jsonl(
 
 
 def _parse_jsonl(data: bytes, file: InputFile, schema: TableSchema, source: str) -> RawFile:
-    parsed = jsonl.parse(data, partial(arrow_to_pandas, schema=schema), schema.names, file.limits)
+    convert = partial(arrow_to_pandas, schema=schema)
+    parsed = jsonl.Parser(data, convert, schema.names, file.limits).run()
     if parsed.bad and not len(parsed.frame):
         raise InputError("no line is a valid JSON object", path=file.name, row=parsed.bad[0][0])
     present = check_columns(schema, parsed.frame.columns, file.name) if len(parsed.frame) else []

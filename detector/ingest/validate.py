@@ -38,6 +38,7 @@ from ..timeutil import epoch_ns
 
 log = logging.getLogger(__name__)
 TS_DTYPE = "datetime64[ns, UTC]"
+_PANDAS_TYPES = {TIMESTAMP: TS_DTYPE, FLOAT: "float64", INT: "Int64", BOOL: "boolean"}  # else str
 _TS_MIN, _TS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
 _EPOCH_LIMIT = 9.2e9  # seconds: the datetime64[ns] range
 _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
@@ -362,10 +363,7 @@ def _as_text(values: pd.Series) -> pd.Series:
 
 
 def _null_column(col: Column, n: int) -> pd.Series:
-    dtype = {TIMESTAMP: TS_DTYPE, FLOAT: "float64", INT: "Int64", BOOL: "boolean"}.get(
-        col.kind, "str"
-    )
-    return pd.Series(None, index=pd.RangeIndex(n), dtype=dtype)
+    return pd.Series(None, index=pd.RangeIndex(n), dtype=_PANDAS_TYPES.get(col.kind, "str"))
 
 
 def _coerce(col: Column, values: pd.Series, missing: np.ndarray, fails: _Failures) -> pd.Series:
