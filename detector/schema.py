@@ -66,6 +66,7 @@ TELEMETRY = TableSchema(
         Column("gpu_util", FLOAT, True, "%", "DCGM_FI_DEV_GPU_UTIL", 0, 100),
         Column("sm_active", FLOAT, False, "ratio", "DCGM_FI_PROF_SM_ACTIVE", 0, 1),
         Column("tensor_active", FLOAT, False, "ratio", "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", 0, 1),
+        Column("fp64_active", FLOAT, False, "ratio", "DCGM_FI_PROF_PIPE_FP64_ACTIVE", 0, 1),
         Column("dram_active", FLOAT, False, "ratio", "DCGM_FI_PROF_DRAM_ACTIVE", 0, 1),
         Column("fb_used_mib", FLOAT, False, "MiB", "DCGM_FI_DEV_FB_USED", 0, None),
         Column("fb_free_mib", FLOAT, False, "MiB", "DCGM_FI_DEV_FB_FREE", 0, None),

@@ -150,6 +150,20 @@ def test_training_evidence_does_not_hinge_on_utilisation_level():
     assert f.loc["mining", "training_evidence"] < 0.05
 
 
+def test_double_precision_work_is_simulation_not_training():
+    # MPI simulation on the tensor cores (FP64 DMMA) looks like training on every other signal
+    def hpc(tenant: str, fp64: float | None) -> pd.DataFrame:
+        t = telemetry(tenant, 2, 8, 240, util=90.0, tensor=0.25)
+        return t if fp64 is None else t.assign(fp64_active=t["sm_active"] * fp64)
+
+    f = features_of(pd.concat([hpc("unknown", None), hpc("fp64", 0.6), hpc("dmma", 0.25)]))
+    assert np.isnan(f.loc["unknown", "fp64_share"])  # not exported: no evidence either way
+    assert f.loc["unknown", "training_evidence"] > 0.9
+    assert f.loc["fp64", "fp64_share"] == pytest.approx(0.6)
+    assert f.loc["fp64", "training_evidence"] < 0.05
+    assert f.loc["dmma", "training_evidence"] < 0.3
+
+
 def test_interactions_need_both_training_and_restricted_origin():
     tel = pd.concat(
         [

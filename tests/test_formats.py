@@ -77,6 +77,23 @@ def test_openmetrics_timestamps_are_seconds_and_nvlink_rates_kept():
     assert t["tenant_id"].tolist() == ["tenant-17"] * 2
 
 
+def test_fp64_pipe_read_and_fp64_tensor_where_it_is_missing(tmp_path):
+    labels = 'gpu="{}",Hostname="n1",namespace="hpc",modelName="NVIDIA A100-SXM4-80GB"'
+    path = lines_file(
+        tmp_path,
+        "hpc.prom",
+        [
+            f"DCGM_FI_DEV_GPU_UTIL{{{labels.format(0)}}} 90 1760000000000",
+            f"DCGM_FI_PROF_PIPE_FP64_ACTIVE{{{labels.format(0)}}} 0.4 1760000000000",
+            f"DCGM_FI_PROF_PIPE_TENSOR_DFMA_ACTIVE{{{labels.format(0)}}} 0.2 1760000000000",
+            f"DCGM_FI_DEV_GPU_UTIL{{{labels.format(1)}}} 90 1760000000000",
+            f"DCGM_FI_PROF_PIPE_TENSOR_DFMA_ACTIVE{{{labels.format(1)}}} 0.3 1760000000000",
+        ],
+    )
+    t = read(path).table.set_index("gpu")
+    assert t.loc["0", "fp64_active"] == 0.4 and t.loc["1", "fp64_active"] == 0.3
+
+
 def test_counter_rates_treat_a_drop_as_a_reset():
     samples = pd.DataFrame(
         {"ts": [0.0, 10.0, 20.0, 30.0, 0.0, 10.0], "value": [100.0, 200.0, 50.0, 150.0, 5.0, 5.0]}

@@ -847,16 +847,20 @@ def _rounded(name: str, values: np.ndarray) -> np.ndarray:
     """Values at the precision DCGM reports them (keeps the Parquet file small)."""
     if name.endswith("_bps"):
         return np.round(values, -3)
-    if name in ("sm_active", "tensor_active", "dram_active"):
+    if name in PROFILING:
         return np.round(values, 3)
     return np.round(values, 1)
 
 
-PROFILING = ("sm_active", "tensor_active", "dram_active")
+PROFILING = ("sm_active", "tensor_active", "dram_active", "fp64_active")
+# With --fp64 the exporter also reports DCGM_FI_PROF_PIPE_FP64_ACTIVE (dcp-metrics, not a
+# default counter): the share of SM activity that is double precision, per workload kind.
+FP64_SHARE = {"hpc": (0.3, 0.8), "notebook": (0.0, 0.05)}
+FP64_OTHER = (0.0, 0.01)  # neural networks, rendering, mining: next to none
 NVLINK = ("nvlink_tx_bps", "nvlink_rx_bps")
 
 
-def _job_table(job: Job, rng: np.random.Generator) -> pa.Table:
+def _job_table(job: Job, rng: np.random.Generator, fp64: float | None = None) -> pa.Table:
     """One job's rows in time-major order, as a scraper delivers them: each host scraped a few
     seconds off the minute, about 0.3 % of samples lost, and the profiling or NVLink fields
     null for tenants whose nodes do not collect them."""
@@ -877,7 +881,10 @@ def _job_table(job: Job, rng: np.random.Generator) -> pa.Table:
         "host": pa.array(hosts),
         "gpu": pa.array((gpu_idx % per_host).astype(str)),
     }
-    for name, arr in job.metrics.items():
+    metrics = dict(job.metrics)
+    if fp64 is not None:  # drawn outside `rng`: the fleet is the same with or without it
+        metrics["fp64_active"] = metrics["sm_active"] * fp64
+    for name, arr in metrics.items():
         off = (name in PROFILING and not job.tenant.profiling) or (
             name in NVLINK and not job.tenant.nvlink_metrics
         )
@@ -888,8 +895,10 @@ def _job_table(job: Job, rng: np.random.Generator) -> pa.Table:
     return pa.table(cols).filter(pa.array(keep))
 
 
-def generate(out: Path, n_tenants: int, days: float, seed: int) -> dict[str, int]:
-    """Write one fleet to ``out``; return row counts."""
+def generate(
+    out: Path, n_tenants: int, days: float, seed: int, fp64: bool = False
+) -> dict[str, int]:
+    """Write one fleet to ``out``; return row counts. ``fp64``: also the FP64 pipe field."""
     rng = np.random.default_rng(seed)
     total = int(days * 1440)
     families = _mix(n_tenants, rng)
@@ -906,7 +915,15 @@ def generate(out: Path, n_tenants: int, days: float, seed: int) -> dict[str, int
     for t in tenants:
         jobs += _jobs_for(rng, t, total, split)
     out.mkdir(parents=True, exist_ok=True)
-    tables = [_job_table(j, rng) for j in jobs]
+    shares = np.random.default_rng([seed, 64])
+    tables = [
+        _job_table(
+            j,
+            rng,
+            shares.uniform(*FP64_SHARE.get(j.tenant.workload, FP64_OTHER)) if fp64 else None,
+        )
+        for j in jobs
+    ]
     tel = pa.concat_tables(tables)
     tel = tel.sort_by([("timestamp", "ascending"), ("tenant_id", "ascending")])
     pq.write_table(tel, out / "telemetry.parquet", row_group_size=500_000)
@@ -965,8 +982,9 @@ def main() -> None:
     ap.add_argument("--tenants", type=int, default=70)
     ap.add_argument("--days", type=float, default=6.0)
     ap.add_argument("--seed", type=int, default=9103)
+    ap.add_argument("--fp64", action="store_true", help="also export FP64 pipe activity")
     args = ap.parse_args()
-    counts = generate(args.out, args.tenants, args.days, args.seed)
+    counts = generate(args.out, args.tenants, args.days, args.seed, args.fp64)
     print(counts)
 
 

@@ -44,6 +44,13 @@ FEATURES: tuple[Feature, ...] = (
     Feature("sm_active_mean", "ratio", WORKLOAD, "mean SM activity (DCGM_FI_PROF_SM_ACTIVE)"),
     Feature("tensor_active_mean", "ratio", WORKLOAD, "mean tensor-pipe activity"),
     Feature("tensor_share", "ratio", WORKLOAD, "tensor activity / SM activity: matrix math share"),
+    Feature(
+        "fp64_share",
+        "ratio",
+        WORKLOAD,
+        "FP64 activity / SM activity (DCGM_FI_PROF_PIPE_FP64_ACTIVE, else TENSOR_DFMA_ACTIVE): "
+        "double-precision simulation; NaN when the exporter does not report it",
+    ),
     Feature("dram_active_mean", "ratio", WORKLOAD, "mean DRAM activity"),
     Feature("mem_fill", "ratio", WORKLOAD, "mean framebuffer fill, used / (used + free)"),
     Feature("power_mean_w", "W", WORKLOAD, "mean board power per GPU"),

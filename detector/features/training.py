@@ -44,6 +44,14 @@ SIGNALS: tuple[Signal, ...] = (
         "rendering and FP64 simulation are not",
     ),
     Signal(
+        "fp64_share",
+        (0.05, 0.2),
+        (0.0, -8.0),
+        "double-precision share of SM activity (FP64 pipe or FP64 tensor cores): simulation "
+        "codes (CFD, molecular dynamics, climate) compute in FP64, neural networks do not; "
+        "only where the exporter reports it (not a default dcgm-exporter counter)",
+    ),
+    Signal(
         "lockstep",
         (0.1, 0.6),
         (-6.0, 1.5),

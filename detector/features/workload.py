@@ -91,6 +91,7 @@ def workload_features(
         "idle_frac": util <= settings.sessions.active_util_pct,
         "sm_active_mean": samples["sm_active"],
         "tensor_active_mean": samples["tensor_active"],
+        "fp64_active_mean": samples["fp64_active"],
         "dram_active_mean": samples["dram_active"],
         "mem_fill": mem_fill,
         "power_mean_w": samples["power_w"],
@@ -100,9 +101,10 @@ def workload_features(
     count = np.bincount(s, minlength=n)
     for col, values in means.items():
         out[col] = spread[col].to_numpy() if values is None else mean_by(s, values, n, count)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = out["tensor_active_mean"] / out["sm_active_mean"]
-    out["tensor_share"] = np.clip(np.where(out["sm_active_mean"] > 0.01, share, np.nan), 0, 1)
+    # Shares of SM activity: matrix math (tensor cores), double precision (FP64 pipe)
+    active = np.where(out["sm_active_mean"] > 0.01, out["sm_active_mean"], np.nan)
+    out["tensor_share"] = np.clip(out["tensor_active_mean"] / active, 0, 1)
+    out["fp64_share"] = np.clip(out.pop("fp64_active_mean") / active, 0, 1)
     # Relative to how busy the GPUs are: power against the board's limit, memory traffic.
     load = np.where(util > settings.sessions.active_util_pct, util / 100.0, np.nan)
     gpu_of_row = np.empty(len(gpu_key), dtype=np.int64)

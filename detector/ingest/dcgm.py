@@ -30,6 +30,7 @@ FIELDS: dict[str, Field] = {
     "DCGM_FI_DEV_GPU_UTIL": Field("gpu_util"),  # %
     "DCGM_FI_PROF_SM_ACTIVE": Field("sm_active"),  # ratio
     "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE": Field("tensor_active"),  # ratio
+    "DCGM_FI_PROF_PIPE_FP64_ACTIVE": Field("fp64_active"),  # ratio (dcp-metrics, not default)
     "DCGM_FI_PROF_DRAM_ACTIVE": Field("dram_active"),  # ratio
     "DCGM_FI_DEV_FB_USED": Field("fb_used_mib"),  # MiB
     "DCGM_FI_DEV_FB_FREE": Field("fb_free_mib"),  # MiB
@@ -41,6 +42,8 @@ FIELDS: dict[str, Field] = {
     # Counters: mJ since driver load -> W; NVLink total counter (KiB, all lanes, both
     # directions) -> B/s, half to tx and half to rx so that tx + rx is the total.
     "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": Field("power_w", 1e-3, counter=True, fallback=True),
+    # FP64 on the tensor cores (DMMA, A100 and later), where the FP64 pipe is not exported
+    "DCGM_FI_PROF_PIPE_TENSOR_DFMA_ACTIVE": Field("fp64_active", fallback=True),
     "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL": Field(
         "nvlink_tx_bps", 512.0, counter=True, fallback=True
     ),

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError
+from ..schema import TELEMETRY
 from .ips import load_ip_pool
 from .jobs import DAY, HostPool, Window, plan_jobs
 from .messiness import make_messy
@@ -248,7 +249,9 @@ def _telemetry(
     columns["job_id"] = pa.array([job_ids[c] for c in range(len(jobs))], pa.string()).take(
         pa.array(jcode)
     )
-    return pa.table(columns), mess
+    # The simulated exporter sends dcgm-exporter's default counters: no FP64 pipe
+    columns["fp64_active"] = pa.nulls(len(df), pa.float32())
+    return pa.table({name: columns[name] for name in TELEMETRY.names}), mess
 
 
 def _iso(seconds: np.ndarray | pd.Series) -> pd.Series:
