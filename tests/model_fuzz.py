@@ -20,6 +20,7 @@ import math
 import random
 import shutil
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -124,8 +125,11 @@ def meaning(folder: Path) -> tuple[str, dict[str, bytes]]:
     return json.dumps(meta, sort_keys=True), {n: (folder / n).read_bytes() for n in meta["files"]}
 
 
-def run(model_dir: Path, work: Path, trials: int, seed: int = 0) -> dict[str, Any]:
-    """Damage and load `trials` copies of `model_dir`; counts per outcome and per damage."""
+def run(
+    model_dir: Path, work: Path, trials: int, seed: int = 0, deadline: float = math.inf
+) -> dict[str, Any]:
+    """Damage and load `trials` copies of `model_dir` (fewer if time.time() passes
+    `deadline`); counts per outcome and per damage."""
     rng = random.Random(seed)
     original = meaning(model_dir)
     kinds = damages(model_dir)
@@ -135,7 +139,11 @@ def run(model_dir: Path, work: Path, trials: int, seed: int = 0) -> dict[str, An
     by_kind: dict[str, Counter[str]] = {}
     failures: list[str] = []
     messages: dict[str, str] = {}
+    done = 0
     for trial in range(trials):
+        if time.time() > deadline:
+            break
+        done += 1
         # Every damage once, then at random: a family by its weight, a damage in it.
         family = rng.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
         name = names[trial] if trial < len(names) else rng.choice(families[family])
@@ -165,7 +173,7 @@ def run(model_dir: Path, work: Path, trials: int, seed: int = 0) -> dict[str, An
         messages[kind] = messages.get(kind) or last
         shutil.rmtree(folder)
     return {
-        "trials": trials,
+        "trials": done,
         "outcomes": dict(outcomes),
         "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
         "failures": failures[:20],

@@ -79,7 +79,7 @@ def rates(samples: pd.DataFrame, series: np.ndarray) -> pd.Series:
     dt = np.empty(len(key))
     dv[1:], dt[1:] = np.diff(value), np.diff(ts)
     dv = np.where(dv < 0, value, dv)  # reset: increase since restart
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # inf: quarantined
         rate = np.where(same & (dt > 0), dv / np.where(dt > 0, dt, 1), np.nan)
     out = np.empty(len(key))
     out[order] = rate

@@ -144,7 +144,7 @@ def parquet_errors(file: InputFile) -> Iterator[None]:
     """What pyarrow raises on a corrupt, empty or truncated Parquet file, as InputError."""
     try:
         yield
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # names not UTF-8
         raise InputError(f"cannot read Parquet: {exc}", path=file.name) from exc
 
 
