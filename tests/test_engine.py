@@ -19,6 +19,7 @@ from detector.engine.partition import read_partition
 from detector.enrich import enrich_access, open_database
 from detector.errors import ConfigError
 from detector.features import session_features
+from detector.features.workload import DIP_TIMES
 from detector.ingest import open_source, read_table
 from detector.ingest.batches import hive_keys
 from detector.pipeline import Inputs, build_features
@@ -156,6 +157,8 @@ def test_engine_options_are_checked():
         Engine("local", scheduler="tcp://127.0.0.1:8786")
     with pytest.raises(ConfigError, match="at least 1"):
         Engine(partitions=0)
+    with pytest.raises(ConfigError, match="slice_rows must be at least 1"):
+        Engine(slice_rows=0)
 
 
 def test_cli_partitions_and_quiet_scores_match(fleet, tmp_path):
@@ -248,3 +251,54 @@ def test_parallel_partition_pass_keeps_input_order(fleet, one_table, tmp_path, m
     assert {len(files) for files in parts.paths} == {8}  # every partition: all spans
     assert parts.counts.read == table.num_rows
     _same(_features(fleet, [tmp_path / "t.parquet"], Engine(partitions=3, workers=2)), one_table)
+
+
+@pytest.fixture(scope="module")
+def minute_fleet(tmp_path_factory) -> Path:
+    """Sampled every minute, so lock-step (60 s grid) and dips are defined; one long job."""
+    out = tmp_path_factory.mktemp("minute")
+    simulate(out, 6, 1.0, seed=4, interval_s=60)
+    return out
+
+
+def _close(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """The same sessions (ids, text, times) with features equal up to float addition order."""
+    a, b = _by_id(a), _by_id(b)
+    assert len(a) > 3 and list(a.columns) == list(b.columns)
+    assert a["session_id"].tolist() == b["session_id"].tolist()
+    for column in a.columns:
+        if a[column].dtype.kind == "f":
+            assert np.allclose(a[column], b[column], rtol=1e-9, atol=0, equal_nan=True), column
+        elif column == DIP_TIMES:
+            assert all(map(np.array_equal, a[column], b[column])), column
+        else:
+            pd.testing.assert_series_equal(a[column], b[column], check_dtype=False)
+
+
+@pytest.mark.parametrize("name", ["fleet", "minute_fleet"])
+def test_time_slices_give_the_unsliced_features(name, request):
+    fleet = request.getfixturevalue(name)
+    got = [
+        _features(fleet, [fleet / "telemetry.parquet"], Engine(partitions=1, slice_rows=rows))
+        for rows in (10**9, 3000)
+    ]
+    assert (got[1]["samples_per_gpu"] * got[1]["n_gpus"] > 6000).any()  # cut more than once
+    assert got[1]["lockstep"].notna().sum() >= (name == "minute_fleet") * 3
+    _close(got[1], got[0])
+
+
+def test_time_slices_quarantine_the_same_duplicates(minute_fleet, tmp_path):
+    table = pq.read_table(minute_fleet / "telemetry.parquet").to_pandas()
+    dup = table.sample(50, random_state=1).assign(gpu_util=100.0)  # later copies: rejected
+    pd.concat([table, dup]).to_parquet(tmp_path / "t.parquet", index=False)
+    got = []
+    for rows in (10**9, 3000):
+        source = open_source([tmp_path / "t.parquet"], TELEMETRY)
+        sessions, rejected, counts = extract(
+            source, load_settings(), RunReport(), engine=Engine(partitions=2, slice_rows=rows)
+        )
+        got.append((sessions, rejected.sort_values("row").reset_index(drop=True), counts))
+    (whole, rejected, counts), (sliced, sliced_rejected, sliced_counts) = got
+    assert counts.quarantined == 50 and sliced_counts == counts
+    pd.testing.assert_frame_equal(sliced_rejected, rejected)
+    _close(sliced, whole)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -55,6 +56,25 @@ def test_dask_local_cluster_gives_the_local_features(fleet):
     assert len(local.sessions) > 5
     pd.testing.assert_frame_equal(local.sessions, dask.sessions, check_exact=True)
     assert local.report.rows_accepted == dask.report.rows_accepted
+
+
+def test_dask_time_slices_give_the_unsliced_features(tmp_path_factory):
+    fleet = tmp_path_factory.mktemp("minute")
+    simulate(fleet, 6, 1.0, seed=4, interval_s=60)  # lock-step and dips defined
+    settings = load_settings()
+    whole = build_features(_inputs(fleet), settings, engine=Engine("local", partitions=1))
+    sliced = build_features(
+        _inputs(fleet), settings, engine=Engine("dask", partitions=1, workers=2, slice_rows=3000)
+    )
+    a, b = (r.sessions.sort_values("session_id").reset_index(drop=True) for r in (whole, sliced))
+    assert len(a) > 3 and (b["samples_per_gpu"] * b["n_gpus"] > 6000).any()
+    assert a["session_id"].tolist() == b["session_id"].tolist()
+    for column in a.columns:
+        if a[column].dtype.kind == "f":
+            assert np.allclose(a[column], b[column], rtol=1e-9, atol=0, equal_nan=True), column
+        else:
+            pd.testing.assert_series_equal(a[column], b[column], check_dtype=False)
+    assert whole.report.rows_accepted == sliced.report.rows_accepted
 
 
 def test_cli_scores_on_a_running_scheduler(fleet, model, tmp_path):

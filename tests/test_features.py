@@ -9,8 +9,9 @@ from factories import T0, access, telemetry
 
 from detector.config import load_settings
 from detector.features import FEATURES, NAMES, session_features
-from detector.features.workload import peak_flops
-from detector.sessions import cut_sessions
+from detector.features.summary import merge, summarise
+from detector.features.workload import DIP_TIMES, peak_flops, summary_features, workload_features
+from detector.sessions import active_runs, cut_sessions, merge_runs
 
 SETTINGS = load_settings()
 
@@ -227,3 +228,44 @@ def test_origin_facts_count_values_bounded_with_the_rest_as_other():
     assert facts.loc["a", "reseller_name"] == "R Ltd" and facts.loc["b", "declared_country"] == "US"
     none = origin_facts(events.iloc[:0], None, SETTINGS, T0)
     assert none.empty and list(none.columns) == list(facts.columns)
+
+
+def _by_slices(tel: pd.DataFrame, cuts: list[int]) -> pd.DataFrame:
+    """Workload features with `tel` cut into time slices before the minutes `cuts` (on the
+    60 s grid): runs merged into sessions, slice summaries merged in time order."""
+    minute = (tel["timestamp"] - T0).dt.total_seconds().to_numpy() // 60
+    which = np.searchsorted(cuts, minute, side="right")
+    slices = [tel[which == i] for i in range(len(cuts) + 1)]
+    sessions = merge_runs([active_runs(x, SETTINGS.sessions) for x in slices], SETTINGS.sessions)
+    summary = None
+    for part in slices:
+        _, samples = cut_sessions(part, SETTINGS.sessions, sessions)
+        one = summarise(len(sessions), samples, SETTINGS)
+        summary = one if summary is None else merge(summary, one)
+    assert summary is not None
+    return pd.concat([sessions, summary_features(sessions, summary, SETTINGS)], axis=1)
+
+
+@pytest.mark.parametrize("cuts", [[37, 61], list(range(1, 130))])
+def test_time_slice_summaries_merge_into_the_features_of_all_rows(cuts):
+    rng = np.random.default_rng(2)
+    wave = np.clip(60 + 30 * np.sin(np.arange(120) / 5) + rng.normal(0, 3, 120), 0, 100)
+    wave[50:60] = 0.0  # an idle stretch inside the session (shorter than the gap)
+    job = telemetry("a", 2, 3, 120, util=wave, noise=2.0)
+    odd = (job["host"] == "a-n0") & (job["gpu"] == "0")
+    minute = (job["timestamp"] - T0).dt.total_seconds() // 60
+    job = job[~odd | minute.isin([0, 1, 2, 5, 9, 14, 15, 16, 40, 41])]  # steps 1-24 min
+    late = telemetry("a", 1, 1, 12, start=T0 + pd.Timedelta(hours=3), noise=0.0)
+    short = telemetry("b", 1, 1, 12, start=T0 + pd.Timedelta(minutes=5), job="j1")
+    tel = pd.concat([job, late, short], ignore_index=True)
+    sessions, samples = cut_sessions(tel, SETTINGS.sessions)
+    whole = pd.concat([sessions, workload_features(sessions, samples, SETTINGS)], axis=1)
+    got = _by_slices(tel, cuts).set_index("session_id").loc[whole["session_id"]].reset_index()
+    assert len(whole) == 3 and (whole["lockstep"] > 0.5).any()
+    for column in whole.columns:
+        if whole[column].dtype.kind == "f":
+            assert np.allclose(got[column], whole[column], rtol=1e-9, equal_nan=True), column
+        elif column == DIP_TIMES:
+            assert all(map(np.array_equal, got[column], whole[column]))
+        else:
+            assert got[column].astype(str).tolist() == whole[column].astype(str).tolist()

@@ -24,6 +24,7 @@ from ..runinfo import RunReport
 from .local import run_local
 from .partition import auto_partitions, partition_of, partition_telemetry
 from .scratch import scratch_dir
+from .slices import SLICE_ROWS
 
 __all__ = ["ENGINES", "Engine", "Progress", "extract", "partition_of", "partition_telemetry"]
 
@@ -44,10 +45,13 @@ class Engine:
     work_dir: Path | None = None  # partition files (shared with dask workers); None: temp
     workers: int | None = None  # processes for the partition pass, the local engine
     # and a LocalCluster; None: one per core
+    slice_rows: int = SLICE_ROWS  # a larger partition is read in time slices of this size
 
     def __post_init__(self) -> None:
         if self.name not in ENGINES:
             raise ConfigError(f"unknown engine {self.name!r}; expected one of {', '.join(ENGINES)}")
+        if self.slice_rows < 1:
+            raise ConfigError(f"slice_rows must be at least 1, got {self.slice_rows}")
         if self.partitions is not None and self.partitions < 1:
             raise ConfigError(f"partitions must be at least 1, got {self.partitions}")
         if self.scheduler and self.name != "dask":
@@ -92,10 +96,18 @@ def extract(
                 from .dask import run_dask
 
                 results = run_dask(
-                    parts.paths, parts.files, settings, engine.scheduler, engine.workers, advance
+                    parts.paths,
+                    parts.files,
+                    settings,
+                    engine.scheduler,
+                    engine.workers,
+                    advance,
+                    engine.slice_rows,
                 )
             else:
-                results = run_local(parts.paths, parts.files, settings, advance, workers=workers)
+                results = run_local(
+                    parts.paths, parts.files, settings, advance, workers, engine.slice_rows
+                )
     for name in ("read", "sessions", "workload"):
         report.stage_seconds[f"extract_{name}"] = sum(r.seconds[name] for r in results)
     dup = quarantine.combine([r.quarantine for r in results])

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..config import Settings
 from ..errors import GpuwatchError
 from .local import PartResult, partition_features
+from .slices import SLICE_ROWS
 
 CONNECT_TIMEOUT = "10s"  # to reach a --scheduler
 
@@ -27,6 +28,7 @@ def run_dask(
     scheduler: str | None = None,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    slice_rows: int = SLICE_ROWS,
 ) -> list[PartResult]:
     """Every partition as a task on the cluster; results in partition order."""
     try:
@@ -56,6 +58,7 @@ def run_dask(
                 path,
                 list(files),
                 settings_f,
+                slice_rows,
                 pure=False,
                 key=f"gpuwatch-part-{run}-{i}",
             )

@@ -14,6 +14,7 @@ from ..config import Settings
 from ..features.workload import workload_features
 from ..sessions import cut_sessions
 from .partition import read_partition, worker_pool
+from .slices import SLICE_ROWS, partition_rows, sliced_features
 
 
 @dataclass
@@ -27,9 +28,12 @@ class PartResult:
 
 
 def partition_features(
-    paths: Sequence[Path], files: Sequence[str], settings: Settings
+    paths: Sequence[Path], files: Sequence[str], settings: Settings, slice_rows: int = SLICE_ROWS
 ) -> PartResult:
-    """Read one partition, cut its sessions and compute their workload features."""
+    """Read one partition, cut its sessions and compute their workload features; a partition
+    of more than `slice_rows` rows one time slice at a time (`slices`)."""
+    if partition_rows(paths) > slice_rows:
+        return PartResult(*sliced_features(paths, files, settings, slice_rows))
     t0 = time.perf_counter()
     telemetry, rejected = read_partition(paths, files)
     t1 = time.perf_counter()
@@ -51,6 +55,7 @@ def run_local(
     settings: Settings,
     progress: Callable[[int], None] | None = None,
     workers: int = 1,
+    slice_rows: int = SLICE_ROWS,
 ) -> list[PartResult]:
     """Every partition, in partition order: in this process, or with `workers` > 1 in that
     many forked processes (each partition is independent, so the results are the same)."""
@@ -61,7 +66,10 @@ def run_local(
         return result
 
     if workers <= 1 or len(paths) <= 1:
-        return [done(partition_features(path, files, settings)) for path in paths]
+        return [done(partition_features(path, files, settings, slice_rows)) for path in paths]
     with worker_pool(min(workers, len(paths))) as pool:
-        futures = [pool.submit(partition_features, path, list(files), settings) for path in paths]
+        futures = [
+            pool.submit(partition_features, path, list(files), settings, slice_rows)
+            for path in paths
+        ]
         return [done(future.result()) for future in futures]

@@ -1,7 +1,7 @@
 """Compute accounting: GPU-hours and estimated training FLOP per tenant and per entity.
 
 Training FLOP counts the sessions whose training evidence reaches one half, with the band of
-the FLOP estimate (`est_flop_low` to `est_flop_high`, see workload.ACTIVITY_FACTORS). The
+the FLOP estimate (`est_flop_low` to `est_flop_high`, see summary.ACTIVITY_FACTORS). The
 totals are compared with the policy's thresholds (`[accounting] thresholds_flop`): the figure
 a compliance officer weighs in a licence decision.
 """

@@ -30,7 +30,7 @@ FEATURES: tuple[Feature, ...] = (
         WORKLOAD,
         "estimated dense tensor FLOP: GPU time x peak FLOP/s of the model x achieved share of "
         "peak, from tensor activity, else SM activity, else utilisation "
-        "(workload.ACTIVITY_FACTORS)",
+        "(summary.ACTIVITY_FACTORS)",
     ),
     Feature("est_flop_low", "FLOP", WORKLOAD, "low end of the est_flop band"),
     Feature("est_flop_high", "FLOP", WORKLOAD, "high end of the est_flop band"),
