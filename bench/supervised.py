@@ -8,7 +8,13 @@ sessions; the forest alone ignores the labels. On the test days: average precisi
 at 1 % false-positive rate for "restricted training", overall and, with `--holdout FAMILY`,
 for an evasion family whose sessions and labels are removed from the training days.
 
+The fleet may also come from the independent generator (bench/indep/generate.py): its
+`access.parquet` is read instead of `access.jsonl.gz`, and its truth (`family`, `label`) is
+read as the simulator's (`scenario`, `restricted_training`); `--holdout` then names one of its
+positive families (`pos_vpn`, `pos_reseller`, ...).
+
     python bench/supervised.py FLEET_DIR [--test-days 4] [--label-share 0.01] [--holdout vpn]
+        [--draw random|review]
 """
 
 from __future__ import annotations
@@ -27,28 +33,47 @@ from detector.model.labels import match_truth
 from detector.pipeline import Inputs, build_features, train
 
 
+def read_truth(path: Path) -> pd.DataFrame:
+    """The simulator's truth, or the independent generator's read as the simulator's."""
+    truth = pd.read_csv(path)
+    if "scenario" not in truth.columns and {"family", "label"} <= set(truth.columns):
+        truth = truth.rename(columns={"family": "scenario"})
+        truth["restricted_training"] = truth["label"].astype(int) == 1
+    return truth
+
+
 def features(fleet: Path) -> pd.DataFrame:
     """Session features with the truth columns (cached beside the fleet)."""
     cache = fleet / "sessions.parquet"
     if cache.exists():
         return pd.read_parquet(cache)
-    inputs = Inputs(
-        (fleet / "telemetry.parquet",), (fleet / "access.jsonl.gz",), fleet / "tenants.csv"
-    )
+    access = next(p for p in (fleet / "access.jsonl.gz", fleet / "access.parquet") if p.exists())
+    inputs = Inputs((fleet / "telemetry.parquet",), (access,), fleet / "tenants.csv")
     table = build_features(inputs, load_settings()).sessions.reset_index(drop=True)
-    truth = match_truth(table, pd.read_csv(fleet / "truth.csv"))
+    truth = match_truth(table, read_truth(fleet / "truth.csv"))
     table = table.assign(scenario=truth["scenario"], positive=truth["restricted_training"])
     table.to_parquet(cache)
     return table
 
 
-def labels_for(table: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
+def labels_for(
+    table: pd.DataFrame, share: float, seed: int, review: np.ndarray | None = None
+) -> pd.DataFrame:
+    """`share` of the sessions labelled, half incidents and half benign, drawn at random; with
+    `review` (the forest's risk of each session), benign sessions are drawn in proportion to
+    it (plus 1): the verdicts analysts give on the cases the forest puts in front of them."""
     rng = np.random.default_rng(seed)
     n = max(2, round(share * len(table)))
+    positive = table["positive"].to_numpy(bool)
     picked = []
-    for positive in (True, False):
-        pool = table.index[table["positive"].to_numpy(bool) == positive]
-        picked.append(rng.choice(pool, size=min(len(pool), n // 2), replace=False))
+    for kind in (True, False):
+        pool = np.flatnonzero(positive == kind)
+        weight = None
+        if review is not None and not kind:
+            weight = review[pool] + 1.0
+            weight = weight / weight.sum()
+        size = min(len(pool), n // 2)
+        picked.append(table.index[rng.choice(pool, size=size, replace=False, p=weight)])
     rows = table.loc[np.concatenate(picked)]
     return pd.DataFrame(
         {
@@ -82,11 +107,19 @@ def measure(risk: np.ndarray, alert: np.ndarray, test: pd.DataFrame, family: tup
     return out
 
 
-def run(fleet: Path, test_days: float, share: float, seeds: list[int], holdout: str | None):
+def run(
+    fleet: Path,
+    test_days: float,
+    share: float,
+    seeds: list[int],
+    holdout: str | None,
+    draw: str = "random",
+) -> dict:
     settings = load_settings()
     table = features(fleet)
     cut = table["start"].max().normalize() - pd.Timedelta(days=test_days - 1)
-    family = holdout_scenarios(holdout)
+    positive = set(table.loc[table["positive"], "scenario"])
+    family = (holdout,) if holdout in positive else holdout_scenarios(holdout)
     past = table[table["start"] < cut]
     past = past[~past["scenario"].isin(family)]
     test = table[table["start"] >= cut].reset_index(drop=True)
@@ -95,8 +128,9 @@ def run(fleet: Path, test_days: float, share: float, seeds: list[int], holdout: 
     rows = [
         {"model": "forest", "seed": None} | measure(risk, risk >= forest.alert_risk, test, family)
     ]
+    review = forest.risk_score(past) if draw == "review" else None
     for seed in seeds:
-        labels = labels_for(past, share, seed)
+        labels = labels_for(past, share, seed, review)
         stored, _ = train(past, settings, labels, seed=0, holdout_share=0)
         risk = stored.risk_score(test)
         row = measure(risk, risk >= stored.alert_risk, test, family)
@@ -109,6 +143,7 @@ def run(fleet: Path, test_days: float, share: float, seeds: list[int], holdout: 
         "test_sessions": len(test),
         "test_positive": int(test["positive"].sum()),
         "holdout": list(family),
+        "draw": draw,
         "rows": rows,
     }
 
@@ -120,8 +155,14 @@ if __name__ == "__main__":
     parser.add_argument("--label-share", type=float, default=0.01)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--holdout")
+    parser.add_argument(
+        "--draw",
+        choices=("random", "review"),
+        default="random",
+        help="benign labels at random, or in proportion to the forest's risk (analysts' cases)",
+    )
     args = parser.parse_args()
-    result = run(args.fleet, args.test_days, args.label_share, args.seeds, args.holdout)
+    result = run(args.fleet, args.test_days, args.label_share, args.seeds, args.holdout, args.draw)
     frame = pd.DataFrame(result.pop("rows"))
     print(json.dumps(result, indent=1))
     print(frame.round(3).to_string(index=False))
