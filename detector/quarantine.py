@@ -14,19 +14,20 @@ def rejected(
     source: str,
     file: str | os.PathLike,
     rows: Sequence[int] | pd.Index,
-    reason: str,
-    column: str = "",
+    reason: str | Sequence[str],
+    column: str | Sequence[str] = "",
     raw: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Quarantine rows of one file for one reason (`rows` are 1-based data row numbers)."""
+    """Quarantine rows of one file (`rows` are 1-based data row numbers); one reason and
+    column for every row, or one each."""
     rows = list(rows)
     return pd.DataFrame(
         {
             "source": source,
             "file": str(file),
             "row": pd.array(rows, dtype="int64"),
-            "column": column,
-            "reason": reason,
+            "column": column if isinstance(column, str) else list(column),
+            "reason": reason if isinstance(reason, str) else list(reason),
             "raw": list(raw) if raw is not None else [""] * len(rows),
         },
         columns=COLUMNS,

@@ -1,9 +1,9 @@
 """Where feature extraction runs: in this process, partition by partition, or on Dask.
 
 Ingest gives validated batches; the partition pass (`partition.py`) writes them to tenant-hash
-partitions. Both engines run the same function on the same partitions, so
-their features are identical; only the sessions' workload features (the per-sample work) are
-computed per partition, the origin features from the small access table afterwards.
+partitions. Both engines run the same function on the same partitions, so their features are
+identical; only the sessions' workload features (the per-sample work) are computed per
+partition, the origin features from the small access table afterwards.
 """
 
 from __future__ import annotations
@@ -21,23 +21,12 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..ingest import Batch, Counts, Source
 from ..runinfo import RunReport
-from .local import PartResult, partition_features, run_local
-from .partition import Partitions, auto_partitions, partition_of, partition_telemetry
+from .local import run_local
+from .partition import auto_partitions, partition_of, partition_telemetry
 from .scratch import scratch_dir
 from .slices import SLICE_ROWS
 
-__all__ = [
-    "ENGINES",
-    "Engine",
-    "PartResult",
-    "Partitions",
-    "auto_partitions",
-    "extract",
-    "partition_features",
-    "partition_of",
-    "partition_telemetry",
-    "run_local",
-]
+__all__ = ["ENGINES", "Engine", "Progress", "extract", "partition_of", "partition_telemetry"]
 
 ENGINES = ("local", "dask")
 SESSION_ORDER = ["tenant_id", "start", "job_id", "session_id"]
@@ -85,6 +74,7 @@ def extract(
     units = source.units()
     rows = sum(u.rows for u in units) + sum(b.read for b in extra)
     n_parts = engine.partitions or auto_partitions(rows)
+    workers = engine.workers or os.cpu_count() or 1
     with scratch_dir(engine.work_dir) as tmp:
         with report.stage("partition"):
             advance = progress("reading telemetry", rows) if progress and rows else None
@@ -96,13 +86,10 @@ def extract(
                 extra=extra,
                 extra_name=extra_name,
                 progress=advance,
-                workers=engine.workers or os.cpu_count() or 1,
+                workers=workers,
             )
-        _log_stage(
-            report,
-            "partition",
-            f"{parts.counts.read} rows into {len(parts.paths)} of {n_parts} partitions",
-        )
+        what = f"{parts.counts.read} rows into {len(parts.paths)} of {n_parts} partitions"
+        _log_stage(report, "partition", what)
         advance = progress("features", len(parts.paths)) if progress else None
         with report.stage("extract"):
             if engine.name == "dask":
@@ -119,12 +106,7 @@ def extract(
                 )
             else:
                 results = run_local(
-                    parts.paths,
-                    parts.files,
-                    settings,
-                    advance,
-                    workers=engine.workers or os.cpu_count() or 1,
-                    slice_rows=engine.slice_rows,
+                    parts.paths, parts.files, settings, advance, workers, engine.slice_rows
                 )
     for name in ("read", "sessions", "workload"):
         report.stage_seconds[f"extract_{name}"] = sum(r.seconds[name] for r in results)

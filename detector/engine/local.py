@@ -3,10 +3,8 @@ processes (one per core), so memory holds at most `workers` partitions at a time
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pandas as pd
 from ..config import Settings
 from ..features.workload import workload_features
 from ..sessions import cut_sessions
-from .partition import one_thread, read_partition
+from .partition import read_partition, worker_pool
 from .slices import SLICE_ROWS, partition_rows, sliced_features
 
 
@@ -61,27 +59,17 @@ def run_local(
 ) -> list[PartResult]:
     """Every partition, in partition order: in this process, or with `workers` > 1 in that
     many forked processes (each partition is independent, so the results are the same)."""
+
+    def done(result: PartResult) -> PartResult:
+        if progress:
+            progress(1)
+        return result
+
     if workers <= 1 or len(paths) <= 1:
-        results = []
-        for path in paths:
-            results.append(partition_features(path, files, settings, slice_rows))
-            if progress:
-                progress(1)
-        return results
-    # fork: workers share the parent's imported modules and settings (as in the partition pass)
-    ctx = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    )
-    with ProcessPoolExecutor(
-        min(workers, len(paths)), mp_context=ctx, initializer=one_thread
-    ) as pool:
+        return [done(partition_features(path, files, settings, slice_rows)) for path in paths]
+    with worker_pool(min(workers, len(paths))) as pool:
         futures = [
             pool.submit(partition_features, path, list(files), settings, slice_rows)
             for path in paths
         ]
-        results = []
-        for future in futures:
-            results.append(future.result())
-            if progress:
-                progress(1)
-    return results
+        return [done(future.result()) for future in futures]

@@ -1,11 +1,8 @@
 """The partition pass: validated telemetry batches -> tenant-hash partitions on disk.
 
-Ingest (`detector.ingest`) reads and validates every input, whatever its format, in batches;
-this pass only appends each batch's accepted rows to the partition of their tenant, in bounded
-memory. Units (Parquet row-group spans, other files) are read in parallel processes, each into
-its own files; a partition is its spans' files in input order. All of a tenant's rows land in
-one partition, in input order, so a partition holds complete sessions, and its duplicates
-(ingest's one rule, `duplicates`) are found when it is read (`read_partition`).
+Spans of units are read in parallel processes, each into its own files. A tenant's rows all
+land in one partition, in input order: a partition holds complete sessions, and its duplicates
+are found when it is read (`read_partition`).
 """
 
 from __future__ import annotations
@@ -41,11 +38,8 @@ _TEXT = pa.dictionary(pa.int32(), pa.string())
 _TEXT_COLUMNS = [c.name for c in TELEMETRY.columns if c.kind == STRING]
 # On disk: the canonical telemetry columns (text dictionary-encoded), then the row's origin.
 SCHEMA = pa.schema(
-    [
-        pa.field(f.name, _TEXT if f.name in _TEXT_COLUMNS else f.type)
-        for f in arrow_schema(TELEMETRY)
-    ]
-    + [pa.field("_file", pa.int32()), pa.field("_row", pa.int64())]
+    [(f.name, _TEXT if f.name in _TEXT_COLUMNS else f.type) for f in arrow_schema(TELEMETRY)]
+    + [("_file", pa.int32()), ("_row", pa.int64())]
 )
 Progress = Callable[[int], None] | None  # called with rows read
 
@@ -118,7 +112,8 @@ class _Writer:
         for start, stop in zip(starts, np.r_[starts[1:], len(part)], strict=True):
             p = int(part[start])
             if p not in self.writers:
-                self.writers[p] = pa.ipc.new_file(self.path(p), SCHEMA, options=_IPC)
+                path = self.out_dir / f"part-{p:05d}.arrow"
+                self.writers[p] = pa.ipc.new_file(path, SCHEMA, options=_IPC)
             self.writers[p].write_table(table.slice(start, stop - start))
 
     def _recode(self, name: str, column: pa.ChunkedArray) -> pa.DictionaryArray:
@@ -126,29 +121,12 @@ class _Writer:
         values come: earlier codes never change, so each file gets dictionary deltas)."""
         codes, parts = self.codes[name], []
         for chunk in column.chunks:
-            mapping = np.array(
-                [codes.setdefault(v, len(codes)) for v in chunk.dictionary.to_pylist()] or [0],
-                dtype=np.int32,
-            )
-            if np.array_equal(mapping, np.arange(len(mapping))):  # same codes: keep them
-                parts.append(chunk.indices.cast(pa.int32()))
-            else:
-                index = mapping[chunk.indices.fill_null(0).to_numpy()]
-                parts.append(
-                    pa.array(
-                        index,
-                        mask=chunk.is_null().to_numpy(zero_copy_only=False)
-                        if chunk.null_count
-                        else None,
-                    )
-                )
+            mapping = [codes.setdefault(v, len(codes)) for v in chunk.dictionary.to_pylist()]
+            parts.append(pa.array(mapping or [0], pa.int32()).take(chunk.indices))  # null: null
         if name not in self.values or len(self.values[name]) < len(codes):
             self.values[name] = pa.array(list(codes), pa.string())
         index = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
         return pa.DictionaryArray.from_arrays(index, self.values[name])
-
-    def path(self, p: int) -> Path:
-        return self.out_dir / f"part-{p:05d}.arrow"
 
     def close(self) -> None:
         for writer in self.writers.values():
@@ -166,25 +144,15 @@ def partition_telemetry(
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> Partitions:
-    """Read `source` (its `units`, default all) and the batches `extra` already read (from
-    `extra_name`, a live server) into partitions.
-
-    With `workers` > 1 the units are split into contiguous spans, each read by one of
-    `workers` processes into its own files. `progress` is called with rows read.
-    """
+    """Read `source` (its `units`, default all) and `extra`, batches already read from
+    `extra_name` (a live server), into partitions; with `workers` > 1, contiguous spans of
+    units are read in that many processes. `progress` is called with rows read."""
     units = source.units() if units is None else units
     spans = _spans(list(units), 1 if workers <= 1 else workers * SPANS_PER_WORKER)
     result = Partitions([], [*source.names, *([extra_name] if extra else [])])
     out_dir = Path(out_dir)
     if len(spans) > 1:
-        # fork: workers share the parent's imported modules (spawn would re-import the whole
-        # CLI, ~250 MB, in each); Arrow re-creates its thread pools in a forked child.
-        ctx = multiprocessing.get_context(
-            "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        )
-        with ProcessPoolExecutor(
-            min(workers, len(spans)), mp_context=ctx, initializer=one_thread
-        ) as pool:
+        with worker_pool(min(workers, len(spans))) as pool:
             futures = [
                 pool.submit(_pass, source, span, out_dir / f"w{i:03d}", n_partitions)
                 for i, span in enumerate(spans)
@@ -200,6 +168,15 @@ def partition_telemetry(
         parts.setdefault(path.name, []).append(path)
     result.paths = [tuple(parts[name]) for name in sorted(parts)]
     return result
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` forked processes: they share the parent's imported modules (spawn, where
+    there is no fork, re-imports the whole CLI, ~250 MB, in each); Arrow re-creates its
+    thread pools in a forked child."""
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if fork else "spawn")
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=one_thread)
 
 
 def one_thread() -> None:

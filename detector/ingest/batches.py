@@ -1,19 +1,14 @@
 """The one ingest path: every input, whatever its format, becomes validated Arrow batches.
 
-`open_source` names the files of one table, each with the format its content confirms
-(`sniff.py`), and cuts them into units: Parquet row groups, streamed `BATCH_ROWS` rows at a
-time, and one unit per other file, which its reader reads whole (within the decompression
-limit, `files.Limits`) and which is validated `BATCH_ROWS` rows at a time. `Source.read`
-yields a `Batch` per piece: the accepted rows as an Arrow table of the schema's columns, their
-row numbers, the quarantine rows and the rows read. The engine reads units in worker processes,
-`read_table` in this one; either way every row passes `validate.validated` and every count
-goes into one `Counts`.
+`open_source` names a table's files with their formats; `Source.units` cuts them into units
+(Parquet row groups, other files whole) and `Source.read` yields the `Batch`es of a unit: every
+row passes `validate.validated` and every count goes into one `Counts` (DESIGN-NOTES "Ingest:
+one path").
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
@@ -21,12 +16,10 @@ from urllib.parse import unquote
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ..errors import InputError
 from ..schema import STRING, TableSchema
 from ..timeutil import utc
-from .files import InputFile, expand, read_bytes
+from .files import InputFile, expand, open_parquet, parquet_errors
 from .formats import read_any, resolve
 from .nvml import merge_long
 from .options import SourceOptions
@@ -61,10 +54,8 @@ class Counts:
     out_of_window: int = 0
 
     def add(self, batch: Batch) -> None:
-        self.read += batch.read
-        self.accepted += batch.table.num_rows
-        self.quarantined += len(batch.rejected)
-        self.out_of_window += batch.out_of_window
+        rejected, out = len(batch.rejected), batch.out_of_window
+        self.merge(Counts(batch.read, batch.table.num_rows, rejected, out))
 
     def merge(self, other: Counts) -> None:
         for name in ("read", "accepted", "quarantined", "out_of_window"):
@@ -148,19 +139,16 @@ class Source:
 
     def _outside(self, table: pa.Table) -> np.ndarray:
         """Accepted rows before `since` or from `until` on."""
-        outside = np.zeros(table.num_rows, dtype=bool)
         if WINDOW_COLUMN not in self.schema.names or (self.since is None and self.until is None):
-            return outside
+            return np.zeros(table.num_rows, dtype=bool)
         ns = table.column(WINDOW_COLUMN).combine_chunks().view(pa.int64()).to_numpy()
-        if self.since is not None:
-            outside |= ns < self.since.as_unit("ns").value
-        if self.until is not None:
-            outside |= ns >= self.until.as_unit("ns").value
-        return outside
+        since = -np.inf if self.since is None else self.since.as_unit("ns").value
+        until = np.inf if self.until is None else self.until.as_unit("ns").value
+        return (ns < since) | (ns >= until)
 
     def _parquet_units(self, index: int, file: InputFile) -> list[Unit]:
-        with _parquet_errors(file):
-            pfile = _open_parquet(file)
+        with parquet_errors(file):
+            pfile = open_parquet(file)
             keys = hive_keys(file.path, self.schema)
             check_columns(self.schema, [*pfile.schema_arrow.names, *keys], file.name)
             if file.gzip:
@@ -175,9 +163,8 @@ class Source:
     def _parquet(self, unit: Unit) -> Iterator[Batch]:
         index = unit.files[0]
         file = self.files[index]
-        with _parquet_errors(file):
-            text = [c.name for c in self.schema.columns if c.kind == STRING]
-            pfile = _open_parquet(file, text)
+        with parquet_errors(file):
+            pfile = open_parquet(file, [c.name for c in self.schema.columns if c.kind == STRING])
             names = pfile.schema_arrow.names
             keys = {k: v for k, v in hive_keys(file.path, self.schema).items() if k not in names}
             columns = [c for c in self.schema.names if c in names]
@@ -193,22 +180,6 @@ class Source:
                     table = table.append_column(key, pa.array([value] * len(table), pa.string()))
                 yield self._batch(index, table, np.arange(row, row + len(table)))
                 row += len(table)
-
-
-@contextmanager
-def _parquet_errors(file: InputFile) -> Iterator[None]:
-    """What pyarrow raises on a corrupt, empty or truncated Parquet file, as InputError."""
-    try:
-        yield
-    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # names not UTF-8
-        raise InputError(f"cannot read Parquet: {exc}", path=file.name) from exc
-
-
-def _open_parquet(file: InputFile, text: Sequence[str] = ()) -> pq.ParquetFile:
-    handle = pa.BufferReader(read_bytes(file)) if file.gzip else str(file.path)
-    stored = pq.read_schema(handle)
-    dictionary = [f.name for f in stored if f.name in text and pa.types.is_string(f.type)]
-    return pq.ParquetFile(handle, read_dictionary=dictionary)  # text as codes from the start
 
 
 def _guess_rows(file: InputFile) -> int:

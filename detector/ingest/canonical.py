@@ -35,12 +35,9 @@ def read_table(
     until: pd.Timestamp | None = None,
     options: SourceOptions | None = None,
 ) -> Loaded:
-    """Read files and folders (Parquet, CSV, JSON Lines, JSON, foreign formats; optionally
-    gzip) as `schema`, in this process (`batches.open_source` says how).
-
+    """Read files and folders as `schema`, in this process (`batches.open_source` says how).
     Every row ends up in exactly one place: the table (typed, schema columns only, in file
-    order), the quarantine (with a reason), or outside the [since, until) window.
-    """
+    order), the quarantine (with a reason), or outside the [since, until) window."""
     src = open_source(
         paths, schema, source=source, fmt=fmt, since=since, until=until, options=options
     )
@@ -76,14 +73,9 @@ def duplicate_rows(
 ) -> pd.DataFrame:
     """Quarantine rows for duplicates: `origin` holds each one's (file index, row)."""
     files = pd.Series(np.asarray(names, dtype=object)[origin[:, 0]]) if len(origin) else []
-    frame = quarantine.rejected(
-        source,
-        "",
-        origin[:, 1],
-        "duplicate",
-        column=",".join(schema.key),
-        raw=raw_json(dups[schema.names], np.ones(len(dups), dtype=bool)),
-    )
+    raw = raw_json(dups[schema.names], np.ones(len(dups), dtype=bool))
+    key = ",".join(schema.key)
+    frame = quarantine.rejected(source, "", origin[:, 1], "duplicate", column=key, raw=raw)
     frame["file"] = files
     return frame
 

@@ -1,10 +1,7 @@
 """AWS CloudTrail log files (`{"Records": [...]}`, plain or gzip) -> access events.
 
-One record is one row, numbered by its position in `Records`. Calls made by AWS services on a
-principal's behalf (`sourceIPAddress` such as `ec2.amazonaws.com` or `AWS Internal`) carry no
-network origin: they are not access events and not rows. The tenant is the caller's account
-(`userIdentity.accountId`, else `recipientAccountId`) unless the tenant map names one for it.
-A file cut short keeps the records before the cut and quarantines the rest as one row.
+One record is one row; calls AWS services make on a principal's behalf are not rows; a file cut
+short keeps the records before the cut (DESIGN-NOTES "Real inputs").
 """
 
 from __future__ import annotations
@@ -19,13 +16,11 @@ from .. import quarantine
 from ..errors import InputError
 from ..schema import TableSchema
 from .files import InputFile, read_bytes
-from .jsonl import RAW_LIMIT
 from .options import SourceOptions
 from .readers import RawFile
-from .text import NOT_UTF8
+from .text import NOT_UTF8, RAW_LIMIT, objects
 
 INVALID = "invalid JSON"
-NOT_OBJECT = "not a JSON object"
 _RECORDS = re.compile(r'^\s*\{\s*"Records"\s*:\s*\[')
 _SERVICE = r"^(?:[a-z0-9-]+\.)+amazonaws\.com(?:\.cn)?$|^AWS Internal$"
 _REPLACED = "\ufffd"  # a byte that is not UTF-8, replaced on decoding
@@ -34,25 +29,15 @@ _REPLACED = "\ufffd"  # a byte that is not UTF-8, replaced on decoding
 def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptions) -> RawFile:
     text = read_bytes(file).decode("utf-8", "replace").removeprefix("\ufeff")
     records, cut = _records(text, file)
-    rows = np.arange(1, len(records) + 1)
-    is_object = np.array([isinstance(r, dict) for r in records], dtype=bool)
-    rejected = [
-        quarantine.rejected(
-            source,
-            file.name,
-            rows[~is_object],
-            NOT_OBJECT,
-            raw=[_raw(r) for r, ok in zip(records, is_object, strict=True) if not ok],
-        )
-    ]
+    found, rows, not_objects = objects(records, source, file.name)
+    rejected = [not_objects]
     if cut is not None:
         rejected.append(
             quarantine.rejected(
                 source, file.name, [len(records) + 1], INVALID, raw=[json.dumps(cut[:RAW_LIMIT])]
             )
         )
-    frame = pd.json_normalize([r for r, ok in zip(records, is_object, strict=True) if ok])
-    rows = rows[is_object]
+    frame = pd.json_normalize(found)
 
     def get(name: str) -> pd.Series:
         return frame[name] if name in frame else pd.Series(np.nan, index=frame.index, dtype=object)

@@ -53,17 +53,7 @@ _SPLIT = {"DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL": "nvlink_rx_bps"}  # the other ha
 # Labels dcgm-exporter writes (with Kubernetes pod mapping), in order of preference.
 HOST_LABELS = ("Hostname", "hostname", "instance")
 GPU_LABELS = ("gpu", "UUID")
-LABELS = (
-    "Hostname",
-    "hostname",
-    "instance",
-    "gpu",
-    "UUID",
-    "modelName",
-    "namespace",
-    "pod",
-    "container",
-)
+LABELS = (*HOST_LABELS, *GPU_LABELS, "modelName", "namespace", "pod", "container")
 
 _MAX_MS = 9.2e15  # milliseconds within the datetime64[ns] range
 
@@ -97,11 +87,13 @@ def rates(samples: pd.DataFrame, series: np.ndarray) -> pd.Series:
 
 
 def assemble(samples: pd.DataFrame, options: SourceOptions) -> tuple[pd.DataFrame, np.ndarray]:
-    """Canonical telemetry rows from DCGM samples, and the first source row of each.
+    """Canonical telemetry rows from DCGM samples (maybe none), and the first source row of each.
 
     `samples` columns: `row` (line or position), `name`, `ts` (epoch seconds), `value`, and the
     labels (missing label = NaN). Samples of metrics not in FIELDS must already be dropped.
     """
+    if samples.empty:
+        return pd.DataFrame(), np.zeros(0, dtype=np.int64)
     labels = [c for c in labels_needed(options) if c in samples.columns]
     host = _first_of(samples, HOST_LABELS)
     gpu = _first_of(samples, GPU_LABELS)
@@ -152,14 +144,9 @@ def assemble(samples: pd.DataFrame, options: SourceOptions) -> tuple[pd.DataFram
         .set_index("_gpu")
     )
     at = keys.loc[head["gpu"].to_numpy()]
-    label = (
-        at[options.tenant_label]
-        if options.tenant_label in at
-        else pd.Series(np.nan, index=at.index, dtype="str")
-    )
     tenant = options.tenant(
         [("pod", _col(at, "pod")), ("namespace", _col(at, "namespace")), ("host", at["_host"])],
-        label,
+        _col(at, options.tenant_label),
     )
     frame = pd.DataFrame(
         {

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..config import MAX_INPUT_MIB
 from ..errors import InputError
@@ -54,16 +58,6 @@ class InputFile:
         return str(self.path)
 
 
-def detect(path: Path) -> tuple[str, bool] | None:
-    """(format, gzip) from the file name, or None when the extension is not known."""
-    suffixes = [s.lower() for s in path.suffixes]
-    gz = bool(suffixes) and suffixes[-1] == ".gz"
-    if gz:
-        suffixes = suffixes[:-1]
-    fmt = _SUFFIXES.get(suffixes[-1]) if suffixes else None
-    return (fmt, gz) if fmt else None
-
-
 def expand(
     paths: Sequence[str | Path] | str | Path, fmt: str = "auto", limits: Limits = Limits()
 ) -> list[InputFile]:
@@ -100,7 +94,7 @@ def expand(
             out.extend(readable)
         else:
             one = _classify(path, fmt, limits, named=True)
-            if one is None and not detect_suffix(path):  # no extension: sniff the content
+            if one is None and all(s.lower() == ".gz" for s in path.suffixes):  # sniff it
                 one = InputFile(path, SNIFF, False, limits)
             if one is None:
                 raise InputError(
@@ -114,20 +108,19 @@ def expand(
     return out
 
 
-def detect_suffix(path: Path) -> str:
-    """The last extension that is not `.gz` (empty when there is none)."""
-    suffixes = [s for s in path.suffixes if s.lower() != ".gz"]
-    return suffixes[-1] if suffixes else ""
+def read_head(file: InputFile, size: int) -> bytes:
+    """At most `size` bytes from the start of the file, decompressed when it is gzip."""
+    try:
+        with gzip.open(file.path, "rb") if file.gzip else open(file.path, "rb") as fh:
+            return fh.read(size)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"cannot read file: {_describe(exc)}", path=file.name) from exc
 
 
 def read_bytes(file: InputFile) -> bytes:
     """The file's content, decompressed when it is gzip; InputError beyond `max_bytes`."""
     limit = file.limits.max_bytes
-    try:
-        with gzip.open(file.path, "rb") if file.gzip else open(file.path, "rb") as fh:
-            data = fh.read(limit + 1)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputError(f"cannot read file: {_describe(exc)}", path=file.name) from exc
+    data = read_head(file, limit + 1)
     if len(data) > limit:
         raise InputError(
             f"holds more than {limit // MIB} MiB{' once decompressed' if file.gzip else ''}"
@@ -137,6 +130,24 @@ def read_bytes(file: InputFile) -> bytes:
     return data
 
 
+def open_parquet(file: InputFile, dictionary: Sequence[str] = ()) -> pq.ParquetFile:
+    """A Parquet file (gzip: read whole), its text columns `dictionary` read as codes."""
+    handle = pa.BufferReader(read_bytes(file)) if file.gzip else str(file.path)
+    with parquet_errors(file):
+        stored = pq.read_schema(handle)
+        text = [f.name for f in stored if f.name in dictionary and pa.types.is_string(f.type)]
+        return pq.ParquetFile(handle, read_dictionary=text)
+
+
+@contextmanager
+def parquet_errors(file: InputFile) -> Iterator[None]:
+    """What pyarrow raises on a corrupt, empty or truncated Parquet file, as InputError."""
+    try:
+        yield
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # names not UTF-8
+        raise InputError(f"cannot read Parquet: {exc}", path=file.name) from exc
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, gzip.BadGzipFile | EOFError | zlib.error):
         return f"invalid or truncated gzip ({exc or type(exc).__name__})"
@@ -144,12 +155,16 @@ def _describe(exc: BaseException) -> str:
 
 
 def _classify(path: Path, fmt: str, limits: Limits, *, named: bool) -> InputFile | None:
-    """Format of one file; a forced `fmt` applies to any file named directly, and to the files
-    of a folder whose extension is known."""
-    found = detect(path)
-    if fmt != "auto" and (named or found):
-        return InputFile(path, fmt, path.suffix.lower() == ".gz", limits)
-    return InputFile(path, *found, limits) if found else None
+    """Format and compression of one file from its name (None: an unknown extension); a forced
+    `fmt` applies to any file named directly, and to the files of a folder whose extension is
+    known."""
+    suffixes = [s.lower() for s in path.suffixes]
+    gz = suffixes[-1:] == [".gz"]
+    last = suffixes[-2:-1] if gz else suffixes[-1:]
+    known = _SUFFIXES.get(last[0]) if last else None
+    if fmt != "auto" and (named or known):
+        return InputFile(path, fmt, gz, limits)
+    return InputFile(path, known, gz, limits) if known else None
 
 
 def _hidden(relative: Path) -> bool:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from ..errors import InputError
 from ..schema import TableSchema
-from . import cloudtrail, nvml, prometheus_text, sshd, vpcflow
-from .files import InputFile
+from . import cloudtrail, nvml, prometheus_text, readers, sshd, vpcflow
+from .files import FOREIGN, InputFile
 from .options import SourceOptions
-from .readers import RawFile, read_raw
+from .readers import RawFile
 from .sniff import sniff
 
-_FOREIGN = {
+_READERS = {
+    "csv": readers.read_csv,
+    "jsonl": readers.read_jsonl,
+    "json": readers.read_json,
     "prometheus": prometheus_text.read,
     "nvml": nvml.read,
     "cloudtrail": cloudtrail.read,
@@ -24,7 +27,7 @@ def resolve(file: InputFile, schema: TableSchema, options: SourceOptions, auto: 
     """`file` with the format to read it with; with `auto`, its content may override what the
     extension says."""
     fmt = sniff(file, schema, options) if auto or file.fmt == "sniff" else file.fmt
-    if fmt in _FOREIGN and (fmt in _TELEMETRY_ONLY) != (schema.name == "telemetry"):
+    if fmt in FOREIGN and (fmt in _TELEMETRY_ONLY) != (schema.name == "telemetry"):
         raise InputError(
             f"{fmt} files hold {'telemetry' if fmt in _TELEMETRY_ONLY else 'access'}"
             f" records, not {schema.name}",
@@ -35,5 +38,4 @@ def resolve(file: InputFile, schema: TableSchema, options: SourceOptions, auto: 
 
 def read_any(file: InputFile, schema: TableSchema, source: str, options: SourceOptions) -> RawFile:
     """Read a resolved `file` (not Parquet: `batches.py` streams that) with its reader."""
-    reader = _FOREIGN.get(file.fmt)
-    return reader(file, schema, source, options) if reader else read_raw(file, schema, source)
+    return _READERS[file.fmt](file, schema, source, options)

@@ -1,15 +1,9 @@
 """JSON Lines: parsed by pyarrow.json; bad lines are found by bisection and reported.
 
-pyarrow's JSON reader is never handed what crashes it (a first line `null`, or a value nested
-thousands deep, ends the process with a segmentation fault): a line that does not start with
-`{`, holds more `{`/`[` than `Limits.max_depth` or is longer than `Limits.max_line` is parsed
-on its own with `json.loads`, its depth checked, and only then read by pyarrow.
-
-A whole file that pyarrow parses is the common case. When it fails (a truncated line, a line
-that is not an object, a field whose type changes from line to line) the file is split in
-halves that are parsed again, down to pieces of `PER_LINE` lines, which are parsed line by line
-with `json.loads`. One bad line in a large file thus costs a few pyarrow passes, not a Python
-loop over every line.
+Lines that could crash pyarrow (not starting with `{`, more `{`/`[` than `Limits.max_depth`,
+longer than `Limits.max_line`, not UTF-8) are checked alone with `json.loads` first. A piece
+pyarrow fails on is halved until it parses or is `PER_LINE` lines, read line by line: one bad
+line in a large file costs a few pyarrow passes, not a Python loop over every line.
 """
 
 from __future__ import annotations
@@ -24,20 +18,10 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from .files import Limits
-
-
-def is_utf8(chunk: bytes) -> bool:
-    try:
-        chunk.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
+from .text import NOT_OBJECT, NOT_UTF8, RAW_LIMIT, is_utf8
 
 PER_LINE = 2048  # lines: a failing piece this small is parsed line by line
-NOT_UTF8 = "not UTF-8"
 _SPACE = np.frombuffer(b" \t\r\n\f\v", dtype=np.uint8)
-RAW_LIMIT = 1000  # characters of a bad line kept
 
 
 @dataclass
@@ -47,17 +31,6 @@ class Parsed:
     frame: pd.DataFrame
     rows: np.ndarray
     bad: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, raw JSON)
-
-
-def parse(
-    data: bytes,
-    convert: Callable[[pa.Table], pd.DataFrame],
-    names: Collection[str],
-    limits: Limits,
-) -> Parsed:
-    """Parse JSON Lines `data`; `convert` turns a pyarrow table into pandas (keeping the
-    columns it wants), `names` are the columns kept from objects parsed line by line."""
-    return _Parser(data, convert, names, limits).run()
 
 
 def depth(value: object) -> int:
@@ -73,7 +46,10 @@ def depth(value: object) -> int:
     return deepest
 
 
-class _Parser:
+class Parser:
+    """Parses JSON Lines `data` (`run`); `convert` turns a pyarrow table into pandas (keeping
+    the columns it wants), `names` are the columns kept from objects parsed line by line."""
+
     def __init__(
         self,
         data: bytes,
@@ -95,16 +71,13 @@ class _Parser:
     def _suspect(self, raw: np.ndarray) -> np.ndarray:
         """Lines pyarrow may not be handed as they are: not starting with `{`, too many
         brackets for the depth limit, or too long."""
-        solid = np.flatnonzero(~np.isin(raw, _SPACE))
-        first = np.searchsorted(solid, self.starts)
-        found = first < len(solid)
-        head = np.where(found, solid[np.minimum(first, len(solid) - 1)], 0) if len(solid) else 0
-        nonblank = found & (head < self.ends)
+        solid = np.r_[np.flatnonzero(~np.isin(raw, _SPACE)), len(raw)]  # and an end mark
+        head = solid[np.searchsorted(solid, self.starts)]  # each line's first non-space byte
+        nonblank = head < self.ends
+        starts_object = np.zeros(len(self.starts), dtype=bool)
+        starts_object[nonblank] = raw[head[nonblank]] == 0x7B
         opens = np.concatenate([[0], np.cumsum((raw == 0x7B) | (raw == 0x5B))])
         brackets = opens[self.ends] - opens[self.starts]
-        starts_object = np.zeros(len(self.starts), dtype=bool)
-        if len(solid):
-            starts_object[nonblank] = raw[np.asarray(head)[nonblank]] == 0x7B
         too_long = self.ends - self.starts > self.limits.max_line
         suspect = ~starts_object | (brackets > self.limits.max_depth) | too_long
         try:  # pyarrow takes bytes that are not UTF-8 into its strings
@@ -190,7 +163,7 @@ class _Parser:
                 records.append(value)
                 rows.append(index + 1)
             else:
-                self.bad.append((index + 1, "not a JSON object", json.dumps(value)[:RAW_LIMIT]))
+                self.bad.append((index + 1, NOT_OBJECT, json.dumps(value)[:RAW_LIMIT]))
         if not records:
             return
         try:

@@ -1,9 +1,6 @@
 """NVML / nvidia-smi style exports with foreign column names and units, through a declared
-column mapping (TOML; bundled ones in `detector/data/mappings/`, see DESIGN-NOTES "Real inputs").
-
-Wide layout: one row per GPU and sample, one column per metric. Long layout: one metric per
-file (`[metrics]`: file name pattern -> canonical column) with a `value` column; the rows of
-such files that share their key columns are merged into one telemetry row (`merge_long`).
+column mapping (TOML; bundled ones in `detector/data/mappings/`; DESIGN-NOTES "Column mappings").
+Long layout (one metric per file): rows sharing their key merge across files (`merge_long`).
 """
 
 from __future__ import annotations
@@ -18,13 +15,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import quarantine
 from ..errors import ConfigError, InputError
-from ..schema import TELEMETRY, TIMESTAMP, TableSchema
-from .files import InputFile, read_bytes
+from ..schema import TELEMETRY, TIMESTAMP, Column, TableSchema
+from .files import InputFile, open_parquet, parquet_errors
 from .options import SourceOptions
 from .readers import RawFile, csv_header, csv_rows
 
@@ -175,13 +170,7 @@ def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptio
     frame, rows, rejected = _read_source(file, mapping.sources(targets), source)
     out = pd.DataFrame(index=frame.index)
     for target, src in targets.items():
-        out[target] = _convert(
-            frame,
-            src,
-            TELEMETRY.column(target).unit,
-            mapping.missing,
-            TELEMETRY.column(target).kind == TIMESTAMP,
-        )
+        out[target] = _convert(frame, src, TELEMETRY.column(target), mapping.missing)
     for target, value in mapping.constants.items():
         out[target] = value
     return RawFile(file, out, rows, rejected, merge_on=mapping.key if mapping.long else ())
@@ -194,13 +183,10 @@ def _read_source(
         header = csv_header(file)
         _require(needed, header, file)
         return csv_rows(file, header, needed, source)
-    try:
-        handle = pa.BufferReader(read_bytes(file)) if file.gzip else str(file.path)
-        pfile = pq.ParquetFile(handle)
+    with parquet_errors(file):
+        pfile = open_parquet(file)
         _require(needed, pfile.schema_arrow.names, file)
         frame = pfile.read(columns=needed).to_pandas()
-    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # names not UTF-8
-        raise InputError(f"cannot read Parquet: {exc}", path=file.name) from exc
     return frame, np.arange(1, len(frame) + 1), quarantine.empty()
 
 
@@ -215,10 +201,10 @@ def _require(needed: list[str], present: list[str], file: InputFile) -> None:
 
 
 def _convert(
-    frame: pd.DataFrame, src: Source, canonical: str, missing: tuple[float, ...], timestamp: bool
+    frame: pd.DataFrame, src: Source, target: Column, missing: tuple[float, ...]
 ) -> pd.Series:
-    """The source column in the canonical unit; text that is not a number is kept as read, so
-    that validation quarantines it with the usual reason."""
+    """The source column in the unit of `target`; text that is not a number is kept as read,
+    so that validation quarantines it with the usual reason."""
     values = frame[src.column]
     if src.unit is None or src.unit == "iso":
         return values
@@ -227,8 +213,8 @@ def _convert(
         numbers = numbers - pd.to_numeric(frame[src.minus], errors="coerce")
     if missing:
         numbers = numbers.mask(numbers.isin(missing))
-    factor = UNITS[canonical][src.unit]
-    converted = numbers * factor if not timestamp or factor != 1.0 else numbers
+    factor = UNITS[target.unit][src.unit]
+    converted = numbers * factor if target.kind != TIMESTAMP or factor != 1.0 else numbers
     unreadable = (
         numbers.isna() & values.notna() & ~pd.to_numeric(values, errors="coerce").isin(missing)
     )

@@ -60,18 +60,12 @@ def load_tenant_map(path: str | Path) -> TenantMap:
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """How to turn a foreign format's records into canonical rows.
+    """How to turn a foreign format's records into canonical rows."""
 
-    tenant_label: the Prometheus label that names the tenant (default `namespace`);
-    tenant_map: explicit pod/namespace/host/account/... -> tenant assignments, used first;
-    columns: a column mapping (bundled name such as `nvml-spar`, or a TOML path) for `nvml`;
-    limits: what one file may cost (`files.Limits`).
-    """
-
-    tenant_label: str = "namespace"
-    tenant_map: TenantMap | None = None
-    columns: str | Path | None = None
-    limits: Limits = Limits()
+    tenant_label: str = "namespace"  # the Prometheus label that names the tenant
+    tenant_map: TenantMap | None = None  # pod/namespace/host/account/... -> tenant, used first
+    columns: str | Path | None = None  # nvml column mapping: bundled name (`nvml-spar`) or TOML
+    limits: Limits = Limits()  # what one file may cost
 
     def tenant(self, keys: Sequence[tuple[str, pd.Series]], fallback: pd.Series) -> pd.Series:
         """Tenant per row: the map's answer for the first known key, else `fallback`."""

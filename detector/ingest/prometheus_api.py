@@ -1,11 +1,8 @@
 """A live Prometheus server -> telemetry: the dcgm-exporter series through `query_range`.
 
-Each DCGM field of `dcgm.FIELDS` the server holds is queried in chunks of at most
-`max_points` evaluation steps (Prometheus refuses more than 11,000 points per series), once for
-its values and once as `timestamp(...)`: every point then carries the time of the scrape it
-came from, so a scrape seen at several steps (lookback) is one sample, and the rows are the
-scraped samples themselves, not a resampling. `step` must not exceed the scrape interval or
-samples are skipped.
+Each DCGM field is queried in chunks of at most `max_points` steps, for its values and as
+`timestamp(...)`: the rows are the scraped samples themselves, not a resampling, as long as
+`step` does not exceed the scrape interval (DESIGN-NOTES "Live Prometheus").
 """
 
 from __future__ import annotations
@@ -34,6 +31,7 @@ from .readers import RawFile
 
 MAX_POINTS = 11_000  # Prometheus' limit of points per series in one query_range
 MAX_BODY_BYTES = 256 * 2**20  # a larger answer is refused: a shorter window or larger step
+_Series = tuple[dict[str, str], list[float], list[str]]  # labels, evaluation times, values
 
 
 @dataclass(frozen=True)
@@ -93,11 +91,7 @@ def query_prometheus(
         samples = samples.sort_values(["name", "ts"], kind="stable").reset_index(drop=True)
         samples["row"] = np.arange(1, len(samples) + 1)
     file = InputFile(Path(client.where), "prometheus", False)
-    if samples.empty:
-        raw = RawFile(file, pd.DataFrame(), np.zeros(0, dtype=np.int64), quarantine.empty())
-    else:
-        frame, rows = dcgm.assemble(samples, options)
-        raw = RawFile(file, frame, rows, quarantine.empty())
+    raw = RawFile(file, *dcgm.assemble(samples, options), quarantine.empty())
     return Source(TELEMETRY, (file,), source, options, since, until), raw
 
 
@@ -255,17 +249,8 @@ class _Client:
                 raise bad(f"series {number}: a point's time is not a number")
             if not all(isinstance(v, str) for v in text):
                 raise bad(f"series {number}: a point's value is not a string")
-            out.append(_Series(metric, np.array(times, dtype=float), text))
+            out.append((metric, [float(t) for t in times], text))
         return out
-
-
-@dataclass(frozen=True)
-class _Series:
-    """One series of a query_range answer: labels, evaluation times, values as sent."""
-
-    metric: dict[str, str]
-    times: np.ndarray
-    values: list[str]
 
 
 def _token(path: Path) -> str:
@@ -296,15 +281,13 @@ def _join(name: str, values: list[_Series], stamps: list[_Series]) -> list[pd.Da
     def key(metric: dict[str, str]) -> tuple[tuple[str, str], ...]:
         return tuple(sorted((k, v) for k, v in metric.items() if k != "__name__"))
 
-    times = {key(s.metric): dict(zip(s.times.tolist(), s.values, strict=True)) for s in stamps}
+    times = {key(metric): dict(zip(steps, text, strict=True)) for metric, steps, text in stamps}
     out = []
-    for series in values:
-        at = times.get(key(series.metric), {})
-        value = pd.to_numeric(pd.Series(series.values, dtype=object), errors="coerce")
-        ts = pd.to_numeric(
-            pd.Series([at.get(t) for t in series.times.tolist()], dtype=object), errors="coerce"
-        )
-        labels = {k: v for k, v in series.metric.items() if k != "__name__"}
+    for metric, steps, text in values:
+        at = times.get(key(metric), {})
+        value = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce")
+        ts = pd.to_numeric(pd.Series([at.get(t) for t in steps], dtype=object), errors="coerce")
+        labels = {k: v for k, v in metric.items() if k != "__name__"}
         frame = pd.DataFrame(
             {"name": name, "ts": ts.to_numpy(), "value": value.to_numpy(), **labels}
         )

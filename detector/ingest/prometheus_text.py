@@ -1,15 +1,13 @@
 """Prometheus text exposition and OpenMetrics dumps of dcgm-exporter -> telemetry rows.
 
-A file holds one scrape or many concatenated. Timestamps: OpenMetrics (a `# EOF` line) in
-seconds, the Prometheus text format in milliseconds; samples without one get the file's
-modification time (the moment the scrape was saved). Only the DCGM fields of `dcgm.FIELDS`
-are read; other metrics and comments are not rows. A row is one GPU at one timestamp, numbered
-by the line of its first sample; a line that is not a valid sample is quarantined.
+One row per GPU and timestamp, numbered by the line of its first sample; samples without a
+timestamp get the file's modification time (DESIGN-NOTES "Real inputs").
 """
 
 from __future__ import annotations
 
-import numpy as np
+from functools import partial
+
 import pandas as pd
 
 from .. import quarantine
@@ -60,20 +58,15 @@ def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptio
     ts = ts if openmetrics else ts / 1000.0
     ts = ts.fillna(float(int(file.path.stat().st_mtime)))
     wanted = parts["name"].isin(dcgm.FIELDS.keys())
+    reject = partial(text.rejected_lines, source, file.name)
     rejected = [
-        text.rejected_lines(source, file.name, bad_bytes, text.NOT_UTF8),
-        text.rejected_lines(source, file.name, body[~matched], MALFORMED),
-        text.rejected_lines(source, file.name, body[matched & wanted & ~value_ok], BAD_VALUE),
-        text.rejected_lines(
-            source, file.name, body[matched & wanted & value_ok & ~ts_ok], BAD_TIMESTAMP
-        ),
+        reject(bad_bytes, text.NOT_UTF8),
+        reject(body[~matched], MALFORMED),
+        reject(body[matched & wanted & ~value_ok], BAD_VALUE),
+        reject(body[matched & wanted & value_ok & ~ts_ok], BAD_TIMESTAMP),
     ]
     good = (matched & wanted & value_ok & ts_ok).to_numpy()
     samples = _samples(body[good], parts[good], value[good], ts[good], options)
-    if samples.empty:
-        return RawFile(
-            file, pd.DataFrame(), np.zeros(0, dtype=np.int64), quarantine.combine(rejected)
-        )
     frame, rows = dcgm.assemble(samples, options)
     return RawFile(file, frame, rows, quarantine.combine(rejected))
 

@@ -1,19 +1,16 @@
-"""Text format readers (CSV, JSON Lines, JSON): one file -> the schema's columns it holds,
-values as read (untyped). Parquet is streamed by `batches.py`.
+"""CSV, JSON Lines and JSON: one file -> the schema's columns it holds, values as read.
 
-Rows the parser itself cannot turn into values (a CSV row with the wrong number of fields, a
-JSONL line that is not JSON) are returned as quarantine rows; a file that cannot be read at all
-raises `InputError`, a file without a required column `SchemaError`.
+Rows the parser cannot read are quarantine rows; a file that cannot be read at all raises
+`InputError`, one without a required column `SchemaError`. Parquet is streamed by `batches.py`.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import json
-import zlib
 from dataclasses import dataclass
 from functools import partial
+from itertools import compress
 
 import numpy as np
 import pandas as pd
@@ -24,13 +21,14 @@ from .. import quarantine
 from ..errors import InputError
 from ..schema import TableSchema
 from . import jsonl
-from .files import InputFile, read_bytes
-from .jsonl import RAW_LIMIT
-from .text import NOT_UTF8, is_utf8
+from .files import InputFile, read_bytes, read_head
+from .options import SourceOptions
+from .text import NOT_UTF8, RAW_LIMIT, is_utf8, objects
 from .validate import arrow_to_pandas, check_columns
 
 # Cell texts that mean "no value" in CSV. Not pandas' long list: "NA" is Namibia's country code.
 CSV_NULLS = ["", "null", "NULL", "NaN", "nan"]
+WRONG_FIELDS = "malformed row: wrong number of fields"
 _HEADER_LIMIT = 1 << 20  # bytes: a header line longer than this is not a CSV header
 
 
@@ -44,16 +42,6 @@ class RawFile:
     rejected: pd.DataFrame  # rows the parser could not read (detector.quarantine.COLUMNS)
     merge_on: tuple[str, ...] = ()  # long-layout files: merge rows with this key across files
 
-    @property
-    def n_rows(self) -> int:
-        return len(self.frame) + len(self.rejected)
-
-
-def read_raw(file: InputFile, schema: TableSchema, source: str) -> RawFile:
-    """Read one file with the reader of its format."""
-    reader = {"csv": _read_csv, "jsonl": _read_jsonl, "json": _read_json}[file.fmt]
-    return reader(file, schema, source)
-
 
 # --- CSV -----------------------------------------------------------------------------------
 # pyarrow.csv rather than pandas: multi-threaded C++ parsing, every column read as text (so a
@@ -61,7 +49,7 @@ def read_raw(file: InputFile, schema: TableSchema, source: str) -> RawFile:
 # the wrong number of fields that pandas offers only in its slow Python engine.
 
 
-def _read_csv(file: InputFile, schema: TableSchema, source: str) -> RawFile:
+def read_csv(file: InputFile, schema: TableSchema, source: str, options: SourceOptions) -> RawFile:
     header = csv_header(file)
     present = check_columns(schema, header, file.name)
     return RawFile(file, *csv_rows(file, header, present, source))
@@ -78,70 +66,40 @@ def csv_rows(
     frame = table.to_pandas()
     bad = np.array([number - 1 for number, _ in bad_rows], dtype=np.int64)
     rows = np.arange(1, len(frame) + len(bad) + 1)
-    if len(bad):
-        rows = rows[~np.isin(rows, bad)]
+    rows = rows[~np.isin(rows, bad)]
     if kept is not None:  # rows of the cleaned text -> rows of the file
         rows, bad = kept[rows - 1], kept[bad - 1]
-    rejected = quarantine.rejected(
-        source,
-        file.name,
-        bad,
-        "malformed row: wrong number of fields",
-        raw=[json.dumps(text[:RAW_LIMIT]) for _, text in bad_rows],
-    )
+    raw = [json.dumps(text[:RAW_LIMIT]) for _, text in bad_rows]
+    rejected = quarantine.rejected(source, file.name, bad, WRONG_FIELDS, raw=raw)
     return frame, rows, quarantine.combine([not_utf8, rejected])
 
 
 def _utf8_lines(
     data: bytes, file: InputFile, source: str
 ) -> tuple[bytes, np.ndarray | None, pd.DataFrame]:
-    """Drop data lines that are not UTF-8 (quarantined): pyarrow cannot even report them.
-
-    Returns the text to parse, the file's data row number of each kept data row (None when
-    nothing was dropped) and the quarantine rows.
-    """
-    try:
-        data.decode("utf-8")
+    """Drop the data lines that are not UTF-8 (pyarrow cannot even report them): the text to
+    parse, the file's data row of each kept row (None: nothing dropped), quarantine rows."""
+    if is_utf8(data):
         return data, None, quarantine.empty()
-    except UnicodeDecodeError:  # rare: find the offending lines, one by one
-        pass
-    lines = data.splitlines()  # at \r too, as pyarrow ends a row there
-    ok = np.array([is_utf8(line) for line in lines], dtype=bool)
-    ok[0] = True  # the header decoded already (csv_header)
+    lines = data.splitlines()  # rare: the offending lines, split at \r too as pyarrow does
+    dropped = np.array([not is_utf8(line) for line in lines], dtype=bool)
+    dropped[0] = False  # the header decoded already (csv_header)
     rows = np.arange(len(lines))  # data row numbers: the header is row 0
-    dropped = ~ok & (rows > 0) & np.array([bool(line.strip()) for line in lines])
-    rejected = quarantine.rejected(
-        source,
-        file.name,
-        rows[dropped],
-        NOT_UTF8,
-        raw=[
-            json.dumps(lines[i].decode("utf-8", "replace")[:RAW_LIMIT])
-            for i in np.flatnonzero(dropped)
-        ],
-    )
-    keep = ~dropped
-    return (
-        b"\n".join(line for line, k in zip(lines, keep, strict=True) if k),
-        rows[keep][1:],
-        rejected,
-    )
+    raw = [json.dumps(b.decode("utf-8", "replace")[:RAW_LIMIT]) for b in compress(lines, dropped)]
+    rejected = quarantine.rejected(source, file.name, rows[dropped], NOT_UTF8, raw=raw)
+    return b"\n".join(compress(lines, ~dropped)), rows[~dropped][1:], rejected
 
 
 def csv_header(file: InputFile) -> list[str]:
+    line = read_head(file, _HEADER_LIMIT).split(b"\n", 1)[0]
     try:
-        opener = gzip.open if file.gzip else open
-        with opener(file.path, "rb") as fh:
-            line = fh.readline(_HEADER_LIMIT).decode("utf-8-sig")
-        header = next(csv.reader([line]), None)
+        header = next(csv.reader([line.decode("utf-8-sig")]), None)
     except UnicodeDecodeError as exc:
         raise InputError(
             "not UTF-8 text: cannot read the CSV header", path=file.name, row=0
         ) from exc
     except csv.Error as exc:
         raise InputError(f"not a CSV file: {exc}", path=file.name) from exc
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputError(f"cannot read file: {exc}", path=file.name) from exc
     if not header or not any(h.strip() for h in header):
         raise InputError("empty CSV file: no header row", path=file.name)
     return [h.strip() for h in header]
@@ -179,36 +137,26 @@ def _parse_csv(
 # --- JSON Lines and JSON -------------------------------------------------------------------
 
 
-def _read_jsonl(file: InputFile, schema: TableSchema, source: str) -> RawFile:
+def read_jsonl(
+    file: InputFile, schema: TableSchema, source: str, options: SourceOptions
+) -> RawFile:
     return _parse_jsonl(read_bytes(file), file, schema, source)
 
 
 def _parse_jsonl(data: bytes, file: InputFile, schema: TableSchema, source: str) -> RawFile:
     convert = partial(arrow_to_pandas, schema=schema)
-    parsed = jsonl.parse(data, convert, schema.names, file.limits)
+    parsed = jsonl.Parser(data, convert, schema.names, file.limits).run()
     if parsed.bad and not len(parsed.frame):
         raise InputError("no line is a valid JSON object", path=file.name, row=parsed.bad[0][0])
     present = check_columns(schema, parsed.frame.columns, file.name) if len(parsed.frame) else []
-    rejected = _rejected_lines(source, file.name, parsed.bad) if parsed.bad else quarantine.empty()
+    rejected = quarantine.empty()
+    if parsed.bad:
+        lines, reasons, raws = zip(*parsed.bad, strict=True)
+        rejected = quarantine.rejected(source, file.name, lines, reasons, raw=raws)
     return RawFile(file, parsed.frame[present], parsed.rows, rejected)
 
 
-def _rejected_lines(source: str, file: str, bad: list[tuple[int, str, str]]) -> pd.DataFrame:
-    lines, reasons, raws = zip(*bad, strict=True)
-    frame = quarantine.rejected(source, file, lines, "", raw=raws)
-    frame["reason"] = list(reasons)
-    return frame
-
-
-def _records_frame(records: list[dict], schema: TableSchema, file: InputFile) -> pd.DataFrame:
-    if not records:
-        return pd.DataFrame()
-    keys = set().union(*records)
-    present = check_columns(schema, keys, file.name)
-    return pd.DataFrame.from_records(records, columns=present)
-
-
-def _read_json(file: InputFile, schema: TableSchema, source: str) -> RawFile:
+def read_json(file: InputFile, schema: TableSchema, source: str, options: SourceOptions) -> RawFile:
     """A JSON array of objects, or an object holding one such array (CloudTrail's
     {"Records": [...]}); a file of one object per line is read as JSON Lines."""
     data = read_bytes(file)
@@ -231,14 +179,9 @@ def _read_json(file: InputFile, schema: TableSchema, source: str) -> RawFile:
         raise InputError(
             "expected an array of objects or an object holding one array", path=file.name
         )
-    is_record = np.array([isinstance(v, dict) for v in doc], dtype=bool)
-    rows = np.arange(1, len(doc) + 1)
-    records = [v for v, ok in zip(doc, is_record, strict=True) if ok]
-    rejected = quarantine.rejected(
-        source,
-        file.name,
-        rows[~is_record],
-        "not a JSON object",
-        raw=[json.dumps(v)[:RAW_LIMIT] for v, ok in zip(doc, is_record, strict=True) if not ok],
-    )
-    return RawFile(file, _records_frame(records, schema, file), rows[is_record], rejected)
+    records, rows, rejected = objects(doc, source, file.name)
+    frame = pd.DataFrame()
+    if records:
+        present = check_columns(schema, set().union(*records), file.name)
+        frame = pd.DataFrame.from_records(records, columns=present)
+    return RawFile(file, frame, rows, rejected)

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
 import re
-import zlib
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import InputError
 from ..schema import TableSchema
-from .files import SNIFF, InputFile, read_bytes
+from .files import SNIFF, InputFile, open_parquet, read_head
 from .options import SourceOptions
 from .readers import csv_header
 
@@ -21,26 +16,12 @@ _SSHD = re.compile(r"\bsshd(?:-session)?\[\d+\]:")
 _VPC_HEADER = re.compile(r"^\s*(?:\S+\s+)*srcaddr\s+(?:\S+\s+)*dstaddr\b")
 
 
-def head(file: InputFile) -> str:
-    """The first 64 KiB of the file (decompressed), as text."""
-    try:
-        if file.gzip:
-            with gzip.open(file.path, "rb") as fh:
-                data = fh.read(HEAD_BYTES)
-        else:
-            with open(file.path, "rb") as fh:
-                data = fh.read(HEAD_BYTES)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputError(f"cannot read file: {exc}", path=file.name) from exc
-    return data.decode("utf-8", "replace").removeprefix("\ufeff")
-
-
 def sniff(file: InputFile, schema: TableSchema, options: SourceOptions) -> str:
     """The format to read `file` with: its extension's, unless the content says otherwise."""
     if file.fmt in ("parquet", "csv"):
         mapped = options.columns is not None and not set(schema.required) <= set(columns(file))
         return "nvml" if mapped else file.fmt
-    start = head(file)
+    start = read_head(file, HEAD_BYTES).decode("utf-8", "replace").removeprefix("\ufeff")
     if file.fmt in ("json", "jsonl"):
         return "cloudtrail" if _cloudtrail(start) else file.fmt
     if file.fmt != SNIFF:
@@ -63,13 +44,7 @@ def sniff(file: InputFile, schema: TableSchema, options: SourceOptions) -> str:
 
 def columns(file: InputFile) -> list[str]:
     """Column names of a Parquet or CSV file."""
-    if file.fmt == "csv":
-        return csv_header(file)
-    try:
-        handle = pa.BufferReader(read_bytes(file)) if file.gzip else str(file.path)
-        return pq.ParquetFile(handle).schema_arrow.names
-    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # names not UTF-8
-        raise InputError(f"cannot read Parquet: {exc}", path=file.name) from exc
+    return csv_header(file) if file.fmt == "csv" else open_parquet(file).schema_arrow.names
 
 
 def _cloudtrail(start: str) -> bool:

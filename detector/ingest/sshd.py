@@ -1,10 +1,7 @@
 """OpenSSH auth logs (syslog or journald short-iso lines) -> access events.
 
-A row is one `Accepted <method> for <user> from <ip> port <n>` line of sshd; other lines are
-not access events and not rows, except sshd `Accepted` lines that do not parse and lines with
-bytes that are not UTF-8, which are quarantined. Syslog timestamps carry no year or zone: the
-year is the file's (its modification time, a year earlier for dates after it) and the time
-is taken as UTC. The tenant is the host's in the tenant map, else the host name.
+A row is one sshd `Accepted <method> for <user> from <ip> port <n>` line; syslog dates take the
+file's year, in UTC (DESIGN-NOTES "Real inputs").
 """
 
 from __future__ import annotations
@@ -73,11 +70,9 @@ def _timestamps(parts: pd.DataFrame, file: InputFile) -> pd.Series:
         return parts["iso"]
     mtime = pd.Timestamp(file.path.stat().st_mtime, unit="s", tz="UTC")
     stamp = parts["month"] + " " + parts["day"] + " " + parts["clock"]
-    this = pd.to_datetime(
-        str(mtime.year) + " " + stamp, format="%Y %b %d %H:%M:%S", errors="coerce", utc=True
-    )
-    last = pd.to_datetime(
-        str(mtime.year - 1) + " " + stamp, format="%Y %b %d %H:%M:%S", errors="coerce", utc=True
+    this, last = (
+        pd.to_datetime(f"{year} " + stamp, format="%Y %b %d %H:%M:%S", errors="coerce", utc=True)
+        for year in (mtime.year, mtime.year - 1)
     )
     when = this.where(this <= mtime + pd.Timedelta(days=1), last)
     iso = when.dt.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+from itertools import compress
 
 import numpy as np
 import pandas as pd
 
 from .. import quarantine
 from .files import InputFile, read_bytes
-from .jsonl import NOT_UTF8, RAW_LIMIT, is_utf8
 
-__all__ = ["NOT_UTF8", "is_utf8", "lines", "raw_lines", "rejected_lines"]
+NOT_UTF8 = "not UTF-8"
+NOT_OBJECT = "not a JSON object"
+RAW_LIMIT = 1000  # characters of a bad line kept
+
+
+def is_utf8(chunk: bytes) -> bool:
+    try:
+        chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def lines(file: InputFile) -> pd.DataFrame:
@@ -21,23 +31,25 @@ def lines(file: InputFile) -> pd.DataFrame:
     chunks = data.split(b"\n")
     if data.endswith(b"\n"):
         chunks.pop()
-    try:
-        text = data.decode("utf-8")
-        utf8 = np.ones(len(chunks), dtype=bool)
-    except UnicodeDecodeError:  # rare: find the lines that are not UTF-8, one by one
-        text = data.decode("utf-8", "replace")
+    text = data.decode("utf-8", "replace")
+    utf8 = np.ones(len(chunks), dtype=bool)
+    if "\ufffd" in text:  # rare: find the lines that are not UTF-8, one by one
         utf8 = np.array([is_utf8(c) for c in chunks], dtype=bool)
     series = pd.Series(text.split("\n")[: len(chunks)], dtype="str").str.rstrip("\r")
     return pd.DataFrame({"line": np.arange(1, len(chunks) + 1), "text": series, "utf8": utf8})
 
 
-def raw_lines(texts: pd.Series) -> list[str]:
-    """Lines as JSON strings for the quarantine's `raw`."""
-    return [json.dumps(t[:RAW_LIMIT]) for t in texts]
-
-
 def rejected_lines(source: str, file: str, frame: pd.DataFrame, reason: str) -> pd.DataFrame:
     """Quarantine rows for the lines of `frame` (columns line, text), one reason."""
-    return quarantine.rejected(
-        source, file, frame["line"].to_numpy(), reason, raw=raw_lines(frame["text"])
-    )
+    raw = [json.dumps(text[:RAW_LIMIT]) for text in frame["text"]]
+    return quarantine.rejected(source, file, frame["line"].to_numpy(), reason, raw=raw)
+
+
+def objects(values: list, source: str, file: str) -> tuple[list[dict], np.ndarray, pd.DataFrame]:
+    """The objects among parsed JSON `values` with their 1-based positions, and quarantine rows
+    for the other values."""
+    is_object = np.array([isinstance(v, dict) for v in values], dtype=bool)
+    rows = np.arange(1, len(values) + 1)
+    raw = [json.dumps(v)[:RAW_LIMIT] for v in compress(values, ~is_object)]
+    rejected = quarantine.rejected(source, file, rows[~is_object], NOT_OBJECT, raw=raw)
+    return list(compress(values, is_object)), rows[is_object], rejected

@@ -38,14 +38,15 @@ from ..timeutil import epoch_ns
 
 log = logging.getLogger(__name__)
 TS_DTYPE = "datetime64[ns, UTC]"
+_PANDAS_TYPES = {TIMESTAMP: TS_DTYPE, FLOAT: "float64", INT: "Int64", BOOL: "boolean"}  # else str
 _TS_MIN, _TS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
 _EPOCH_LIMIT = 9.2e9  # seconds: the datetime64[ns] range
 _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 _LABEL_IDENTITY = ("tenant_id", "start", "end")
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
-_TRUE = ("true", "t", "yes", "y", "1")
-_FALSE = ("false", "f", "no", "n", "0")
+_TRUE, _FALSE = ("true", "t", "yes", "y", "1"), ("false", "f", "no", "n", "0")
+_BOOLEANS = dict.fromkeys(_TRUE, True) | dict.fromkeys(_FALSE, False)
 
 
 def check_columns(schema: TableSchema, columns: Collection[str], file: str) -> list[str]:
@@ -120,30 +121,24 @@ def validate(
     if schema.name == LABELS.name:
         table["label"] = _check_labels(table, fails)
     bad = ~fails.ok
-    rejected = quarantine.rejected(source, file, rows[bad], "", raw=raw_json(frame, bad))
-    rejected["reason"] = fails.reason[bad]
-    rejected["column"] = fails.column[bad]
+    reasons, columns = fails.reason[bad].tolist(), fails.column[bad].tolist()
+    rejected = quarantine.rejected(source, file, rows[bad], reasons, columns, raw_json(frame, bad))
     return table, fails.ok, rejected
 
 
 _ARROW_KIND = {TIMESTAMP: pa.timestamp("ns", tz="UTC"), FLOAT: pa.float64(), STRING: pa.string()}
-ARROW_TYPES = {**_ARROW_KIND, INT: pa.int64(), BOOL: pa.bool_(), IP: pa.string()}
-ARROW_TYPES[COUNTRY] = pa.string()
 _TEXT_KINDS = (STRING, IP, COUNTRY)
+ARROW_TYPES = {**_ARROW_KIND, INT: pa.int64(), BOOL: pa.bool_()}
+ARROW_TYPES |= dict.fromkeys(_TEXT_KINDS, pa.string())
 _TO_PANDAS = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 _NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
 
 def validate_arrow(table: pa.Table, schema: TableSchema) -> tuple[pa.Table, np.ndarray] | None:
-    """The fast path of `validate` for Arrow columns that already have the canonical type
-    (timestamps, float32/64, strings or dictionary-encoded strings).
-
-    Returns the typed table (every schema column: timestamp[ns, UTC], floats as they came,
-    float32 or float64, and text plain or dictionary-encoded with distinct values) and the
-    mask of rows that pass every check, with the values `validate` would give them. Rows
-    outside the mask must go through `validate` (for the reason, or acceptance). None when
-    some column needs the general path (text to parse, another type, another kind).
-    """
+    """The fast path of `validate` for Arrow columns of the canonical type (timestamps,
+    float32/64, text plain or dictionary-encoded): the typed table (floats as they came) and
+    the mask of rows that pass every check, with the values `validate` gives them; the other
+    rows need `validate`. None when some column needs the general path."""
     n = table.num_rows
     ok = np.ones(n, dtype=bool)
     columns = {}
@@ -154,21 +149,14 @@ def validate_arrow(table: pa.Table, schema: TableSchema) -> tuple[pa.Table, np.n
             columns[col.name] = pa.nulls(n, _ARROW_KIND[col.kind])
             continue
         values = table.column(col.name).combine_chunks()
-        if col.kind == TIMESTAMP and pa.types.is_timestamp(values.type):
+        kind = values.type
+        if col.kind == TIMESTAMP and pa.types.is_timestamp(kind):
             columns[col.name] = _arrow_timestamps(values, ok)
-        elif (
-            col.kind == FLOAT
-            and pa.types.is_floating(values.type)
-            and not pa.types.is_float16(values.type)
-        ):
+        elif col.kind == FLOAT and kind in (pa.float32(), pa.float64()):
             columns[col.name] = _arrow_numbers(col, values, ok)
-        elif col.kind == STRING and _is_text(values.type):
+        elif col.kind == STRING and _is_text(kind):
             columns[col.name] = _arrow_text(col, values, ok)
-        elif (
-            col.kind == STRING
-            and pa.types.is_dictionary(values.type)
-            and _is_text(values.type.value_type)
-        ):
+        elif col.kind == STRING and pa.types.is_dictionary(kind) and _is_text(kind.value_type):
             columns[col.name] = _arrow_dictionary_text(col, values, ok)
         else:
             return None
@@ -210,30 +198,20 @@ def _is_text(kind: pa.DataType) -> bool:
 def _arrow_dictionary_text(
     col: Column, values: pa.DictionaryArray, ok: np.ndarray
 ) -> pa.DictionaryArray:
-    """`_arrow_text` on the dictionary only: its values stripped and made distinct again,
-    blank ones dropped (their rows become null)."""
+    """`_arrow_text`, the codes kept when the dictionary is already stripped, distinct and
+    without blanks (the usual case); else the text is cleaned and encoded again."""
     dictionary = values.dictionary.cast(pa.string())
     text = pc.utf8_trim_whitespace(dictionary)
-    blank = pc.equal(pc.binary_length(text), 0).fill_null(False)
     if (
         text.equals(dictionary)
-        and not pc.any(blank).as_py()
         and not dictionary.null_count
+        and not pc.any(pc.equal(pc.binary_length(text), 0)).as_py()
         and pc.count_distinct(text).as_py() == len(text)
     ):  # already clean: keep the codes
         if col.required and values.null_count:
             ok &= ~values.is_null().to_numpy(zero_copy_only=False)
         return values
-    text = pc.if_else(blank, pa.scalar(None, pa.string()), text)
-    codes, distinct = pd.factorize(text.to_numpy(zero_copy_only=False))  # null: -1
-    index = values.indices.fill_null(0).to_numpy()
-    new = codes.astype(np.int32)[index] if len(codes) else np.zeros(len(index), np.int32)
-    missing = (new < 0) | values.indices.is_null().to_numpy(zero_copy_only=False)
-    if col.required:
-        ok &= ~missing
-    return pa.DictionaryArray.from_arrays(
-        pa.array(new, mask=missing), pa.array(distinct, pa.string())
-    )
+    return pc.dictionary_encode(_arrow_text(col, values, ok))
 
 
 def _arrow_text(col: Column, values: pa.Array, ok: np.ndarray) -> pa.Array:
@@ -261,11 +239,8 @@ def validated(
     file: str,
 ) -> tuple[pa.Table, np.ndarray, pd.DataFrame]:
     """(accepted rows as Arrow, in input order, with their row numbers; quarantine) of a batch.
-
-    Arrow columns that already have the canonical type are checked in Arrow (`validate_arrow`);
-    only the rows that fail there, or every row of other types, go through `validate`, which
-    gives the reasons. Accepted text may be dictionary-encoded, floats float32 as they came.
-    """
+    Columns of the canonical type are checked in Arrow (`validate_arrow`); the rows that fail
+    there, or every row of other types, go through `validate`, which gives the reasons."""
     if isinstance(values, pd.DataFrame) or (fast := validate_arrow(values, schema)) is None:
         frame = values if isinstance(values, pd.DataFrame) else arrow_to_pandas(values, schema)
         typed, ok, rejected = validate(frame, rows, schema, source=source, file=file)
@@ -388,10 +363,7 @@ def _as_text(values: pd.Series) -> pd.Series:
 
 
 def _null_column(col: Column, n: int) -> pd.Series:
-    dtype = {TIMESTAMP: TS_DTYPE, FLOAT: "float64", INT: "Int64", BOOL: "boolean"}.get(
-        col.kind, "str"
-    )
-    return pd.Series(None, index=pd.RangeIndex(n), dtype=dtype)
+    return pd.Series(None, index=pd.RangeIndex(n), dtype=_PANDAS_TYPES.get(col.kind, "str"))
 
 
 def _coerce(col: Column, values: pd.Series, missing: np.ndarray, fails: _Failures) -> pd.Series:
@@ -480,11 +452,7 @@ def _numbers(values: pd.Series) -> pd.Series:
 def _booleans(values: pd.Series) -> pd.Series:
     if pd.api.types.is_bool_dtype(values.dtype):
         return values.astype("boolean")
-    text = values.astype("str").str.lower()
-    out = pd.Series(pd.NA, index=values.index, dtype="boolean")
-    out[text.isin(_TRUE).to_numpy()] = True
-    out[text.isin(_FALSE).to_numpy()] = False
-    return out
+    return values.astype("str").str.lower().map(_BOOLEANS).astype("boolean")
 
 
 def _ip_addresses(text: pd.Series) -> pd.Series:
@@ -514,19 +482,13 @@ def _normal_ip(value: str) -> str | None:
 
 
 def _check_range(col: Column, typed: pd.Series, fails: _Failures) -> None:
-    if col.kind not in (FLOAT, INT):
-        return
-    if col.min is not None:
+    if col.kind in (FLOAT, INT) and col.min is not None:
         fails.add(
-            (typed < col.min).fillna(False).to_numpy(dtype=bool),
-            col.name,
-            f"below minimum {col.min:g}",
+            (typed < col.min).fillna(False).to_numpy(bool), col.name, f"below minimum {col.min:g}"
         )
-    if col.max is not None:
+    if col.kind in (FLOAT, INT) and col.max is not None:
         fails.add(
-            (typed > col.max).fillna(False).to_numpy(dtype=bool),
-            col.name,
-            f"above maximum {col.max:g}",
+            (typed > col.max).fillna(False).to_numpy(bool), col.name, f"above maximum {col.max:g}"
         )
 
 
@@ -555,11 +517,8 @@ def _check_labels(table: pd.DataFrame, fails: _Failures) -> pd.Series:
 
 def duplicates(table: pd.DataFrame, key: Sequence[str]) -> np.ndarray:
     """Mask of rows whose key repeats an earlier row's (missing key values compare equal), as
-    `DataFrame.duplicated(keep="first")`: the one duplicates rule of every table.
-
-    A 64-bit hash of each row's key (category codes, nanoseconds or factorized values) is sorted
-    first: when no two hashes are equal, no two keys are (the usual case); otherwise pandas
-    decides."""
+    `DataFrame.duplicated(keep="first")`: the one duplicates rule of every table. Pandas decides
+    only when two rows' 64-bit key hashes are equal (rare)."""
     if not key or table.empty:
         return np.zeros(len(table), dtype=bool)
     hashed = np.zeros(len(table), dtype=np.uint64)

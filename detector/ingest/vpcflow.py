@@ -1,11 +1,7 @@
 """VPC Flow Logs (space-separated, header line naming the fields) -> access events.
 
-Default version-2 format or any custom field order (the header says which). A row is one
-inbound ACCEPTed flow record: `flow-direction` = ingress where the log has that field, else a
-destination the tenant map knows or a non-private source talking to a private destination.
-Outbound, rejected and NODATA records are not access events and not rows; SKIPDATA records
-(flows AWS could not capture) are quarantined so the loss is visible. The tenant comes from the
-tenant map (instance, interface, destination address, account), else the `account-id`.
+A row is one inbound ACCEPTed flow record; outbound, rejected and NODATA records are not rows,
+SKIPDATA records are quarantined (DESIGN-NOTES "Real inputs").
 """
 
 from __future__ import annotations
@@ -41,6 +37,13 @@ DEFAULT_V2 = (
 NEEDED = ("srcaddr", "dstaddr", "start", "action", "log-status")
 WRONG_FIELDS = "malformed record: wrong number of fields"
 SKIPDATA = "SKIPDATA: flows not captured"
+# Tenant map kinds and the fields that hold their keys, in the order they are tried.
+TENANT_KEYS = (
+    ("instance", "instance-id"),
+    ("interface", "interface-id"),
+    ("address", "dstaddr"),
+    ("account", "account-id"),
+)
 
 
 def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptions) -> RawFile:
@@ -88,21 +91,11 @@ def read(file: InputFile, schema: TableSchema, source: str, options: SourceOptio
             source, file.name, lines[(status == "SKIPDATA").to_numpy(dtype=bool)], SKIPDATA
         )
     )
-    keep = (status == "OK").to_numpy(dtype=bool) & (
-        table["action"].str.upper() == "ACCEPT"
-    ).to_numpy(dtype=bool)
-    keep &= _inbound(table, options)
+    accepted = (status == "OK") & (table["action"].str.upper() == "ACCEPT")
+    keep = accepted.to_numpy(dtype=bool) & _inbound(table, options)
     table, lines = table[keep], lines[keep]
     account = _field(table, "account-id")
-    keys = [
-        (kind, _field(table, name).astype("str"))
-        for kind, name in (
-            ("instance", "instance-id"),
-            ("interface", "interface-id"),
-            ("address", "dstaddr"),
-            ("account", "account-id"),
-        )
-    ]
+    keys = [(kind, _field(table, name).astype("str")) for kind, name in TENANT_KEYS]
     frame = pd.DataFrame(
         {
             "timestamp": table["start"],
@@ -128,12 +121,8 @@ def _inbound(table: pd.DataFrame, options: SourceOptions) -> np.ndarray:
     mapped = np.zeros(len(table), dtype=bool)
     if options.tenant_map is not None:
         known = options.tenant_map.entries
-        for kind, name in (
-            ("instance", "instance-id"),
-            ("interface", "interface-id"),
-            ("address", "dstaddr"),
-        ):
-            if kind in known and name in table:
+        for kind, name in TENANT_KEYS:
+            if kind != "account" and kind in known and name in table:
                 mapped |= table[name].isin(known[kind].keys()).to_numpy(dtype=bool)
     # from outside the VPC to a private address; a source that is not an address at all
     # stays a row, for validation to quarantine it
