@@ -95,15 +95,7 @@ def extract(
             if engine.name == "dask":
                 from .dask import run_dask
 
-                results = run_dask(
-                    parts.paths,
-                    parts.files,
-                    settings,
-                    engine.scheduler,
-                    engine.workers,
-                    advance,
-                    engine.slice_rows,
-                )
+                results = run_dask(parts.paths, parts.files, settings, engine, advance)
             else:
                 results = run_local(
                     parts.paths, parts.files, settings, advance, workers, engine.slice_rows

@@ -12,11 +12,14 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..errors import GpuwatchError
 from .local import PartResult, partition_features
-from .slices import SLICE_ROWS
+
+if TYPE_CHECKING:
+    from . import Engine
 
 CONNECT_TIMEOUT = "10s"  # to reach a --scheduler
 
@@ -25,12 +28,10 @@ def run_dask(
     paths: Sequence[Sequence[Path]],
     files: Sequence[str],
     settings: Settings,
-    scheduler: str | None = None,
-    workers: int | None = None,
+    engine: Engine,
     progress: Callable[[int], None] | None = None,
-    slice_rows: int = SLICE_ROWS,
 ) -> list[PartResult]:
-    """Every partition as a task on the cluster; results in partition order."""
+    """Every partition as a task on the cluster of `engine`; results in partition order."""
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:  # pragma: no cover - dask is an optional extra
@@ -38,17 +39,19 @@ def run_dask(
             "--engine dask needs the dask extra: pip install 'gpuwatch[dask]'"
         ) from exc
     cluster = None
-    if scheduler is None:
+    if engine.scheduler is None:
         cluster = LocalCluster(
-            n_workers=workers or os.cpu_count() or 1,
+            n_workers=engine.workers or os.cpu_count() or 1,
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
         )
     try:
-        client = Client(cluster if cluster is not None else scheduler, timeout=CONNECT_TIMEOUT)
+        client = Client(
+            cluster if cluster is not None else engine.scheduler, timeout=CONNECT_TIMEOUT
+        )
     except OSError as exc:
-        raise GpuwatchError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from exc
+        raise GpuwatchError(f"cannot reach the Dask scheduler {engine.scheduler}: {exc}") from exc
     try:
         run = uuid.uuid4().hex[:8]
         settings_f = client.scatter(settings, broadcast=True)
@@ -58,7 +61,7 @@ def run_dask(
                 path,
                 list(files),
                 settings_f,
-                slice_rows,
+                engine.slice_rows,
                 pure=False,
                 key=f"gpuwatch-part-{run}-{i}",
             )

@@ -3,7 +3,6 @@ processes (one per core), so memory holds at most `workers` partitions at a time
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ import pandas as pd
 from ..config import Settings
 from ..features.workload import workload_features
 from ..sessions import cut_sessions
-from .partition import read_partition, worker_pool
+from .partition import Stopwatch, read_partition, worker_pool
 from .slices import SLICE_ROWS, partition_rows, sliced_features
 
 
@@ -34,19 +33,11 @@ def partition_features(
     of more than `slice_rows` rows one time slice at a time (`slices`)."""
     if partition_rows(paths) > slice_rows:
         return PartResult(*sliced_features(paths, files, settings, slice_rows))
-    t0 = time.perf_counter()
-    telemetry, rejected = read_partition(paths, files)
-    t1 = time.perf_counter()
-    sessions, samples = cut_sessions(telemetry, settings.sessions)
-    t2 = time.perf_counter()
-    workload = workload_features(sessions, samples, settings)
-    t3 = time.perf_counter()
-    return PartResult(
-        pd.concat([sessions, workload], axis=1),
-        rejected,
-        len(telemetry),
-        {"read": t1 - t0, "sessions": t2 - t1, "workload": t3 - t2},
-    )
+    seconds = Stopwatch()
+    telemetry, rejected = seconds.run("read", read_partition, paths, files)
+    sessions, samples = seconds.run("sessions", cut_sessions, telemetry, settings.sessions)
+    workload = seconds.run("workload", workload_features, sessions, samples, settings)
+    return PartResult(pd.concat([sessions, workload], axis=1), rejected, len(telemetry), seconds)
 
 
 def run_local(

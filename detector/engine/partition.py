@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,6 +26,8 @@ from ..ingest import Batch, Counts, Source, Unit, duplicate_rows, duplicates
 from ..ingest.validate import arrow_schema
 from ..schema import STRING, TELEMETRY
 from .scratch import die_with_parent
+
+T = TypeVar("T")
 
 MIN_ROWS_PARALLEL = 1 << 22  # smaller inputs are not worth starting processes for
 SPANS_PER_WORKER = 4  # spans per pass worker: progress, and balance
@@ -168,6 +172,16 @@ def partition_telemetry(
         parts.setdefault(path.name, []).append(path)
     result.paths = [tuple(parts[name]) for name in sorted(parts)]
     return result
+
+
+class Stopwatch(dict[str, float]):
+    """Seconds per step of a partition's work, summed over the calls `run` times."""
+
+    def run(self, step: str, fn: Callable[..., T], *args: Any) -> T:
+        t0 = time.perf_counter()
+        out = fn(*args)
+        self[step] = self.get(step, 0.0) + time.perf_counter() - t0
+        return out
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:

@@ -11,7 +11,6 @@ one table would give. Duplicates share a timestamp, so each is found in its slic
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from ..features.summary import Summary, merge, summarise
 from ..features.workload import summary_features
 from ..sessions import active_runs, cut_sessions, merge_runs
 from ..timeutil import NS
-from .partition import ROWS_PER_PARTITION, SCHEMA, read_partition
+from .partition import ROWS_PER_PARTITION, SCHEMA, Stopwatch, read_partition
 
 SLICE_ROWS = 2 * ROWS_PER_PARTITION  # default: larger partitions are cut in time slices
 _IPC = pa.ipc.IpcWriteOptions(compression=None, emit_dictionary_deltas=True)
@@ -41,41 +40,31 @@ def sliced_features(
 ) -> tuple[pd.DataFrame, pd.DataFrame, int, dict[str, float]]:
     """(sessions with workload features, duplicate rows, rows, seconds per step) of one
     partition, read one time slice at a time."""
-    seconds = dict.fromkeys(("read", "sessions", "workload"), 0.0)
+    seconds = Stopwatch(read=0.0, sessions=0.0, workload=0.0)
     folder = Path(paths[0]).parent.parent / f"slices-{Path(paths[0]).stem}"
     try:
-        t0 = time.perf_counter()
-        slices = _split(paths, folder, settings.sessions.grid_seconds * NS, slice_rows)
-        seconds["read"] = time.perf_counter() - t0
+        grid_ns = settings.sessions.grid_seconds * NS
+        slices = seconds.run("read", _split, paths, folder, grid_ns, slice_rows)
         runs, rejected, rows = [], [], 0
         for slice_paths in slices:
-            t1 = time.perf_counter()
-            telemetry, dup = read_partition(slice_paths, files)
-            t2 = time.perf_counter()
-            runs.append(active_runs(telemetry, settings.sessions))
+            telemetry, dup = seconds.run("read", read_partition, slice_paths, files)
+            runs.append(seconds.run("sessions", active_runs, telemetry, settings.sessions))
             rejected.append(dup)
             rows += len(telemetry)
-            seconds["read"] += t2 - t1
-            seconds["sessions"] += time.perf_counter() - t2
         sessions = merge_runs(runs, settings.sessions)
         summary: Summary | None = None
         for slice_paths in slices:
-            t1 = time.perf_counter()
-            telemetry, _ = read_partition(slice_paths, files)
-            t2 = time.perf_counter()
-            _, samples = cut_sessions(telemetry, settings.sessions, sessions)
-            t3 = time.perf_counter()
-            part = summarise(len(sessions), samples, settings)
+            telemetry, _ = seconds.run("read", read_partition, slice_paths, files)
+            _, samples = seconds.run(
+                "sessions", cut_sessions, telemetry, settings.sessions, sessions
+            )
+            part = seconds.run("workload", summarise, len(sessions), samples, settings)
             summary = part if summary is None else merge(summary, part)
-            seconds["read"] += t2 - t1
-            seconds["sessions"] += t3 - t2
-            seconds["workload"] += time.perf_counter() - t3
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    t1 = time.perf_counter()
     assert summary is not None  # a partition has rows
-    features = pd.concat([sessions, summary_features(sessions, summary, settings)], axis=1)
-    seconds["workload"] += time.perf_counter() - t1
+    workload = seconds.run("workload", summary_features, sessions, summary, settings)
+    features = pd.concat([sessions, workload], axis=1)
     return features, quarantine.combine(rejected), rows, seconds
 
 
