@@ -123,6 +123,22 @@ def test_the_clock_sees_through_a_vpn_and_vouches_against_a_trip():
     assert f.loc["trip", "origin_evidence"] < 0.05
 
 
+def test_a_long_trip_does_not_set_the_clock():
+    # A New York engineer two days at home and three in Shanghai, beside a deploy bot on cloud
+    # egress around the clock: more of the week's human events keep Beijing hours, because the
+    # person is there. `direct` has weighed the trip; the clock reads the people at home.
+    home = access("trip", week(range(13, 22), range(0, 2)), "US", declared="US")
+    away = access("trip", week(range(1, 10), range(2, 5)), "CN", restricted=True, declared="US")
+    bot = access("trip", week(range(0, 24)), "US", hosting=True, declared="US", asn=16509)
+    f = features_of(
+        telemetry("trip", 1, 8, 120, start=T0 + pd.Timedelta(days=4)),
+        pd.concat([home, away, bot], ignore_index=True),
+    )
+    assert f.loc["trip", "concern_people_share"] == 0
+    assert f.loc["trip", "clock_excess"] < 0
+    assert f.loc["trip", "origin_evidence"] < 0.05
+
+
 def test_one_weak_tell_is_not_enough_and_agreeing_tells_add_up():
     hosting = access("cloud", week(range(13, 22)), "US", hosting=True, declared="US", asn=16509)
     f = features_of(telemetry("cloud", 1, 8, 60, start=T0 + pd.Timedelta(days=4)), hosting)

@@ -81,7 +81,8 @@ TELLS: tuple[Tell, ...] = (
         "signed: the people's weekly office hours fit the zone of a country of concern (the "
         "one their direct events come from, else the best fitting) better (+) or the declared "
         f"country's better (-, only against direct events), by up to {CLOCK_FULL} nats per event; "
-        "zones at least 3 h apart, weighted by events and days of history",
+        "zones at least 3 h apart, weighted by events and days of history; a traveller's events "
+        "abroad (direct, from a person not in a country of concern whenever seen) left out",
     ),
     Tell("hosting", 1.5, "share of events through hosting, cloud or VPN networks"),
     Tell("foreign_exit", 1.0, "share of events through hosting exits outside the declared country"),
@@ -267,14 +268,28 @@ def _concern_people(ev: pd.DataFrame) -> pd.Series:
     seen (CONCERN_PERSON_SHARE of their own-network events). A resident, and a VPN user who
     leaks, is one; a traveller is not: at home they connect from home. People never seen
     outside hosting (bots, careful VPN users) do not count either way."""
+    seen, concern = _people(ev)
+    by_key = seen.groupby(level="key").sum()
+    share = seen.where(concern, 0).groupby(level="key").sum() / by_key
+    return share.where(by_key > 0)
+
+
+def _people(ev: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per (key, principal): the events seen outside hosting networks, and whether the person
+    is in a country of concern whenever seen (`_concern_people`)."""
     person = ev.groupby(["key", "principal"]).agg(
         direct=("direct", "sum"), own=("own_network", "sum")
     )
     seen = person["direct"] + person["own"]
-    concern = (person["direct"] > 0) & (person["direct"] >= CONCERN_PERSON_SHARE * seen)
-    by_key = seen.groupby(level="key").sum()
-    share = seen.where(concern, 0).groupby(level="key").sum() / by_key
-    return share.where(by_key > 0)
+    return seen, (person["direct"] > 0) & (person["direct"] >= CONCERN_PERSON_SHARE * seen)
+
+
+def _trip_events(ev: pd.DataFrame) -> np.ndarray:
+    """Per event: a direct event of a person who is not in a country of concern whenever seen
+    (a traveller abroad)."""
+    _, concern = _people(ev)
+    resident = concern.reindex(pd.MultiIndex.from_arrays([ev["key"], ev["principal"]]))
+    return ev["direct"].to_numpy(bool) & ~resident.fillna(False).to_numpy(bool)
 
 
 def _event_flags(access: pd.DataFrame) -> pd.DataFrame:
@@ -314,7 +329,9 @@ def _clock(ev: pd.DataFrame, settings: Settings, as_of: pd.Timestamp) -> pd.Data
     minus under the declared country's zone (without one: the best zone at least 3 h away),
     weighted by confidence in events and days. Negative when the declared zone fits better,
     which refutes direct events (a trip) but proves nothing without them. Zero when the zones
-    are within 3 h: the clock cannot tell Beijing from Singapore."""
+    are within 3 h: the clock cannot tell Beijing from Singapore. A traveller's events abroad
+    (`_trip_events`) are left out of the fit: they keep that country's hours because the person
+    is there, which `direct` has already weighed; the clock reads the people at home."""
     offsets = _half_hour_offsets(settings, as_of)
     zone_of = settings.jurisdiction.zone_of
     concern = np.array(sorted({offsets[z] for z in _concern_zones(settings) if z in offsets}))
@@ -324,10 +341,11 @@ def _clock(ev: pd.DataFrame, settings: Settings, as_of: pd.Timestamp) -> pd.Data
     t = ev["t"].to_numpy()
     how = ((t // _DAY + 3) % 7) * 48 + (t % _DAY) // 1800  # UTC half-hour of the week
     code = np.searchsorted(keys, ev["key"].to_numpy())
+    home = ~_trip_events(ev)
     log_p = _log_template(settings)
     candidates = np.arange(-24, 29)  # UTC-12 to UTC+14, in half-hours
     hist = np.zeros((len(keys), _BINS))
-    np.add.at(hist, (code, how), 1.0)
+    np.add.at(hist, (code[home], how[home]), 1.0)
     ll = hist @ np.stack([np.roll(log_p, -o) for o in candidates], axis=1)
     n = hist.sum(axis=1)
 
@@ -347,7 +365,7 @@ def _clock(ev: pd.DataFrame, settings: Settings, as_of: pd.Timestamp) -> pd.Data
     ll_hyp = ll[np.arange(len(keys)), np.searchsorted(candidates, hyp)]
 
     declared = pd.Series(ev["declared"]).map(offset_of).to_numpy(float)
-    known = ~np.isnan(declared)
+    known = ~np.isnan(declared) & home
     own = log_p[(how[known] + declared[known].astype(int)) % _BINS]
     ref_declared = np.bincount(code[known], weights=own, minlength=len(keys))
     near = known.copy()
@@ -356,7 +374,7 @@ def _clock(ev: pd.DataFrame, settings: Settings, as_of: pd.Timestamp) -> pd.Data
     all_known = np.bincount(code, weights=known, minlength=len(keys)) == n
     away = np.abs(candidates[None, :] - hyp[:, None]) >= _MIN_CLOCK_GAP
     ref = np.where(all_known, ref_declared, np.where(away, ll, -np.inf).max(axis=1))
-    days = pd.Series(ev["day"].to_numpy()).groupby(code).nunique()
+    days = pd.Series(ev["day"].to_numpy()[home]).groupby(code[home]).nunique()
     days = days.reindex(range(len(keys))).fillna(0).to_numpy()
     confidence = np.clip((days - 1) / 4, 0, 1) * np.clip(n / 20, 0, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
