@@ -91,15 +91,19 @@ def extract(
         what = f"{parts.counts.read} rows into {len(parts.paths)} of {n_parts} partitions"
         _log_stage(report, "partition", what)
         advance = progress("features", len(parts.paths)) if progress else None
+        # largest partitions first, so that none starts last and leaves the other workers idle
+        order = sorted(range(len(parts.paths)), key=lambda i: -_bytes(parts.paths[i]))
+        paths = [parts.paths[i] for i in order]
         with report.stage("extract"):
             if engine.name == "dask":
                 from .dask import run_dask
 
-                results = run_dask(parts.paths, parts.files, settings, engine, advance)
+                results = run_dask(paths, parts.files, settings, engine, advance)
             else:
                 results = run_local(
-                    parts.paths, parts.files, settings, advance, workers, engine.slice_rows
+                    paths, parts.files, settings, advance, workers, engine.slice_rows
                 )
+        results = [r for _, r in sorted(zip(order, results, strict=True), key=lambda p: p[0])]
     for name in ("read", "sessions", "workload"):
         report.stage_seconds[f"extract_{name}"] = sum(r.seconds[name] for r in results)
     dup = quarantine.combine([r.quarantine for r in results])
@@ -118,6 +122,10 @@ def combine(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
     key = table[SESSION_ORDER].assign(job_id=table["job_id"].astype("string").fillna(""))
     order = key.sort_values(SESSION_ORDER, kind="stable").index
     return table.loc[order].reset_index(drop=True)
+
+
+def _bytes(paths: Sequence[Path]) -> int:
+    return sum(path.stat().st_size for path in paths)
 
 
 def _log_stage(report: RunReport, stage: str, what: str) -> None:

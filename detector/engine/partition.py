@@ -263,14 +263,14 @@ def _dictionary(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def read_partition(
-    paths: Sequence[Path], files: Sequence[str]
+    paths: Sequence[Path], files: Sequence[str], columns: Sequence[str] = TELEMETRY.names
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(telemetry, quarantine) of one partition (its files in input order): duplicates of an
-    earlier row are quarantined."""
+    """(telemetry, quarantine) of one partition (its files in input order; `columns` of it,
+    the key among them): duplicates of an earlier row are quarantined."""
     tables = []
     for path in paths:
         with pa.memory_map(str(path)) as source:
-            tables.append(pa.ipc.open_file(source).read_all())
+            tables.append(pa.ipc.open_file(source).read_all().select([*columns, *_ORIGIN]))
     # text as categoricals: the factorizing, duplicate search and row selection that follow
     # work on integer codes
     frame = pa.concat_tables(tables).unify_dictionaries().to_pandas()
