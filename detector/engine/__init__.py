@@ -88,11 +88,12 @@ def extract(
                 progress=advance,
                 workers=workers,
             )
-        what = f"{parts.counts.read} rows into {len(parts.paths)} of {n_parts} partitions"
-        _log_stage(report, "partition", what)
+        log.debug("partition: %d rows into %d of %d", parts.counts.read, len(parts.paths), n_parts)
         advance = progress("features", len(parts.paths)) if progress else None
         # largest partitions first, so that none starts last and leaves the other workers idle
-        order = sorted(range(len(parts.paths)), key=lambda i: -_bytes(parts.paths[i]))
+        order = sorted(
+            range(len(parts.paths)), key=lambda i: -sum(p.stat().st_size for p in parts.paths[i])
+        )
         paths = [parts.paths[i] for i in order]
         with report.stage("extract"):
             if engine.name == "dask":
@@ -108,7 +109,7 @@ def extract(
         report.stage_seconds[f"extract_{name}"] = sum(r.seconds[name] for r in results)
     dup = quarantine.combine([r.quarantine for r in results])
     parts.counts.demote(len(dup))
-    _log_stage(report, "extract", f"{sum(r.rows for r in results)} rows, engine {engine.name}")
+    log.debug("extract: %d rows, engine %s", sum(r.rows for r in results), engine.name)
     features = combine([r.features for r in results])
     return features, quarantine.combine([parts.quarantine, dup]), parts.counts.check()
 
@@ -122,11 +123,3 @@ def combine(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
     key = table[SESSION_ORDER].assign(job_id=table["job_id"].astype("string").fillna(""))
     order = key.sort_values(SESSION_ORDER, kind="stable").index
     return table.loc[order].reset_index(drop=True)
-
-
-def _bytes(paths: Sequence[Path]) -> int:
-    return sum(path.stat().st_size for path in paths)
-
-
-def _log_stage(report: RunReport, stage: str, what: str) -> None:
-    log.debug("stage %s: %.2f s (%s)", stage, report.stage_seconds.get(stage, 0.0), what)

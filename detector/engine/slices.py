@@ -22,13 +22,11 @@ from .. import quarantine
 from ..config import Settings
 from ..features.summary import Summary, merge, summarise
 from ..features.workload import summary_features
-from ..schema import TELEMETRY
 from ..sessions import active_runs, cut_sessions, merge_runs
 from ..timeutil import NS
 from .partition import ROWS_PER_PARTITION, SCHEMA, Stopwatch, read_partition
 
 SLICE_ROWS = 2 * ROWS_PER_PARTITION  # default: larger partitions are cut in time slices
-RUN_COLUMNS = (*TELEMETRY.key, "gpu_util", "job_id")  # what the first pass reads (`active_runs`)
 _IPC = pa.ipc.IpcWriteOptions(compression=None, emit_dictionary_deltas=True)
 
 
@@ -49,14 +47,14 @@ def sliced_features(
         slices = seconds.run("read", _split, paths, folder, grid_ns, slice_rows)
         runs, rejected, rows = [], [], 0
         for slice_paths in slices:
-            telemetry, _ = seconds.run("read", read_partition, slice_paths, files, RUN_COLUMNS)
+            telemetry, dup = seconds.run("read", read_partition, slice_paths, files)
             runs.append(seconds.run("sessions", active_runs, telemetry, settings.sessions))
+            rejected.append(dup)
+            rows += len(telemetry)
         sessions = merge_runs(runs, settings.sessions)
         summary: Summary | None = None
         for slice_paths in slices:
-            telemetry, dup = seconds.run("read", read_partition, slice_paths, files)
-            rejected.append(dup)
-            rows += len(telemetry)
+            telemetry, _ = seconds.run("read", read_partition, slice_paths, files)
             _, samples = seconds.run(
                 "sessions", cut_sessions, telemetry, settings.sessions, sessions
             )

@@ -71,10 +71,9 @@ def duplicate_rows(
     schema: TableSchema,
     source: str,
 ) -> pd.DataFrame:
-    """Quarantine rows for duplicates (the schema's columns among theirs): `origin` holds
-    each one's (file index, row)."""
+    """Quarantine rows for duplicates: `origin` holds each one's (file index, row)."""
     files = pd.Series(np.asarray(names, dtype=object)[origin[:, 0]]) if len(origin) else []
-    raw = raw_json(dups[[n for n in schema.names if n in dups]], np.ones(len(dups), dtype=bool))
+    raw = raw_json(dups[schema.names], np.ones(len(dups), dtype=bool))
     key = ",".join(schema.key)
     frame = quarantine.rejected(source, "", origin[:, 1], "duplicate", column=key, raw=raw)
     frame["file"] = files
