@@ -88,23 +88,28 @@ def extract(
                 progress=advance,
                 workers=workers,
             )
-        what = f"{parts.counts.read} rows into {len(parts.paths)} of {n_parts} partitions"
-        _log_stage(report, "partition", what)
+        log.debug("partition: %d rows into %d of %d", parts.counts.read, len(parts.paths), n_parts)
         advance = progress("features", len(parts.paths)) if progress else None
+        # largest partitions first, so that none starts last and leaves the other workers idle
+        order = sorted(
+            range(len(parts.paths)), key=lambda i: -sum(p.stat().st_size for p in parts.paths[i])
+        )
+        paths = [parts.paths[i] for i in order]
         with report.stage("extract"):
             if engine.name == "dask":
                 from .dask import run_dask
 
-                results = run_dask(parts.paths, parts.files, settings, engine, advance)
+                results = run_dask(paths, parts.files, settings, engine, advance)
             else:
                 results = run_local(
-                    parts.paths, parts.files, settings, advance, workers, engine.slice_rows
+                    paths, parts.files, settings, advance, workers, engine.slice_rows
                 )
+        results = [r for _, r in sorted(zip(order, results, strict=True), key=lambda p: p[0])]
     for name in ("read", "sessions", "workload"):
         report.stage_seconds[f"extract_{name}"] = sum(r.seconds[name] for r in results)
     dup = quarantine.combine([r.quarantine for r in results])
     parts.counts.demote(len(dup))
-    _log_stage(report, "extract", f"{sum(r.rows for r in results)} rows, engine {engine.name}")
+    log.debug("extract: %d rows, engine %s", sum(r.rows for r in results), engine.name)
     features = combine([r.features for r in results])
     return features, quarantine.combine([parts.quarantine, dup]), parts.counts.check()
 
@@ -118,7 +123,3 @@ def combine(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
     key = table[SESSION_ORDER].assign(job_id=table["job_id"].astype("string").fillna(""))
     order = key.sort_values(SESSION_ORDER, kind="stable").index
     return table.loc[order].reset_index(drop=True)
-
-
-def _log_stage(report: RunReport, stage: str, what: str) -> None:
-    log.debug("stage %s: %.2f s (%s)", stage, report.stage_seconds.get(stage, 0.0), what)

@@ -63,13 +63,8 @@ class Partitions:
         return quarantine.combine(self.rejected)
 
 
-def partition_of(tenant: pd.Series, n_partitions: int) -> np.ndarray:
+def partition_of(names: np.ndarray, n_partitions: int) -> np.ndarray:
     """Stable partition number of each tenant id (the same in every process and run)."""
-    codes, names = pd.factorize(tenant)
-    return _hash_partition(names, n_partitions)[codes]
-
-
-def _hash_partition(names: np.ndarray, n_partitions: int) -> np.ndarray:
     hashed = pd.util.hash_array(np.asarray(names, dtype=str).astype(object))
     return (hashed % np.uint64(n_partitions)).astype(np.int64)
 
@@ -107,7 +102,7 @@ class _Writer:
         names = self.codes["tenant_id"]
         if len(names) > len(self.tenant_part):
             new = np.asarray(list(names)[len(self.tenant_part) :], dtype=object)
-            self.tenant_part = np.r_[self.tenant_part, _hash_partition(new, self.n)]
+            self.tenant_part = np.r_[self.tenant_part, partition_of(new, self.n)]
         part = self.tenant_part[table.column("tenant_id").combine_chunks().indices.to_numpy()]
         part = part.astype(np.int16) if self.n < 1 << 15 else part  # int16: a radix sort
         order = np.argsort(part, kind="stable")
