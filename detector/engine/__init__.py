@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .. import quarantine
@@ -104,7 +105,7 @@ def extract(
                 results = run_local(
                     paths, parts.files, settings, advance, workers, engine.slice_rows
                 )
-        results = [r for _, r in sorted(zip(order, results, strict=True), key=lambda p: p[0])]
+        results = [results[k] for k in np.argsort(order)]  # back in partition order
     for name in ("read", "sessions", "workload"):
         report.stage_seconds[f"extract_{name}"] = sum(r.seconds[name] for r in results)
     dup = quarantine.combine([r.quarantine for r in results])

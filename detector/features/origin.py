@@ -254,7 +254,9 @@ def origin_history(
         }
     )
     values["direct_events"] = by["direct"].sum().astype(float)
-    values["concern_people_share"] = _concern_people(ev).reindex(values.index)
+    seen, concern = _people(ev)
+    values["concern_people_share"] = _concern_people(seen, concern).reindex(values.index)
+    ev["trip"] = _trip_events(ev, concern)
     values = values.join(_clock(ev, settings, as_of)).join(registry, how="outer")
     values["history_events"] = values["history_events"].fillna(0.0)
     values["history_days"] = values["history_days"].fillna(0.0)
@@ -262,13 +264,12 @@ def origin_history(
     return values[[*HISTORY_COLUMNS, "origin_evidence"]]
 
 
-def _concern_people(ev: pd.DataFrame) -> pd.Series:
+def _concern_people(seen: pd.Series, concern: pd.Series) -> pd.Series:
     """Per key: of the events its people make outside hosting networks (where they can be
     seen), the share made by people who connect from a country of concern whenever they are
     seen (CONCERN_PERSON_SHARE of their own-network events). A resident, and a VPN user who
     leaks, is one; a traveller is not: at home they connect from home. People never seen
-    outside hosting (bots, careful VPN users) do not count either way."""
-    seen, concern = _people(ev)
+    outside hosting (bots, careful VPN users) do not count either way (`_people`)."""
     by_key = seen.groupby(level="key").sum()
     share = seen.where(concern, 0).groupby(level="key").sum() / by_key
     return share.where(by_key > 0)
@@ -284,10 +285,9 @@ def _people(ev: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return seen, (person["direct"] > 0) & (person["direct"] >= CONCERN_PERSON_SHARE * seen)
 
 
-def _trip_events(ev: pd.DataFrame) -> np.ndarray:
+def _trip_events(ev: pd.DataFrame, concern: pd.Series) -> np.ndarray:
     """Per event: a direct event of a person who is not in a country of concern whenever seen
-    (a traveller abroad)."""
-    _, concern = _people(ev)
+    (a traveller abroad; `concern` per person from `_people`)."""
     resident = concern.reindex(pd.MultiIndex.from_arrays([ev["key"], ev["principal"]]))
     return ev["direct"].to_numpy(bool) & ~resident.fillna(False).to_numpy(bool)
 
@@ -330,8 +330,9 @@ def _clock(ev: pd.DataFrame, settings: Settings, as_of: pd.Timestamp) -> pd.Data
     weighted by confidence in events and days. Negative when the declared zone fits better,
     which refutes direct events (a trip) but proves nothing without them. Zero when the zones
     are within 3 h: the clock cannot tell Beijing from Singapore. A traveller's events abroad
-    (`_trip_events`) are left out of the fit: they keep that country's hours because the person
-    is there, which `direct` has already weighed; the clock reads the people at home."""
+    (`trip`, from `_trip_events`) are left out of the fit: they keep that country's hours
+    because the person is there, which `direct` has already weighed; the clock reads the
+    people at home."""
     offsets = _half_hour_offsets(settings, as_of)
     zone_of = settings.jurisdiction.zone_of
     concern = np.array(sorted({offsets[z] for z in _concern_zones(settings) if z in offsets}))
@@ -341,7 +342,7 @@ def _clock(ev: pd.DataFrame, settings: Settings, as_of: pd.Timestamp) -> pd.Data
     t = ev["t"].to_numpy()
     how = ((t // _DAY + 3) % 7) * 48 + (t % _DAY) // 1800  # UTC half-hour of the week
     code = np.searchsorted(keys, ev["key"].to_numpy())
-    home = ~_trip_events(ev)
+    home = ~ev["trip"].to_numpy(bool)
     log_p = _log_template(settings)
     candidates = np.arange(-24, 29)  # UTC-12 to UTC+14, in half-hours
     hist = np.zeros((len(keys), _BINS))
